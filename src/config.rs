@@ -1,0 +1,200 @@
+//! Typed settings: `config/default.toml`, then an optional file, then `HOOKS__…` env vars.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything the service reads at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    /// Largest accepted request body (SPEC 1.4).
+    pub body_limit_bytes: usize,
+    /// Requests handled at once; more are shed with 503.
+    pub concurrency_limit: usize,
+    pub request_timeout_seconds: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit_bytes: 256 * 1024,
+            concurrency_limit: 512,
+            request_timeout_seconds: 30,
+            shutdown_timeout_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…`; `DATABASE_URL` overrides it.
+    #[serde(skip_serializing)]
+    pub url: Option<SecretString>,
+    pub max_connections: u32,
+    pub acquire_timeout_seconds: u64,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+            acquire_timeout_seconds: 5,
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// JWT rules shared by every app (SPEC 2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Accepted signature algorithms: any of `HS256`, `HS384`, `HS512`.
+    pub algorithms: Vec<String>,
+    pub leeway_seconds: u64,
+    pub require_exp: bool,
+    pub max_token_age_seconds: Option<u64>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            algorithms: vec!["HS256".to_owned()],
+            leeway_seconds: 60,
+            require_exp: false,
+            max_token_age_seconds: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// What an app may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Ingest,
+    Read,
+}
+
+/// One value or a list: a list of secrets rotates keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            Self::One(value) => vec![value],
+            Self::Many(values) => values,
+        }
+    }
+}
+
+/// A calling app (the vendor's Client ID) and where its secrets come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub app_id: String,
+    /// Names of env vars holding secrets.
+    #[serde(default)]
+    pub secret_env: Option<OneOrMany<String>>,
+    /// Files holding secrets (trailing newline ignored).
+    #[serde(default)]
+    pub secret_file: Option<OneOrMany<PathBuf>>,
+    /// Literal secrets: local development only, warned about at start.
+    #[serde(default, skip_serializing)]
+    pub secret: Option<OneOrMany<SecretString>>,
+    /// Bot ids this app may use, or `["*"]`.
+    pub bots: Vec<String>,
+    pub permissions: Vec<Permission>,
+}
+
+/// The config file read first, relative to the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
+
+impl Settings {
+    /// Layers `config/default.toml` (if present), `extra_file`, then `HOOKS__SECTION__KEY`
+    /// env vars and `DATABASE_URL`.
+    pub fn load(extra_file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file(DEFAULT_CONFIG_FILE));
+        if let Some(path) = extra_file {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let mut settings: Settings = figment
+            .merge(Env::prefixed("HOOKS__").split("__"))
+            .extract()
+            .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.is_empty()
+        {
+            settings.database.url = Some(url.into());
+        }
+        Ok(settings)
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            auth: AuthSettings::default(),
+            log: LogSettings::default(),
+            apps: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The domain: validated hook events and the participant timeline they fold into. No I/O.
+
+pub mod ingest;
+pub mod timeline;
+pub mod types;
+
+pub use ingest::{Action, BodyError, ConversationId, Event, FieldError, IngestBatch};
+pub use timeline::{Anomaly, ExitType, ParticipantTimeline, Status, Stint, Timeline, Transfers};
+pub use types::{EventName, Experience, Participant, TransferType, Transition};

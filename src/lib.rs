@@ -1,0 +1,19 @@
+//! agentassist-hooks: ingests Kore.ai Agent AI internal-transfer hooks and keeps
+//! per-conversation participant timelines for operations staff.
+
+/// App registry, JWT verification and the authenticated-caller extractor.
+pub mod auth;
+/// Typed settings layered from files and the environment.
+pub mod config;
+/// Validated hook events and the pure timeline fold.
+pub mod domain;
+/// The one HTTP error type, written as problem+json.
+pub mod error;
+/// Routes and the router with its middleware.
+pub mod routes;
+/// Building and serving the application.
+pub mod startup;
+/// The storage trait and its backends.
+pub mod store;
+/// Logging setup.
+pub mod telemetry;

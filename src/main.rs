@@ -1,0 +1,105 @@
+//! The `agentassist-hooks` command line: serve, migrate, check-config, token.
+
+use agentassist_hooks::auth::{AppRegistry, issue_token};
+use agentassist_hooks::config::Settings;
+use agentassist_hooks::{startup, store, telemetry};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(version, about = "Kore.ai Agent AI internal-transfer hooks and participant timelines")]
+struct Cli {
+    /// A config file layered over config/default.toml.
+    #[arg(long, global = true, env = "AGENTASSIST_HOOKS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Load and check the configuration, including every app's secrets, then exit.
+    CheckConfig,
+    /// Print a JWT the service accepts, for curl tests.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The app's id (the vendor's Client ID); sent as claim `appId`.
+    #[arg(long)]
+    app_id: String,
+    /// Env var holding the app's secret.
+    #[arg(long, conflicts_with = "secret_file", required_unless_present = "secret_file")]
+    secret_env: Option<String>,
+    /// File holding the app's secret.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Lifetime in seconds (claim `exp`); 0 issues a token without `exp`.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Token(args) = command {
+        println!("{}", token(&args)?);
+        return Ok(());
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match command {
+        Command::Serve => {
+            telemetry::init(&settings.log);
+            runtime.block_on(startup::serve(settings))
+        }
+        Command::Migrate => runtime.block_on(async {
+            let store = store::connect(&settings.database).await?;
+            store.migrate().await.context("migration failed")?;
+            store.close().await;
+            println!("migrations applied");
+            Ok(())
+        }),
+        Command::CheckConfig => {
+            AppRegistry::from_settings(&settings.auth, &settings.apps)?;
+            println!(
+                "configuration OK: {} app(s), listening on {}",
+                settings.apps.len(),
+                settings.server.bind
+            );
+            Ok(())
+        }
+        Command::Token(_) => unreachable!("handled above"),
+    }
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<String> {
+    let secret = match (&args.secret_env, &args.secret_file) {
+        (Some(name), _) => std::env::var(name).with_context(|| format!("env var {name} is not set"))?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (None, None) => anyhow::bail!("give --secret-env or --secret-file"),
+    };
+    anyhow::ensure!(!secret.is_empty(), "the secret is empty");
+    let ttl = (args.ttl > 0).then_some(args.ttl);
+    issue_token(&args.app_id, secret.as_bytes(), ttl)
+}

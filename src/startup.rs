@@ -1,0 +1,84 @@
+//! Builds the application from settings and serves it until a shutdown signal.
+
+use crate::auth::AppRegistry;
+use crate::config::Settings;
+use crate::routes::{AppState, router};
+use crate::store::{self, Store};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Opens the store (migrating it when configured) and resolves the apps' secrets.
+pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
+    let apps = AppRegistry::from_settings(&settings.auth, &settings.apps)
+        .context("invalid [[apps]] or [auth] configuration")?;
+    let store = store::connect(&settings.database).await?;
+    if settings.database.migrate_on_start {
+        store
+            .migrate()
+            .await
+            .context("failed to apply database migrations")?;
+    }
+    Ok(AppState {
+        store,
+        apps: Arc::new(apps),
+        body_limit_bytes: settings.server.body_limit_bytes,
+    })
+}
+
+/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (bounded) and
+/// closes the database pool.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let state = build_state(&settings).await?;
+    let store: Arc<dyn Store> = state.store.clone();
+    let app = router(state, &settings.server);
+    let listener = TcpListener::bind(settings.server.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.server.bind))?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+
+    let (stopping, stopped) = tokio::sync::oneshot::channel();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stopping.send(());
+    });
+    let grace = Duration::from_secs(settings.server.shutdown_timeout_seconds);
+    tokio::select! {
+        result = server => result.context("server failed")?,
+        () = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway"),
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,268 @@
+//! The PostgreSQL store: the production backend.
+
+use super::{Appended, Store, StoreError, changed_stints};
+use crate::config::DatabaseSettings;
+use crate::domain::{Event, IngestBatch, Timeline};
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Timelines in PostgreSQL. Concurrency is decided by the conversation row's lock, so
+/// any number of replicas can share one database.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_seconds))
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (tests use the per-test pools of `#[sqlx::test]`).
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(|error| match error {
+            sqlx::migrate::MigrateError::Execute(error) => StoreError::from(error),
+            other => StoreError::Other(anyhow::Error::new(other).context("migration failed")),
+        })
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM _sqlx_migrations WHERE success AND version = ANY($1)",
+        )
+        .bind(MIGRATOR.iter().map(|migration| migration.version).collect::<Vec<_>>())
+        .fetch_one(&self.pool)
+        .await?;
+        if applied as usize == MIGRATOR.iter().count() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("migrations are not applied").into())
+        }
+    }
+
+    async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let appended = append_in(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(appended)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn append_in(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &IngestBatch,
+) -> Result<Appended, StoreError> {
+    let bot_id = batch.bot_id.as_str();
+    let conversation_id = batch.conversation_id.as_str();
+    let count = batch.events.len() as i64;
+
+    // Creates or locks the conversation row and reserves `count` seqs in one statement;
+    // the clock is read after the lock is held, so `receivedAt` follows `seq`.
+    let (last_seq, stored, received_at): (i64, Option<Json<Timeline>>, OffsetDateTime) =
+        sqlx::query_as(
+            "INSERT INTO conversations AS c
+                 (bot_id, conversation_id, last_seq, status, started_at, last_event_at)
+             VALUES ($1, $2, $3, 'idle', now(), now())
+             ON CONFLICT (bot_id, conversation_id)
+                 DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
+             RETURNING c.last_seq, c.timeline, clock_timestamp()",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .bind(count)
+        .fetch_one(&mut **tx)
+        .await?;
+    let first_seq = last_seq - count + 1;
+
+    let before = stored.map(|Json(timeline)| timeline).unwrap_or_default();
+    let mut timeline = before.clone();
+    let anomalies: Vec<_> = batch
+        .events
+        .iter()
+        .map(|event| timeline.apply(received_at, event))
+        .collect();
+
+    insert_events(tx, batch, first_seq, received_at, &anomalies).await?;
+    update_conversation(tx, bot_id, conversation_id, &timeline).await?;
+    upsert_stints(tx, bot_id, conversation_id, &before, &timeline).await?;
+
+    Ok(Appended {
+        first_seq,
+        last_seq,
+        status: timeline.status,
+    })
+}
+
+async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &IngestBatch,
+    first_seq: i64,
+    received_at: OffsetDateTime,
+    anomalies: &[Vec<crate::domain::Anomaly>],
+) -> Result<(), StoreError> {
+    let events = &batch.events;
+    let seqs: Vec<i64> = (first_seq..).take(events.len()).collect();
+    let names: Vec<&str> = events.iter().map(|event| event.name().as_str()).collect();
+    let transfer_types: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| event.transfer_type().map(|kind| kind.as_str()))
+        .collect();
+    let transitions: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| event.transition().map(|transition| transition.as_str()))
+        .collect();
+    let identities: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| event.participant().map(|participant| participant.identity.as_str()))
+        .collect();
+    let participants: Vec<Option<String>> = events.iter().map(participant_json).collect();
+    let anomalies: Vec<String> = anomalies
+        .iter()
+        .map(|codes| serde_json::to_string(codes).unwrap_or_else(|_| "[]".to_owned()))
+        .collect();
+    let transfer_data: Vec<Option<String>> = events
+        .iter()
+        .map(|event| event.transfer_data.as_ref().map(|data| data.to_string()))
+        .collect();
+    let payloads: Vec<&str> = events.iter().map(|event| event.payload.get()).collect();
+
+    sqlx::query(
+        "INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
+             transition, participant_identity, participant, anomalies, transfer_data, payload)
+         SELECT $1, $2, seq, $3, name, transfer_type, transition, identity,
+                participant::jsonb, anomalies::jsonb, transfer_data::json, payload::json
+         FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                     $10::text[], $11::text[], $12::text[])
+              AS e(seq, name, transfer_type, transition, identity, participant, anomalies,
+                   transfer_data, payload)",
+    )
+    .bind(batch.bot_id.as_str())
+    .bind(batch.conversation_id.as_str())
+    .bind(received_at)
+    .bind(seqs)
+    .bind(names)
+    .bind(transfer_types)
+    .bind(transitions)
+    .bind(identities)
+    .bind(participants)
+    .bind(anomalies)
+    .bind(transfer_data)
+    .bind(payloads)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn participant_json(event: &Event) -> Option<String> {
+    event
+        .participant()
+        .and_then(|participant| serde_json::to_string(participant).ok())
+}
+
+async fn update_conversation(
+    tx: &mut Transaction<'_, Postgres>,
+    bot_id: &str,
+    conversation_id: &str,
+    timeline: &Timeline,
+) -> Result<(), StoreError> {
+    let present: Vec<&str> = timeline.present().collect();
+    sqlx::query(
+        "UPDATE conversations SET
+             status = $3, experience = $4, language = $5, started_at = $6, ended_at = $7,
+             last_event_at = $8, event_count = $9, anomaly_count = $10, cold_transfers = $11,
+             warm_transfers = $12, redial_transfers = $13, participants_present = $14,
+             timeline = $15
+         WHERE bot_id = $1 AND conversation_id = $2",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .bind(timeline.status.as_str())
+    .bind(timeline.experience.map(|experience| experience.as_str()))
+    .bind(timeline.language.as_deref())
+    .bind(timeline.started_at)
+    .bind(timeline.ended_at)
+    .bind(timeline.last_event_at)
+    .bind(timeline.event_count)
+    .bind(timeline.anomaly_count)
+    .bind(timeline.transfers.cold)
+    .bind(timeline.transfers.warm)
+    .bind(timeline.transfers.redial)
+    .bind(present)
+    .bind(Json(timeline))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_stints(
+    tx: &mut Transaction<'_, Postgres>,
+    bot_id: &str,
+    conversation_id: &str,
+    before: &Timeline,
+    after: &Timeline,
+) -> Result<(), StoreError> {
+    let rows = changed_stints(before, after);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let identities: Vec<&str> = rows.iter().map(|row| row.identity.as_str()).collect();
+    let ordinals: Vec<i32> = rows.iter().map(|row| row.ordinal).collect();
+    let joined: Vec<OffsetDateTime> = rows.iter().map(|row| row.stint.joined_at).collect();
+    let left: Vec<Option<OffsetDateTime>> = rows.iter().map(|row| row.stint.left_at).collect();
+    let entry_types: Vec<&str> = rows.iter().map(|row| row.stint.entry_type.as_str()).collect();
+    let exit_types: Vec<Option<&str>> = rows
+        .iter()
+        .map(|row| row.stint.exit_type.map(|exit| exit.as_str()))
+        .collect();
+    sqlx::query(
+        "INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
+             entry_type, exit_type)
+         SELECT $1, $2, * FROM UNNEST($3::text[], $4::integer[], $5::timestamptz[],
+                                      $6::timestamptz[], $7::text[], $8::text[])
+         ON CONFLICT (bot_id, conversation_id, identity, ordinal)
+             DO UPDATE SET left_at = EXCLUDED.left_at, exit_type = EXCLUDED.exit_type",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .bind(identities)
+    .bind(ordinals)
+    .bind(joined)
+    .bind(left)
+    .bind(entry_types)
+    .bind(exit_types)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
