@@ -1,21 +1,1028 @@
-//! TEMPORARY stub; replaced by the real module.
-use crate::config::{AppConfig, AuthSettings, Permission};
+//! The app registry and JWT verification (SPEC 2): which app is calling, and may it?
+
+use std::collections::HashMap;
+use std::env::VarError;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
 use axum::http::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::config::{AppConfig, AuthSettings, OneOrMany, Permission};
+
+/// Numeric dates above this are milliseconds (10^11 seconds is the year 5138).
+const MILLISECONDS_ABOVE: f64 = 1e11;
+/// Shorter secrets are warned about: below the HS256 output size they weaken the MAC.
+const MIN_SECRET_BYTES: usize = 32;
+/// Longer tokens are refused before decoding, bounding the work an anonymous caller can cause.
+const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The configured apps and the JWT rules, resolved once at start.
 #[derive(Debug)]
-pub struct AppRegistry;
+pub struct AppRegistry {
+    apps: HashMap<String, RegisteredApp>,
+    algorithms: Vec<Algorithm>,
+    leeway: f64,
+    require_exp: bool,
+    max_token_age: Option<f64>,
+}
+
+#[derive(Debug)]
+struct RegisteredApp {
+    /// More than one while a secret is being rotated.
+    keys: Vec<DecodingKey>,
+    access: Arc<Access>,
+}
+
+/// What an app may do, shared by every [`Caller`] of that app.
+#[derive(Debug)]
+struct Access {
+    app_id: String,
+    bots: Vec<String>,
+    permissions: Vec<Permission>,
+}
+
 impl AppRegistry {
-    pub fn from_settings(_auth: &AuthSettings, _apps: &[AppConfig]) -> anyhow::Result<Self> { Ok(Self) }
-    pub fn verify(&self, token: &str) -> Result<Caller, AuthFailure> { self.verify_at(token, 0) }
-    pub fn verify_at(&self, _token: &str, _now: i64) -> Result<Caller, AuthFailure> { Ok(Caller) }
+    /// Resolves every app's secrets (env vars, files with trailing newline trimmed, literal
+    /// secrets) at start.
+    ///
+    /// Errors, naming the app id and the env var or file but never a secret, when an app has
+    /// no secret, a named env var is unset or empty, a file is unreadable or empty, two apps
+    /// share an `app_id`, an app has no bots or no permissions, or the algorithm list is empty
+    /// or names anything but HS256, HS384 or HS512 (case-insensitive).
+    ///
+    /// Logs a warning, naming the app id only, for each literal `secret` and for each secret
+    /// shorter than 32 bytes.
+    pub fn from_settings(auth: &AuthSettings, apps: &[AppConfig]) -> anyhow::Result<Self> {
+        ensure!(
+            !auth.algorithms.is_empty(),
+            "auth.algorithms is empty: list at least one of HS256, HS384, HS512"
+        );
+        let algorithms = auth
+            .algorithms
+            .iter()
+            .map(|name| parse_algorithm(name))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+
+        let mut registered = HashMap::with_capacity(apps.len());
+        for app in apps {
+            let id = &app.app_id;
+            ensure!(!id.is_empty(), "an app has an empty app_id");
+            ensure!(!registered.contains_key(id), "app {id} is configured twice");
+            ensure!(
+                !app.bots.is_empty(),
+                "app {id} has no bots: list bot ids or \"*\""
+            );
+            ensure!(
+                !app.permissions.is_empty(),
+                "app {id} has no permissions: list \"ingest\" and/or \"read\""
+            );
+            let access = Access {
+                app_id: id.clone(),
+                bots: app.bots.clone(),
+                permissions: app.permissions.clone(),
+            };
+            let app = RegisteredApp {
+                keys: load_keys(app)?,
+                access: Arc::new(access),
+            };
+            registered.insert(id.clone(), app);
+        }
+
+        Ok(Self {
+            apps: registered,
+            algorithms,
+            leeway: auth.leeway_seconds as f64,
+            require_exp: auth.require_exp,
+            max_token_age: auth.max_token_age_seconds.map(|seconds| seconds as f64),
+        })
+    }
+
+    /// Verifies `token` against the clock now.
+    pub fn verify(&self, token: &str) -> Result<Caller, AuthFailure> {
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        self.verify_at(token, now)
+    }
+
+    /// Verifies `token` as if the time were `now` (unix seconds): the testable core.
+    pub fn verify_at(&self, token: &str, now: i64) -> Result<Caller, AuthFailure> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthFailure::Malformed);
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthFailure::Malformed);
+        };
+
+        let algorithm = self.allowed_algorithm(header)?;
+        let claims = decode_json_object(payload)?;
+        let app = self.app_named_by(&claims)?;
+
+        let signed = &token[..header.len() + 1 + payload.len()];
+        // A signature that is not valid base64url is an error here, and just as bad.
+        let matches = |key| {
+            jsonwebtoken::crypto::verify(signature, signed.as_bytes(), key, algorithm)
+                .unwrap_or(false)
+        };
+        if !app.keys.iter().any(matches) {
+            return Err(AuthFailure::BadSignature);
+        }
+
+        self.check_dates(&claims, now as f64)?;
+        Ok(Caller {
+            access: Arc::clone(&app.access),
+        })
+    }
+
+    fn allowed_algorithm(&self, encoded_header: &str) -> Result<Algorithm, AuthFailure> {
+        let header = decode_json_object(encoded_header)?;
+        let Some(Value::String(name)) = header.get("alg") else {
+            return Err(AuthFailure::Malformed);
+        };
+        // Only HMAC algorithms are ever configured, so `none` and asymmetric ones fail here.
+        name.parse::<Algorithm>()
+            .ok()
+            .filter(|algorithm| self.algorithms.contains(algorithm))
+            .ok_or(AuthFailure::AlgorithmNotAllowed)
+    }
+
+    fn app_named_by(&self, claims: &Map<String, Value>) -> Result<&RegisteredApp, AuthFailure> {
+        // A present `appId` wins even when it is not a string: no falling back to `iss` then.
+        let Some(Value::String(app_id)) = claims.get("appId").or_else(|| claims.get("iss")) else {
+            return Err(AuthFailure::UnknownApp);
+        };
+        self.apps.get(app_id).ok_or(AuthFailure::UnknownApp)
+    }
+
+    fn check_dates(&self, claims: &Map<String, Value>, now: f64) -> Result<(), AuthFailure> {
+        let leeway = self.leeway;
+        let exp = numeric_date(claims, "exp")?;
+        let nbf = numeric_date(claims, "nbf")?;
+        let iat = numeric_date(claims, "iat")?;
+
+        if exp.is_some_and(|exp| now > exp + leeway) {
+            return Err(AuthFailure::Expired);
+        }
+        if nbf.is_some_and(|nbf| now + leeway < nbf) {
+            return Err(AuthFailure::NotYetValid);
+        }
+        if iat.is_some_and(|iat| iat > now + leeway) {
+            return Err(AuthFailure::IssuedInFuture);
+        }
+        if self.require_exp && exp.is_none() {
+            return Err(AuthFailure::MissingExp);
+        }
+        if let Some(max_age) = self.max_token_age
+            && iat.is_none_or(|iat| now - iat > max_age + leeway)
+        {
+            return Err(AuthFailure::TooOld);
+        }
+        Ok(())
+    }
 }
+
+/// An authenticated app. Cheap to clone (holds an Arc).
 #[derive(Clone, Debug)]
-pub struct Caller;
-impl Caller {
-    pub fn app_id(&self) -> &str { "" }
-    pub fn may(&self, _bot_id: &str, _permission: Permission) -> bool { true }
+pub struct Caller {
+    access: Arc<Access>,
 }
+
+impl Caller {
+    /// The app's id, as configured (the vendor's Client ID).
+    pub fn app_id(&self) -> &str {
+        &self.access.app_id
+    }
+
+    /// True when the app has `permission` and its bots include `bot_id` (or are `"*"`).
+    pub fn may(&self, bot_id: &str, permission: Permission) -> bool {
+        self.access.permissions.contains(&permission)
+            && self
+                .access
+                .bots
+                .iter()
+                .any(|bot| bot == "*" || bot == bot_id)
+    }
+}
+
+/// Why a token was refused: logged and counted, never told to the client (who only sees
+/// "invalid token").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthFailure { #[error("x")] MissingToken }
-impl AuthFailure { pub fn reason(self) -> &'static str { "x" } }
-pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> { headers.get("token").and_then(|v| v.to_str().ok()) }
-pub fn issue_token(_app_id: &str, _secret: &[u8], _ttl_seconds: Option<u64>) -> anyhow::Result<String> { Ok(String::new()) }
+pub enum AuthFailure {
+    /// No token header at all; found by the caller of [`token_from_headers`], never by `verify`.
+    #[error("no token")]
+    MissingToken,
+    /// Not three base64url parts, or a header or payload that is not a JSON object.
+    #[error("malformed token")]
+    Malformed,
+    /// `alg` is `none`, asymmetric, unknown or not among the configured algorithms.
+    #[error("signature algorithm not allowed")]
+    AlgorithmNotAllowed,
+    /// Neither `appId` nor `iss` names a configured app.
+    #[error("unknown app")]
+    UnknownApp,
+    /// No secret of the app verifies the signature.
+    #[error("bad signature")]
+    BadSignature,
+    /// `exp` is more than the leeway in the past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is more than the leeway in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iat` is more than the leeway in the future.
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// `exp`, `nbf` or `iat` is not a finite number.
+    #[error("date claim is not a number")]
+    InvalidClaim,
+    /// `require_exp` is on and the token has no `exp`.
+    #[error("token has no exp")]
+    MissingExp,
+    /// Older than `max_token_age_seconds`, or without the `iat` that would show its age.
+    #[error("token too old")]
+    TooOld,
+}
+
+impl AuthFailure {
+    /// A snake_case label for logs and metrics, e.g. `"bad_signature"`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::Malformed => "malformed",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::UnknownApp => "unknown_app",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "issued_in_future",
+            Self::InvalidClaim => "invalid_claim",
+            Self::MissingExp => "missing_exp",
+            Self::TooOld => "too_old",
+        }
+    }
+}
+
+/// The JWT from the request headers, by precedence `token`, then `auth`, then
+/// `Authorization: Bearer <jwt>` (scheme case-insensitive).
+///
+/// A `Bearer ` prefix inside `token` or `auth` is tolerated and stripped; surrounding
+/// whitespace is trimmed. An `Authorization` header with another scheme carries no token.
+pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
+    // The first present header wins even when unreadable (Some("")), so it cannot fall through
+    // to a weaker header; verify refuses "" as Malformed.
+    for name in ["token", "auth"] {
+        if let Some(value) = headers.get(name) {
+            let value = value.to_str().unwrap_or_default().trim();
+            return Some(strip_bearer(value).unwrap_or(value).trim());
+        }
+    }
+    let value = headers.get("authorization")?.to_str().unwrap_or_default();
+    strip_bearer(value.trim()).map(str::trim)
+}
+
+/// A signed HS256 token with claims `appId`, `iat` = now and, when `ttl_seconds` is Some,
+/// `exp` = now + ttl. Used by the CLI's `token` command and by tests.
+pub fn issue_token(
+    app_id: &str,
+    secret: &[u8],
+    ttl_seconds: Option<u64>,
+) -> anyhow::Result<String> {
+    #[derive(Serialize)]
+    struct Claims<'a> {
+        #[serde(rename = "appId")]
+        app_id: &'a str,
+        iat: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exp: Option<u64>,
+    }
+
+    let now = unix_now();
+    let claims = Claims {
+        app_id,
+        iat: now,
+        exp: ttl_seconds.map(|ttl| now.saturating_add(ttl)),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .context("failed to sign token")
+}
+
+fn parse_algorithm(name: &str) -> anyhow::Result<Algorithm> {
+    match name.to_ascii_uppercase().as_str() {
+        "HS256" => Ok(Algorithm::HS256),
+        "HS384" => Ok(Algorithm::HS384),
+        "HS512" => Ok(Algorithm::HS512),
+        _ => bail!("auth.algorithms: {name:?} is not supported: use HS256, HS384 or HS512"),
+    }
+}
+
+/// Resolves an app's secrets into HMAC keys.
+fn load_keys(app: &AppConfig) -> anyhow::Result<Vec<DecodingKey>> {
+    let id = &app.app_id;
+    let mut keys = Vec::new();
+
+    for name in items(app.secret_env.as_ref()) {
+        // Matched by hand: `VarError`'s own message would include the value.
+        let value = match std::env::var(name) {
+            Ok(value) if !value.is_empty() => value,
+            Ok(_) => bail!("app {id}: env var {name} is empty"),
+            Err(VarError::NotPresent) => bail!("app {id}: env var {name} is not set"),
+            Err(VarError::NotUnicode(_)) => bail!("app {id}: env var {name} is not UTF-8"),
+        };
+        keys.push(key(id, value.as_bytes()));
+    }
+
+    for path in items(app.secret_file.as_ref()) {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("app {id}: cannot read secret file {}", path.display()))?;
+        let end = bytes
+            .iter()
+            .rposition(|byte| !matches!(byte, b'\n' | b'\r'))
+            .map_or(0, |last| last + 1);
+        let secret = &bytes[..end];
+        ensure!(
+            !secret.is_empty(),
+            "app {id}: secret file {} is empty",
+            path.display()
+        );
+        keys.push(key(id, secret));
+    }
+
+    for secret in items(app.secret.as_ref()) {
+        tracing::warn!(app_id = %id, "literal secret in the config: for local development only");
+        let secret = secret.expose_secret();
+        ensure!(!secret.is_empty(), "app {id}: a literal secret is empty");
+        keys.push(key(id, secret.as_bytes()));
+    }
+
+    ensure!(
+        !keys.is_empty(),
+        "app {id} has no secret: set secret_env or secret_file"
+    );
+    Ok(keys)
+}
+
+fn key(app_id: &str, secret: &[u8]) -> DecodingKey {
+    if secret.len() < MIN_SECRET_BYTES {
+        tracing::warn!(app_id, "secret shorter than {MIN_SECRET_BYTES} bytes");
+    }
+    DecodingKey::from_secret(secret)
+}
+
+/// The values of an optional one-or-many setting, without cloning them.
+fn items<T>(setting: Option<&OneOrMany<T>>) -> &[T] {
+    match setting {
+        None => &[],
+        Some(OneOrMany::One(value)) => std::slice::from_ref(value),
+        Some(OneOrMany::Many(values)) => values,
+    }
+}
+
+fn decode_json_object(part: &str) -> Result<Map<String, Value>, AuthFailure> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| AuthFailure::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| AuthFailure::Malformed)
+}
+
+/// A date claim in seconds, if present; milliseconds are scaled down.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, AuthFailure> {
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let seconds = value
+        .as_f64()
+        .filter(|seconds| seconds.is_finite())
+        .ok_or(AuthFailure::InvalidClaim)?;
+    Ok(Some(if seconds > MILLISECONDS_ABOVE {
+        seconds / 1000.0
+    } else {
+        seconds
+    }))
+}
+
+/// `<scheme> <rest>` with a case-insensitive `Bearer` scheme, giving `rest`.
+fn strip_bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(|c: char| c.is_ascii_whitespace())?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use secrecy::SecretString;
+    use serde_json::json;
+
+    const APP: &str = "cs-test-app";
+    const SECRET: &str = "first-secret-that-is-32-bytes-long";
+    const ROTATED: &str = "second-secret-that-is-32-bytes-long";
+    const NOW: i64 = 1_700_000_000;
+    const VENDOR_APP: &str = "cs-6363fcbb-310e-5b07-91a9-c614cd3cbf6e";
+    /// The sample from the vendor's docs; its signature was truncated with `xxxxx`.
+    const VENDOR_SAMPLE: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhcHBJZCI6ImNzLTYzNjNmY2JiLTMxMGUtNWIwNy05MWE5LWM2MTRjZDNjYmY2ZSJ9.H-JGmnWDBm2mFIw_PoMLQ5WLTPT_9-iFFPTLrHxxxxx";
+
+    fn app(app_id: &str, bots: &[&str], permissions: &[Permission]) -> AppConfig {
+        AppConfig {
+            app_id: app_id.to_owned(),
+            secret_env: None,
+            secret_file: None,
+            secret: Some(OneOrMany::Many(vec![
+                SecretString::from(SECRET),
+                SecretString::from(ROTATED),
+            ])),
+            bots: bots.iter().map(|bot| (*bot).to_owned()).collect(),
+            permissions: permissions.to_vec(),
+        }
+    }
+
+    fn registry_with(auth: AuthSettings) -> AppRegistry {
+        let apps = [
+            app(APP, &["st-1"], &[Permission::Ingest]),
+            app("cs-reader", &["*"], &[Permission::Read]),
+        ];
+        AppRegistry::from_settings(&auth, &apps).expect("valid settings")
+    }
+
+    fn registry() -> AppRegistry {
+        registry_with(AuthSettings::default())
+    }
+
+    fn sign(algorithm: Algorithm, claims: Value, secret: &str) -> String {
+        let key = EncodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::encode(&Header::new(algorithm), &claims, &key).expect("signed")
+    }
+
+    fn hs256(claims: Value) -> String {
+        sign(Algorithm::HS256, claims, SECRET)
+    }
+
+    fn b64(json: Value) -> String {
+        URL_SAFE_NO_PAD.encode(json.to_string())
+    }
+
+    fn refusal(registry: &AppRegistry, token: &str) -> AuthFailure {
+        registry
+            .verify_at(token, NOW)
+            .expect_err("token should be refused")
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn accepts_hs256_token_naming_its_app_by_app_id() {
+        let token = hs256(json!({ "appId": APP }));
+
+        let caller = registry().verify_at(&token, NOW).expect("accepted");
+
+        assert_eq!(caller.app_id(), APP);
+    }
+
+    #[test]
+    fn accepts_token_signed_with_the_rotated_second_secret() {
+        let token = sign(Algorithm::HS256, json!({ "appId": APP }), ROTATED);
+
+        let caller = registry().verify_at(&token, NOW).expect("accepted");
+
+        assert_eq!(caller.app_id(), APP);
+    }
+
+    #[test]
+    fn falls_back_to_iss_when_app_id_is_absent() {
+        let token = hs256(json!({ "iss": APP }));
+
+        let caller = registry().verify_at(&token, NOW).expect("accepted");
+
+        assert_eq!(caller.app_id(), APP);
+    }
+
+    #[test]
+    fn reads_millisecond_dates_as_seconds() {
+        let fresh = hs256(json!({ "appId": APP, "iat": NOW * 1000, "exp": (NOW + 600) * 1000 }));
+        let stale = hs256(json!({ "appId": APP, "exp": (NOW - 600) * 1000 }));
+
+        let registry = registry();
+
+        assert!(registry.verify_at(&fresh, NOW).is_ok());
+        assert_eq!(refusal(&registry, &stale), AuthFailure::Expired);
+    }
+
+    #[test]
+    fn accepts_token_whose_exp_is_in_the_future() {
+        let token = hs256(json!({ "appId": APP, "iat": NOW, "exp": NOW + 3600 }));
+
+        assert!(registry().verify_at(&token, NOW).is_ok());
+    }
+
+    #[test]
+    fn accepts_fractional_dates() {
+        let token =
+            hs256(json!({ "appId": APP, "iat": NOW as f64 + 0.5, "exp": NOW as f64 + 60.25 }));
+
+        assert!(registry().verify_at(&token, NOW).is_ok());
+    }
+
+    #[test]
+    fn accepts_hs384_when_enabled() {
+        let registry = registry_with(AuthSettings {
+            algorithms: vec!["HS256".to_owned(), "hs384".to_owned()],
+            ..AuthSettings::default()
+        });
+        let token = sign(Algorithm::HS384, json!({ "appId": APP }), SECRET);
+
+        assert!(registry.verify_at(&token, NOW).is_ok());
+    }
+
+    #[test]
+    fn issued_token_verifies_against_the_clock() {
+        let registry = registry_with(AuthSettings {
+            require_exp: true,
+            max_token_age_seconds: Some(60),
+            ..AuthSettings::default()
+        });
+
+        let token = issue_token(APP, SECRET.as_bytes(), Some(300)).expect("issued");
+
+        assert_eq!(registry.verify(&token).expect("accepted").app_id(), APP);
+    }
+
+    #[test]
+    fn finds_no_token_without_a_token_header() {
+        let headers = headers(&[("content-type", "application/json")]);
+
+        assert_eq!(token_from_headers(&headers), None);
+    }
+
+    #[test]
+    fn refuses_token_signed_with_another_secret_as_bad_signature() {
+        let token = sign(
+            Algorithm::HS256,
+            json!({ "appId": APP }),
+            "not-the-secret-of-this-app-at-all",
+        );
+
+        assert_eq!(refusal(&registry(), &token), AuthFailure::BadSignature);
+    }
+
+    #[test]
+    fn refuses_tampered_payload_as_bad_signature() {
+        let token = hs256(json!({ "appId": APP, "exp": NOW }));
+        let (header, rest) = token.split_once('.').expect("three parts");
+        let (_, signature) = rest.split_once('.').expect("three parts");
+        let forged = format!(
+            "{header}.{}.{signature}",
+            b64(json!({ "appId": APP, "exp": NOW + 9999 }))
+        );
+
+        assert_eq!(refusal(&registry(), &forged), AuthFailure::BadSignature);
+    }
+
+    #[test]
+    fn refuses_alg_none() {
+        let token = format!(
+            "{}.{}.",
+            b64(json!({ "alg": "none", "typ": "JWT" })),
+            b64(json!({ "appId": APP }))
+        );
+
+        assert_eq!(
+            refusal(&registry(), &token),
+            AuthFailure::AlgorithmNotAllowed
+        );
+    }
+
+    #[test]
+    fn refuses_hs512_when_only_hs256_is_enabled() {
+        let token = sign(Algorithm::HS512, json!({ "appId": APP }), SECRET);
+
+        assert_eq!(
+            refusal(&registry(), &token),
+            AuthFailure::AlgorithmNotAllowed
+        );
+    }
+
+    #[test]
+    fn refuses_rs256_header_even_when_hmac_signed_with_the_app_secret() {
+        let message = format!(
+            "{}.{}",
+            b64(json!({ "alg": "RS256" })),
+            b64(json!({ "appId": APP }))
+        );
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).expect("signed");
+        let token = format!("{message}.{signature}");
+
+        assert_eq!(
+            refusal(&registry(), &token),
+            AuthFailure::AlgorithmNotAllowed
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_alg_names() {
+        for alg in ["HS1024", "hs256", "EdDSA", ""] {
+            let token = format!(
+                "{}.{}.c2ln",
+                b64(json!({ "alg": alg })),
+                b64(json!({ "appId": APP }))
+            );
+
+            assert_eq!(
+                refusal(&registry(), &token),
+                AuthFailure::AlgorithmNotAllowed,
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_unknown_app() {
+        let by_app_id = hs256(json!({ "appId": "cs-stranger" }));
+        let unnamed = hs256(json!({ "sub": APP }));
+        let numeric_app_id = hs256(json!({ "appId": 7, "iss": APP }));
+
+        let registry = registry();
+
+        assert_eq!(refusal(&registry, &by_app_id), AuthFailure::UnknownApp);
+        assert_eq!(refusal(&registry, &unnamed), AuthFailure::UnknownApp);
+        assert_eq!(refusal(&registry, &numeric_app_id), AuthFailure::UnknownApp);
+    }
+
+    #[test]
+    fn refuses_expired_token() {
+        let token = hs256(json!({ "appId": APP, "exp": NOW - 3600 }));
+
+        assert_eq!(refusal(&registry(), &token), AuthFailure::Expired);
+    }
+
+    #[test]
+    fn accepts_exp_within_leeway_and_refuses_it_beyond() {
+        let within = hs256(json!({ "appId": APP, "exp": NOW - 60 }));
+        let beyond = hs256(json!({ "appId": APP, "exp": NOW - 61 }));
+
+        let registry = registry();
+
+        assert!(registry.verify_at(&within, NOW).is_ok());
+        assert_eq!(refusal(&registry, &beyond), AuthFailure::Expired);
+    }
+
+    #[test]
+    fn refuses_wrong_typed_dates_as_invalid_claim() {
+        let registry = registry();
+        for claims in [
+            json!({ "appId": APP, "exp": "123" }),
+            json!({ "appId": APP, "exp": null }),
+            json!({ "appId": APP, "nbf": true }),
+            json!({ "appId": APP, "iat": { "seconds": NOW } }),
+        ] {
+            let token = hs256(claims.clone());
+
+            assert_eq!(
+                refusal(&registry, &token),
+                AuthFailure::InvalidClaim,
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_absurd_numeric_dates_without_panicking() {
+        let ancient = hs256(json!({ "appId": APP, "exp": -1e300 }));
+        let far_future = hs256(json!({ "appId": APP, "exp": f64::MAX, "iat": -f64::MAX }));
+
+        let registry = registry();
+
+        assert_eq!(refusal(&registry, &ancient), AuthFailure::Expired);
+        assert!(registry.verify_at(&far_future, NOW).is_ok());
+        assert!(registry.verify_at(&far_future, i64::MIN).is_ok());
+    }
+
+    #[test]
+    fn refuses_iat_in_the_future_beyond_leeway() {
+        let token = hs256(json!({ "appId": APP, "iat": NOW + 61 }));
+
+        assert_eq!(refusal(&registry(), &token), AuthFailure::IssuedInFuture);
+    }
+
+    #[test]
+    fn refuses_nbf_in_the_future() {
+        let token = hs256(json!({ "appId": APP, "nbf": NOW + 3600 }));
+
+        assert_eq!(refusal(&registry(), &token), AuthFailure::NotYetValid);
+    }
+
+    #[test]
+    fn refuses_token_without_exp_when_exp_is_required() {
+        let registry = registry_with(AuthSettings {
+            require_exp: true,
+            ..AuthSettings::default()
+        });
+        let token = hs256(json!({ "appId": APP, "iat": NOW }));
+
+        assert_eq!(refusal(&registry, &token), AuthFailure::MissingExp);
+    }
+
+    #[test]
+    fn refuses_token_older_than_max_age_or_without_iat() {
+        let registry = registry_with(AuthSettings {
+            max_token_age_seconds: Some(300),
+            ..AuthSettings::default()
+        });
+        let young = hs256(json!({ "appId": APP, "iat": NOW - 360 }));
+        let old = hs256(json!({ "appId": APP, "iat": NOW - 361 }));
+        let ageless = hs256(json!({ "appId": APP }));
+
+        assert!(registry.verify_at(&young, NOW).is_ok());
+        assert_eq!(refusal(&registry, &old), AuthFailure::TooOld);
+        assert_eq!(refusal(&registry, &ageless), AuthFailure::TooOld);
+    }
+
+    #[test]
+    fn refuses_garbage_as_malformed_without_panicking() {
+        let valid = hs256(json!({ "appId": APP }));
+        let huge = format!(
+            "{}.{}.{}",
+            "a".repeat(5_000_000),
+            "b".repeat(5_000_000),
+            "c"
+        );
+        let header = b64(json!({ "alg": "HS256" }));
+        let registry = registry();
+
+        for token in [
+            String::new(),
+            " ".to_owned(),
+            ".".to_owned(),
+            "..".to_owned(),
+            "a.b".to_owned(),
+            format!("{valid}.extra"),
+            "!!!.e30.c2ln".to_owned(),
+            format!("{header}.not base64!.c2ln"),
+            format!("{header}.{}.c2ln", b64(json!([APP]))),
+            format!("{header}.{}.c2ln", URL_SAFE_NO_PAD.encode(b"\xff\xfe")),
+            format!(
+                "{}.{}.c2ln",
+                b64(json!({ "typ": "JWT" })),
+                b64(json!({ "appId": APP }))
+            ),
+            format!(
+                "{}.{}.c2ln",
+                b64(json!({ "alg": 256 })),
+                b64(json!({ "appId": APP }))
+            ),
+            format!(
+                "{}.{}.c2ln",
+                b64(json!(["HS256"])),
+                b64(json!({ "appId": APP }))
+            ),
+            "ünïcødé.☃.🦀".to_owned(),
+            huge,
+        ] {
+            assert_eq!(refusal(&registry, &token), AuthFailure::Malformed);
+        }
+    }
+
+    #[test]
+    fn vendor_sample_token_finds_its_app_and_fails_on_its_truncated_signature() {
+        let without_vendor_app = registry();
+        let with_vendor_app = AppRegistry::from_settings(
+            &AuthSettings::default(),
+            &[app(VENDOR_APP, &["*"], &[Permission::Ingest])],
+        )
+        .expect("valid settings");
+
+        assert_eq!(
+            refusal(&without_vendor_app, VENDOR_SAMPLE),
+            AuthFailure::UnknownApp
+        );
+        assert_eq!(
+            refusal(&with_vendor_app, VENDOR_SAMPLE),
+            AuthFailure::BadSignature
+        );
+    }
+
+    #[test]
+    fn token_header_wins_over_auth_and_authorization() {
+        let headers = headers(&[
+            ("token", "from-token"),
+            ("auth", "from-auth"),
+            ("authorization", "Bearer from-authorization"),
+        ]);
+
+        assert_eq!(token_from_headers(&headers), Some("from-token"));
+    }
+
+    #[test]
+    fn auth_header_wins_over_authorization() {
+        let headers = headers(&[
+            ("auth", " from-auth "),
+            ("authorization", "Bearer from-authorization"),
+        ]);
+
+        assert_eq!(token_from_headers(&headers), Some("from-auth"));
+    }
+
+    #[test]
+    fn authorization_bearer_is_read_with_any_scheme_case() {
+        let bearer = headers(&[("authorization", "bEaReR  the.jwt.here ")]);
+        let basic = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
+
+        assert_eq!(token_from_headers(&bearer), Some("the.jwt.here"));
+        assert_eq!(token_from_headers(&basic), None);
+    }
+
+    #[test]
+    fn bearer_prefix_inside_token_header_is_stripped() {
+        let headers = headers(&[("token", "Bearer the.jwt.here")]);
+
+        assert_eq!(token_from_headers(&headers), Some("the.jwt.here"));
+    }
+
+    #[test]
+    fn unreadable_token_header_still_wins_and_is_refused_as_malformed() {
+        let mut headers = headers(&[("auth", "Bearer the.jwt.here")]);
+        headers.insert(
+            "token",
+            HeaderValue::from_bytes(b"\xffjwt").expect("obs-text is allowed"),
+        );
+
+        let token = token_from_headers(&headers).expect("token header is present");
+
+        assert_eq!(token, "");
+        assert_eq!(refusal(&registry(), token), AuthFailure::Malformed);
+    }
+
+    #[test]
+    fn caller_may_use_any_bot_when_its_bots_are_a_wildcard() {
+        let caller = registry()
+            .verify_at(&hs256(json!({ "appId": "cs-reader" })), NOW)
+            .expect("accepted");
+
+        assert!(caller.may("st-anything", Permission::Read));
+    }
+
+    #[test]
+    fn caller_may_use_only_its_listed_bots() {
+        let caller = registry()
+            .verify_at(&hs256(json!({ "appId": APP })), NOW)
+            .expect("accepted");
+
+        assert!(caller.may("st-1", Permission::Ingest));
+        assert!(!caller.may("st-2", Permission::Ingest));
+    }
+
+    #[test]
+    fn caller_may_not_do_what_it_lacks_permission_for() {
+        let reader = registry()
+            .verify_at(&hs256(json!({ "appId": "cs-reader" })), NOW)
+            .expect("accepted");
+
+        assert!(!reader.may("st-1", Permission::Ingest));
+    }
+
+    #[test]
+    fn from_settings_names_a_missing_env_var() {
+        let name = "AGENTASSIST_HOOKS_AUTH_TEST_SECRET_NEVER_SET";
+        let mut config = app(APP, &["*"], &[Permission::Ingest]);
+        config.secret = None;
+        config.secret_env = Some(OneOrMany::One(name.to_owned()));
+
+        let error = AppRegistry::from_settings(&AuthSettings::default(), &[config])
+            .expect_err("missing env var");
+
+        let message = format!("{error:#}");
+        assert!(message.contains(name) && message.contains(APP), "{message}");
+    }
+
+    #[test]
+    fn from_settings_refuses_a_duplicate_app_id_without_showing_secrets() {
+        let apps = [
+            app(APP, &["*"], &[Permission::Ingest]),
+            app(APP, &["*"], &[Permission::Read]),
+        ];
+
+        let error = AppRegistry::from_settings(&AuthSettings::default(), &apps)
+            .expect_err("duplicate app_id");
+
+        let message = format!("{error:#}");
+        assert!(
+            message.contains(APP) && message.contains("twice"),
+            "{message}"
+        );
+        assert!(!message.contains(SECRET) && !message.contains(ROTATED));
+    }
+
+    #[test]
+    fn from_settings_refuses_bad_algorithms_and_incomplete_apps() {
+        let good = app(APP, &["*"], &[Permission::Ingest]);
+        let no_secret = AppConfig {
+            secret: None,
+            ..good.clone()
+        };
+        let no_bots = AppConfig {
+            bots: vec![],
+            ..good.clone()
+        };
+        let no_permissions = AppConfig {
+            permissions: vec![],
+            ..good.clone()
+        };
+        let with_algorithms = |names: &[&str]| AuthSettings {
+            algorithms: names.iter().map(|name| (*name).to_owned()).collect(),
+            ..AuthSettings::default()
+        };
+
+        for (auth, app) in [
+            (with_algorithms(&[]), &good),
+            (with_algorithms(&["RS256"]), &good),
+            (with_algorithms(&["none"]), &good),
+            (AuthSettings::default(), &no_secret),
+            (AuthSettings::default(), &no_bots),
+            (AuthSettings::default(), &no_permissions),
+        ] {
+            assert!(AppRegistry::from_settings(&auth, std::slice::from_ref(app)).is_err());
+        }
+    }
+
+    #[test]
+    fn from_settings_reads_secret_files_without_their_trailing_newline() {
+        let path = std::env::temp_dir().join(format!("auth-test-secret-{}", std::process::id()));
+        std::fs::write(&path, format!("{SECRET}\r\n")).expect("temp file written");
+        let mut config = app(APP, &["*"], &[Permission::Ingest]);
+        config.secret = None;
+        config.secret_file = Some(OneOrMany::One(path.clone()));
+
+        let registry = AppRegistry::from_settings(&AuthSettings::default(), &[config]);
+        std::fs::remove_file(&path).expect("temp file removed");
+
+        let token = hs256(json!({ "appId": APP }));
+        assert!(
+            registry
+                .expect("valid settings")
+                .verify_at(&token, NOW)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn from_settings_names_an_unreadable_secret_file() {
+        let path = std::env::temp_dir().join("auth-test-secret-that-does-not-exist");
+        let mut config = app(APP, &["*"], &[Permission::Ingest]);
+        config.secret = None;
+        config.secret_file = Some(OneOrMany::One(path.clone()));
+
+        let error = AppRegistry::from_settings(&AuthSettings::default(), &[config])
+            .expect_err("unreadable file");
+
+        assert!(format!("{error:#}").contains(&*path.to_string_lossy()));
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let registry = registry();
+        let caller = registry
+            .verify_at(&hs256(json!({ "appId": APP })), NOW)
+            .expect("accepted");
+
+        let debug = format!("{registry:?} {caller:?}");
+
+        assert!(debug.contains(APP));
+        assert!(
+            !debug.contains(SECRET) && !debug.contains(ROTATED),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn reasons_are_snake_case_labels() {
+        assert_eq!(AuthFailure::BadSignature.reason(), "bad_signature");
+        assert_eq!(
+            AuthFailure::AlgorithmNotAllowed.reason(),
+            "algorithm_not_allowed"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Everything the service reads at start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
@@ -171,7 +171,11 @@ impl Settings {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(DEFAULT_CONFIG_FILE));
         if let Some(path) = extra_file {
-            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
             figment = figment.merge(Toml::file_exact(path));
         }
         let mut settings: Settings = figment
@@ -184,17 +188,5 @@ impl Settings {
             settings.database.url = Some(url.into());
         }
         Ok(settings)
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            server: ServerSettings::default(),
-            database: DatabaseSettings::default(),
-            auth: AuthSettings::default(),
-            log: LogSettings::default(),
-            apps: Vec::new(),
-        }
     }
 }

@@ -69,14 +69,18 @@ impl ApiError {
     /// The stable `type` URI and the `title` of each kind of problem.
     fn kind(&self) -> (&'static str, &'static str) {
         match self {
-            Self::MalformedJson(_) => ("/problems/malformed-json", "Request body is not valid JSON"),
+            Self::MalformedJson(_) => {
+                ("/problems/malformed-json", "Request body is not valid JSON")
+            }
             Self::Validation(_) => ("/problems/validation", "Request body failed validation"),
             Self::InvalidQuery(_) => ("/problems/invalid-query", "Query parameters are invalid"),
             Self::Unauthorized => ("/problems/unauthorized", "Invalid token"),
             Self::Forbidden => ("/problems/forbidden", "Not allowed"),
             Self::NotFound => ("/problems/not-found", "Not found"),
             Self::MethodNotAllowed => ("/problems/method-not-allowed", "Method not allowed"),
-            Self::PayloadTooLarge { .. } => ("/problems/payload-too-large", "Request body too large"),
+            Self::PayloadTooLarge { .. } => {
+                ("/problems/payload-too-large", "Request body too large")
+            }
             Self::UnsupportedMediaType => (
                 "/problems/unsupported-media-type",
                 "Content-Type must be application/json",
@@ -101,7 +105,9 @@ impl ApiError {
                 format!("the request body exceeds the limit of {limit} bytes")
             }
             Self::UnsupportedMediaType => "send the body as application/json".to_owned(),
-            Self::Unavailable => "the service is overloaded or its database is unavailable; retry shortly".to_owned(),
+            Self::Unavailable => {
+                "the service is overloaded or its database is unavailable; retry shortly".to_owned()
+            }
             Self::Internal(_) => "an unexpected error occurred".to_owned(),
         }
     }

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(version, about = "Kore.ai Agent AI internal-transfer hooks and participant timelines")]
+#[command(
+    version,
+    about = "Kore.ai Agent AI internal-transfer hooks and participant timelines"
+)]
 struct Cli {
     /// A config file layered over config/default.toml.
     #[arg(long, global = true, env = "AGENTASSIST_HOOKS_CONFIG")]
@@ -36,7 +39,11 @@ struct TokenArgs {
     #[arg(long)]
     app_id: String,
     /// Env var holding the app's secret.
-    #[arg(long, conflicts_with = "secret_file", required_unless_present = "secret_file")]
+    #[arg(
+        long,
+        conflicts_with = "secret_file",
+        required_unless_present = "secret_file"
+    )]
     secret_env: Option<String>,
     /// File holding the app's secret.
     #[arg(long)]
@@ -92,7 +99,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn token(args: &TokenArgs) -> anyhow::Result<String> {
     let secret = match (&args.secret_env, &args.secret_file) {
-        (Some(name), _) => std::env::var(name).with_context(|| format!("env var {name} is not set"))?,
+        (Some(name), _) => {
+            std::env::var(name).with_context(|| format!("env var {name} is not set"))?
+        }
         (None, Some(path)) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?
             .trim_end_matches(['\r', '\n'])

@@ -140,11 +140,13 @@ impl IngestBatch {
         let events = parse_events(fields.get("events").copied(), &mut problems);
 
         match (conversation_id, bot_id, events) {
-            (Some(conversation_id), Some(bot_id), Some(events)) if problems.is_empty() => Ok(Self {
-                bot_id,
-                conversation_id,
-                events,
-            }),
+            (Some(conversation_id), Some(bot_id), Some(events)) if problems.is_empty() => {
+                Ok(Self {
+                    bot_id,
+                    conversation_id,
+                    events,
+                })
+            }
             _ => Err(problems.into_error()),
         }
     }
@@ -178,7 +180,10 @@ fn string_field(
     problems: &mut Problems,
 ) -> Option<String> {
     let path = format!("{parent}/{key}");
-    match fields.get(key).map(|raw| serde_json::from_str::<Value>(raw.get())) {
+    match fields
+        .get(key)
+        .map(|raw| serde_json::from_str::<Value>(raw.get()))
+    {
         None | Some(Ok(Value::Null)) => {
             problems.add(path, "is required");
             None
@@ -393,7 +398,10 @@ impl Fields<'_> {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) if text.chars().count() <= max_chars => Some(text.clone()),
             Some(Value::String(_)) => {
-                problems.add(self.at(key), format!("must be at most {max_chars} characters"));
+                problems.add(
+                    self.at(key),
+                    format!("must be at most {max_chars} characters"),
+                );
                 None
             }
             Some(_) => {

@@ -70,7 +70,9 @@ impl Anomaly {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|anomaly| anomaly.as_str() == text)
+        Self::ALL
+            .into_iter()
+            .find(|anomaly| anomaly.as_str() == text)
     }
 }
 
@@ -270,7 +272,9 @@ impl Timeline {
             self.ended_at = None;
         }
         if entry_type == TransferType::Na
-            && self.present().any(|identity| identity != participant.identity)
+            && self
+                .present()
+                .any(|identity| identity != participant.identity)
         {
             anomalies.push(Anomaly::NaEntryWhileActive);
         }

@@ -5,7 +5,7 @@ mod postgres;
 pub use postgres::PgStore;
 
 use crate::config::DatabaseSettings;
-use crate::domain::{IngestBatch, Stint, Status, Timeline};
+use crate::domain::{IngestBatch, Status, Stint, Timeline};
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use std::sync::Arc;

@@ -58,7 +58,12 @@ impl Store for PgStore {
         let applied: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM _sqlx_migrations WHERE success AND version = ANY($1)",
         )
-        .bind(MIGRATOR.iter().map(|migration| migration.version).collect::<Vec<_>>())
+        .bind(
+            MIGRATOR
+                .iter()
+                .map(|migration| migration.version)
+                .collect::<Vec<_>>(),
+        )
         .fetch_one(&self.pool)
         .await?;
         if applied as usize == MIGRATOR.iter().count() {
@@ -145,7 +150,11 @@ async fn insert_events(
         .collect();
     let identities: Vec<Option<&str>> = events
         .iter()
-        .map(|event| event.participant().map(|participant| participant.identity.as_str()))
+        .map(|event| {
+            event
+                .participant()
+                .map(|participant| participant.identity.as_str())
+        })
         .collect();
     let participants: Vec<Option<String>> = events.iter().map(participant_json).collect();
     let anomalies: Vec<String> = anomalies
@@ -241,7 +250,10 @@ async fn upsert_stints(
     let ordinals: Vec<i32> = rows.iter().map(|row| row.ordinal).collect();
     let joined: Vec<OffsetDateTime> = rows.iter().map(|row| row.stint.joined_at).collect();
     let left: Vec<Option<OffsetDateTime>> = rows.iter().map(|row| row.stint.left_at).collect();
-    let entry_types: Vec<&str> = rows.iter().map(|row| row.stint.entry_type.as_str()).collect();
+    let entry_types: Vec<&str> = rows
+        .iter()
+        .map(|row| row.stint.entry_type.as_str())
+        .collect();
     let exit_types: Vec<Option<&str>> = rows
         .iter()
         .map(|row| row.stint.exit_type.map(|exit| exit.as_str()))
