@@ -226,11 +226,14 @@ impl Timeline {
         self.event_count += 1;
         self.started_at.get_or_insert(at);
         self.last_event_at = Some(at);
-        if let Some(experience) = event.experience {
-            self.experience = Some(experience);
-        }
-        if let Some(language) = &event.language {
-            self.language = Some(language.clone());
+        // TRIGGER_SUMMARY_EVENT is recorded only: a `language` on it is just an extra field.
+        if !matches!(event.action, Action::TriggerSummary) {
+            if let Some(experience) = event.experience {
+                self.experience = Some(experience);
+            }
+            if let Some(language) = &event.language {
+                self.language = Some(language.clone());
+            }
         }
 
         let mut anomalies = Vec::new();
@@ -369,5 +372,919 @@ impl Timeline {
         self.participants
             .iter_mut()
             .find(|participant| participant.identity == identity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ingest::IngestBatch;
+    use serde_json::{Value, json};
+    use time::Duration;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2025-03-01 09:00:00 UTC);
+
+    fn at(seconds: i64) -> OffsetDateTime {
+        T0 + Duration::seconds(seconds)
+    }
+
+    /// One event, parsed from a hooks body exactly as the route would.
+    fn parse(event: Value) -> Event {
+        let body = json!({ "conversationId": "atesta-0001", "botId": "st-1", "events": [event] });
+        let mut batch = IngestBatch::parse(body.to_string().as_bytes(), "st-1")
+            .expect("the test body is a valid hooks request");
+        batch.events.remove(0)
+    }
+
+    fn transfer(transfer_type: &str, transition: &str, agent: u8) -> Event {
+        parse(json!({
+            "name": "INTERNAL_TRANSFER_EVENT",
+            "transfertype": transfer_type,
+            "transition": transition,
+            "isExtAD": true,
+            "language": "en",
+            "experience": "voice",
+            "participant": {
+                "identity": format!("agentId{agent}"),
+                "name": format!("AgentName{agent}"),
+                "type": "agent"
+            }
+        }))
+    }
+
+    fn entry(transfer_type: &str, agent: u8) -> Event {
+        transfer(transfer_type, "entry", agent)
+    }
+
+    fn exit(transfer_type: &str, agent: u8) -> Event {
+        transfer(transfer_type, "exit", agent)
+    }
+
+    fn end_of_conversation() -> Event {
+        parse(json!({ "name": "END_OF_CONVERSATION", "reason": "customer hung up" }))
+    }
+
+    fn trigger_summary() -> Event {
+        parse(json!({ "name": "TRIGGER_SUMMARY_EVENT", "data": { "summary": "billing" } }))
+    }
+
+    /// Folds `events`, the n-th received `n` seconds after T0.
+    fn fold(events: &[Event]) -> (Timeline, Vec<Vec<Anomaly>>) {
+        Timeline::fold(
+            events
+                .iter()
+                .enumerate()
+                .map(|(index, event)| (at(index as i64), event)),
+        )
+    }
+
+    /// The status after each of `events`.
+    fn statuses(events: &[Event]) -> Vec<Status> {
+        let mut timeline = Timeline::default();
+        events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| {
+                timeline.apply(at(index as i64), event);
+                timeline.status
+            })
+            .collect()
+    }
+
+    fn none(events: usize) -> Vec<Vec<Anomaly>> {
+        vec![Vec::new(); events]
+    }
+
+    /// `events` anomaly lists, all empty but the one at `index`.
+    fn only_at(events: usize, index: usize, anomalies: &[Anomaly]) -> Vec<Vec<Anomaly>> {
+        let mut expected = none(events);
+        expected[index] = anomalies.to_vec();
+        expected
+    }
+
+    fn stints(timeline: &Timeline, agent: u8) -> &[Stint] {
+        let identity = format!("agentId{agent}");
+        &timeline
+            .participants
+            .iter()
+            .find(|participant| participant.identity == identity)
+            .unwrap_or_else(|| panic!("{identity} has a timeline"))
+            .stints
+    }
+
+    fn identities(timeline: &Timeline) -> Vec<&str> {
+        timeline
+            .participants
+            .iter()
+            .map(|participant| participant.identity.as_str())
+            .collect()
+    }
+
+    fn exit_types(stints: &[Stint]) -> Vec<(TransferType, Option<ExitType>)> {
+        stints
+            .iter()
+            .map(|stint| (stint.entry_type, stint.exit_type))
+            .collect()
+    }
+
+    /// The seed's "Cold Transfer Flow", in the order it lists the steps.
+    fn cold_transfer_flow() -> Vec<Event> {
+        vec![
+            entry("NA", 1),
+            exit("cold", 1),
+            entry("cold", 2),
+            exit("cold", 2),
+            entry("cold", 3),
+            exit("NA", 3),
+        ]
+    }
+
+    /// The seed's "Warm Transfer Flow".
+    fn warm_transfer_flow() -> Vec<Event> {
+        vec![
+            entry("NA", 1),
+            entry("warm", 2),
+            entry("warm", 3),
+            exit("warm", 2),
+            exit("warm", 3),
+            exit("NA", 1),
+        ]
+    }
+
+    // The vendor's flows.
+
+    #[test]
+    fn cold_transfer_flow_gives_each_agent_one_stint() {
+        let (timeline, _) = fold(&cold_transfer_flow());
+
+        assert_eq!(identities(&timeline), ["agentId1", "agentId2", "agentId3"]);
+        assert_eq!(
+            exit_types(stints(&timeline, 1)),
+            [(TransferType::Na, Some(ExitType::Cold))]
+        );
+        assert_eq!(
+            exit_types(stints(&timeline, 2)),
+            [(TransferType::Cold, Some(ExitType::Cold))]
+        );
+        assert_eq!(
+            exit_types(stints(&timeline, 3)),
+            [(TransferType::Cold, Some(ExitType::Na))]
+        );
+    }
+
+    #[test]
+    fn cold_transfer_flow_stints_run_from_entry_to_exit() {
+        let (timeline, _) = fold(&cold_transfer_flow());
+
+        let spans: Vec<_> = (1..=3)
+            .map(|agent| {
+                (
+                    stints(&timeline, agent)[0].joined_at,
+                    stints(&timeline, agent)[0].left_at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (at(0), Some(at(1))),
+                (at(2), Some(at(3))),
+                (at(4), Some(at(5)))
+            ]
+        );
+    }
+
+    #[test]
+    fn cold_transfer_flow_goes_idle_between_agents_and_ends_on_the_last_na_exit() {
+        let statuses = statuses(&cold_transfer_flow());
+
+        assert_eq!(
+            statuses,
+            [
+                Status::Active,
+                Status::Idle,
+                Status::Active,
+                Status::Idle,
+                Status::Active,
+                Status::Ended
+            ]
+        );
+    }
+
+    #[test]
+    fn cold_transfer_flow_counts_two_cold_transfers_and_no_anomalies() {
+        let (timeline, anomalies) = fold(&cold_transfer_flow());
+
+        assert_eq!(
+            timeline.transfers,
+            Transfers {
+                cold: 2,
+                warm: 0,
+                redial: 0
+            }
+        );
+        assert_eq!(anomalies, none(6));
+        assert_eq!(timeline.anomaly_count, 0);
+    }
+
+    #[test]
+    fn cold_transfer_flow_ends_at_the_last_events_time() {
+        let (timeline, _) = fold(&cold_transfer_flow());
+
+        assert_eq!(timeline.ended_at, Some(at(5)));
+        assert_eq!(timeline.present().count(), 0);
+    }
+
+    #[test]
+    fn cold_entry_before_the_previous_agents_cold_exit_is_normal() {
+        let events = [
+            entry("NA", 1),
+            entry("COLD", 2),
+            exit("COLD", 1),
+            entry("COLD", 3),
+            exit("COLD", 2),
+            exit("NA", 3),
+        ];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, none(6));
+        assert_eq!(
+            statuses(&events),
+            [
+                Status::Active,
+                Status::Active,
+                Status::Active,
+                Status::Active,
+                Status::Active,
+                Status::Ended
+            ]
+        );
+        assert_eq!(timeline.transfers.cold, 2);
+        assert_eq!(
+            exit_types(stints(&timeline, 2)),
+            [(TransferType::Cold, Some(ExitType::Cold))]
+        );
+    }
+
+    #[test]
+    fn warm_transfer_flow_stays_active_until_the_last_na_exit() {
+        let statuses = statuses(&warm_transfer_flow());
+
+        assert_eq!(
+            statuses,
+            [
+                Status::Active,
+                Status::Active,
+                Status::Active,
+                Status::Active,
+                Status::Active,
+                Status::Ended
+            ]
+        );
+    }
+
+    #[test]
+    fn warm_transfer_flow_counts_two_warm_transfers_and_no_anomalies() {
+        let (timeline, anomalies) = fold(&warm_transfer_flow());
+
+        assert_eq!(
+            timeline.transfers,
+            Transfers {
+                cold: 0,
+                warm: 2,
+                redial: 0
+            }
+        );
+        assert_eq!(anomalies, none(6));
+        assert_eq!(timeline.ended_at, Some(at(5)));
+    }
+
+    #[test]
+    fn warm_transfer_flow_records_how_each_agent_came_and_went() {
+        let (timeline, _) = fold(&warm_transfer_flow());
+
+        assert_eq!(
+            exit_types(stints(&timeline, 1)),
+            [(TransferType::Na, Some(ExitType::Na))]
+        );
+        assert_eq!(
+            exit_types(stints(&timeline, 2)),
+            [(TransferType::Warm, Some(ExitType::Warm))]
+        );
+        assert_eq!(
+            exit_types(stints(&timeline, 3)),
+            [(TransferType::Warm, Some(ExitType::Warm))]
+        );
+    }
+
+    // One test per anomaly code.
+
+    #[test]
+    fn anomaly_codes_are_the_ones_spec_names() {
+        let codes: Vec<_> = Anomaly::ALL.into_iter().map(Anomaly::as_str).collect();
+
+        assert_eq!(
+            codes,
+            [
+                "duplicate_entry",
+                "na_entry_while_active",
+                "exit_without_entry",
+                "na_exit_while_others_present",
+                "warm_exit_left_nobody",
+                "entry_after_end",
+                "closed_with_participants_present"
+            ]
+        );
+        for anomaly in Anomaly::ALL {
+            assert_eq!(Anomaly::parse(anomaly.as_str()), Some(anomaly));
+            assert_eq!(
+                serde_json::to_value(anomaly).unwrap(),
+                json!(anomaly.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn entering_twice_is_a_duplicate_entry_and_opens_no_second_stint() {
+        let events = [entry("NA", 1), entry("COLD", 1)];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, only_at(2, 1, &[Anomaly::DuplicateEntry]));
+        assert_eq!(stints(&timeline, 1).len(), 1);
+        assert_eq!(stints(&timeline, 1)[0].entry_type, TransferType::Na);
+        assert_eq!(timeline.status, Status::Active);
+    }
+
+    #[test]
+    fn na_entry_while_another_agent_is_present_is_flagged() {
+        let events = [entry("NA", 1), entry("NA", 2)];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, only_at(2, 1, &[Anomaly::NaEntryWhileActive]));
+        assert_eq!(
+            timeline.present().collect::<Vec<_>>(),
+            ["agentId1", "agentId2"]
+        );
+    }
+
+    #[test]
+    fn exit_of_someone_never_present_is_flagged_and_closes_nothing() {
+        let events = [entry("NA", 1), exit("COLD", 2)];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, only_at(2, 1, &[Anomaly::ExitWithoutEntry]));
+        assert_eq!(identities(&timeline), ["agentId1"]);
+        assert!(stints(&timeline, 1)[0].is_open());
+        assert_eq!(timeline.status, Status::Active);
+    }
+
+    #[test]
+    fn exiting_twice_is_flagged_and_keeps_the_first_exit() {
+        let events = [
+            entry("NA", 1),
+            exit("COLD", 1),
+            exit("COLD", 1),
+            entry("COLD", 2),
+        ];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, only_at(4, 2, &[Anomaly::ExitWithoutEntry]));
+        assert_eq!(stints(&timeline, 1)[0].left_at, Some(at(1)));
+        assert_eq!(stints(&timeline, 1)[0].exit_type, Some(ExitType::Cold));
+    }
+
+    #[test]
+    fn na_exit_while_others_remain_is_flagged_and_keeps_the_conversation_active() {
+        let events = [entry("NA", 1), entry("WARM", 2), exit("NA", 1)];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(
+            anomalies,
+            only_at(3, 2, &[Anomaly::NaExitWhileOthersPresent])
+        );
+        assert_eq!(stints(&timeline, 1)[0].exit_type, Some(ExitType::Na));
+        assert_eq!(timeline.status, Status::Active);
+        assert_eq!(timeline.ended_at, None);
+    }
+
+    #[test]
+    fn warm_exit_of_the_last_agent_is_flagged_and_idles_the_conversation() {
+        let events = [
+            entry("NA", 1),
+            entry("WARM", 2),
+            exit("WARM", 1),
+            exit("WARM", 2),
+        ];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, only_at(4, 3, &[Anomaly::WarmExitLeftNobody]));
+        assert_eq!(stints(&timeline, 2)[0].exit_type, Some(ExitType::Warm));
+        assert_eq!(timeline.status, Status::Idle);
+    }
+
+    #[test]
+    fn entry_after_the_end_is_flagged_and_reopens_the_conversation() {
+        let events = [entry("NA", 1), exit("NA", 1), entry("COLD", 2)];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, only_at(3, 2, &[Anomaly::EntryAfterEnd]));
+        assert_eq!(timeline.status, Status::Active);
+        assert_eq!(timeline.ended_at, None);
+        assert_eq!(timeline.present().collect::<Vec<_>>(), ["agentId2"]);
+    }
+
+    #[test]
+    fn redial_entry_after_the_end_reopens_without_an_anomaly() {
+        let events = [entry("NA", 1), exit("NA", 1), entry("REDIAL", 1)];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, none(3));
+        assert_eq!(timeline.status, Status::Active);
+        assert_eq!(timeline.ended_at, None);
+        assert_eq!(timeline.transfers.redial, 1);
+        assert_eq!(
+            exit_types(stints(&timeline, 1)),
+            [
+                (TransferType::Na, Some(ExitType::Na)),
+                (TransferType::Redial, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn end_of_conversation_with_agents_present_is_flagged_and_closes_their_stints() {
+        let events = [entry("NA", 1), entry("WARM", 2), end_of_conversation()];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(
+            anomalies,
+            only_at(3, 2, &[Anomaly::ClosedWithParticipantsPresent])
+        );
+        for agent in [1, 2] {
+            assert_eq!(stints(&timeline, agent)[0].exit_type, Some(ExitType::End));
+            assert_eq!(stints(&timeline, agent)[0].left_at, Some(at(2)));
+        }
+        assert_eq!(timeline.status, Status::Ended);
+        assert_eq!(timeline.ended_at, Some(at(2)));
+    }
+
+    #[test]
+    fn end_of_conversation_after_everyone_left_is_not_flagged() {
+        let events = [entry("NA", 1), exit("COLD", 1), end_of_conversation()];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, none(3));
+        assert_eq!(stints(&timeline, 1)[0].exit_type, Some(ExitType::Cold));
+    }
+
+    // Every status transition.
+
+    #[test]
+    fn a_new_timeline_is_idle_and_empty() {
+        let timeline = Timeline::default();
+
+        assert_eq!(timeline.status, Status::Idle);
+        assert_eq!(timeline.event_count, 0);
+        assert_eq!(timeline.started_at, None);
+        assert!(timeline.participants.is_empty());
+    }
+
+    #[test]
+    fn first_entry_makes_a_new_conversation_active() {
+        assert_eq!(statuses(&[entry("NA", 1)]), [Status::Active]);
+    }
+
+    #[test]
+    fn cold_exit_of_the_last_agent_makes_the_conversation_idle() {
+        let events = [entry("NA", 1), exit("COLD", 1)];
+
+        let (timeline, _) = fold(&events);
+
+        assert_eq!(timeline.status, Status::Idle);
+        assert_eq!(timeline.ended_at, None);
+    }
+
+    #[test]
+    fn entry_makes_an_idle_conversation_active_again() {
+        let events = [entry("NA", 1), exit("COLD", 1), entry("COLD", 2)];
+
+        assert_eq!(
+            statuses(&events),
+            [Status::Active, Status::Idle, Status::Active]
+        );
+    }
+
+    #[test]
+    fn na_exit_of_the_last_agent_ends_the_conversation() {
+        let events = [entry("NA", 1), exit("NA", 1)];
+
+        let (timeline, _) = fold(&events);
+
+        assert_eq!(timeline.status, Status::Ended);
+        assert_eq!(timeline.ended_at, Some(at(1)));
+    }
+
+    #[test]
+    fn end_of_conversation_ends_an_active_conversation() {
+        let events = [entry("NA", 1), end_of_conversation()];
+
+        assert_eq!(statuses(&events), [Status::Active, Status::Ended]);
+    }
+
+    #[test]
+    fn end_of_conversation_ends_an_idle_conversation() {
+        let events = [entry("NA", 1), exit("COLD", 1), end_of_conversation()];
+
+        let (timeline, _) = fold(&events);
+
+        assert_eq!(
+            statuses(&events),
+            [Status::Active, Status::Idle, Status::Ended]
+        );
+        assert_eq!(timeline.ended_at, Some(at(2)));
+    }
+
+    #[test]
+    fn end_of_conversation_after_the_last_na_exit_keeps_the_first_end_time() {
+        let events = [entry("NA", 1), exit("NA", 1), end_of_conversation()];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, none(3));
+        assert_eq!(timeline.status, Status::Ended);
+        assert_eq!(timeline.ended_at, Some(at(1)));
+    }
+
+    #[test]
+    fn entry_reopens_an_ended_conversation() {
+        let events = [entry("NA", 1), end_of_conversation(), entry("NA", 1)];
+
+        assert_eq!(
+            statuses(&events),
+            [Status::Active, Status::Ended, Status::Active]
+        );
+    }
+
+    #[test]
+    fn trigger_summary_leaves_an_ended_conversation_ended() {
+        let events = [entry("NA", 1), exit("NA", 1), trigger_summary()];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, none(3));
+        assert_eq!(timeline.status, Status::Ended);
+        assert_eq!(timeline.ended_at, Some(at(1)));
+    }
+
+    #[test]
+    fn exit_without_entry_leaves_an_ended_conversation_ended() {
+        let events = [entry("NA", 1), exit("NA", 1), exit("COLD", 2)];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(anomalies, only_at(3, 2, &[Anomaly::ExitWithoutEntry]));
+        assert_eq!(timeline.status, Status::Ended);
+        assert_eq!(timeline.ended_at, Some(at(1)));
+    }
+
+    #[test]
+    fn trigger_summary_changes_only_the_event_count_and_last_event_time() {
+        let (before, _) = fold(&[entry("NA", 1), entry("WARM", 2)]);
+        let summary = parse(json!({
+            "name": "TRIGGER_SUMMARY_EVENT",
+            "language": "fr",
+            "experience": "chat",
+            "data": { "summary": "billing" }
+        }));
+        let mut after = before.clone();
+
+        let anomalies = after.apply(at(7), &summary);
+
+        assert!(anomalies.is_empty());
+        assert_eq!(
+            after,
+            Timeline {
+                event_count: 3,
+                last_event_at: Some(at(7)),
+                ..before
+            }
+        );
+    }
+
+    // Counts and durations.
+
+    #[test]
+    fn event_and_anomaly_counts_cover_every_event() {
+        let events = [
+            entry("NA", 1),
+            entry("NA", 1),
+            trigger_summary(),
+            exit("COLD", 2),
+            end_of_conversation(),
+        ];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(timeline.event_count, 5);
+        assert_eq!(
+            anomalies,
+            [
+                vec![],
+                vec![Anomaly::DuplicateEntry],
+                vec![],
+                vec![Anomaly::ExitWithoutEntry],
+                vec![Anomaly::ClosedWithParticipantsPresent]
+            ]
+        );
+        assert_eq!(timeline.anomaly_count, 3);
+    }
+
+    #[test]
+    fn started_at_is_the_first_event_and_last_event_at_the_latest() {
+        let events = [trigger_summary(), entry("NA", 1), exit("COLD", 1)];
+
+        let (timeline, _) = fold(&events);
+
+        assert_eq!(timeline.started_at, Some(at(0)));
+        assert_eq!(timeline.last_event_at, Some(at(2)));
+    }
+
+    #[test]
+    fn experience_and_language_follow_the_latest_event_that_gives_them() {
+        let chat_in_french = parse(json!({
+            "name": "INTERNAL_TRANSFER_EVENT",
+            "transfertype": "COLD",
+            "transition": "entry",
+            "isExtAD": "false",
+            "language": "fr",
+            "experience": "CHAT",
+            "participant": { "identity": "agentId2", "name": "AgentName2", "type": "agent" }
+        }));
+        let events = [entry("NA", 1), chat_in_french, end_of_conversation()];
+
+        let (timeline, _) = fold(&events);
+
+        assert_eq!(timeline.experience, Some(Experience::Chat));
+        assert_eq!(timeline.language.as_deref(), Some("fr"));
+    }
+
+    #[test]
+    fn transfers_count_entries_of_their_type_only() {
+        let events = [
+            entry("NA", 1),
+            entry("WARM", 2),
+            exit("WARM", 2),
+            entry("COLD", 3),
+            exit("COLD", 1),
+            exit("NA", 3),
+            entry("REDIAL", 3),
+        ];
+
+        let (timeline, _) = fold(&events);
+
+        assert_eq!(
+            timeline.transfers,
+            Transfers {
+                cold: 1,
+                warm: 1,
+                redial: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_closed_stint_lasts_from_its_entry_to_its_exit() {
+        let stint = Stint {
+            joined_at: at(0),
+            left_at: Some(at(12) + Duration::milliseconds(345)),
+            entry_type: TransferType::Na,
+            exit_type: Some(ExitType::Cold),
+        };
+
+        assert_eq!(stint.duration_seconds(at(100)), 12.345);
+    }
+
+    #[test]
+    fn an_open_stint_is_counted_up_to_now() {
+        let stint = Stint {
+            joined_at: at(10),
+            left_at: None,
+            entry_type: TransferType::Warm,
+            exit_type: None,
+        };
+
+        assert_eq!(stint.duration_seconds(at(40)), 30.0);
+    }
+
+    #[test]
+    fn an_open_stint_counted_to_a_now_before_its_entry_lasts_nothing() {
+        let stint = Stint {
+            joined_at: at(10),
+            left_at: None,
+            entry_type: TransferType::Cold,
+            exit_type: None,
+        };
+
+        assert_eq!(stint.duration_seconds(at(5)), 0.0);
+    }
+
+    // Properties over random event histories.
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::value::RawValue;
+
+        fn transfer_type() -> impl Strategy<Value = TransferType> {
+            prop::sample::select(vec![
+                TransferType::Na,
+                TransferType::Cold,
+                TransferType::Warm,
+                TransferType::Redial,
+            ])
+        }
+
+        fn transition() -> impl Strategy<Value = Transition> {
+            prop::sample::select(vec![Transition::Entry, Transition::Exit])
+        }
+
+        fn action() -> impl Strategy<Value = Action> {
+            prop_oneof![
+                8 => (transfer_type(), transition(), 1..=4u8).prop_map(
+                    |(transfer_type, transition, agent)| Action::Transfer {
+                        transfer_type,
+                        transition,
+                        participant: Participant {
+                            identity: format!("agentId{agent}"),
+                            name: format!("AgentName{agent}"),
+                            kind: "agent".to_owned(),
+                        },
+                    }
+                ),
+                1 => Just(Action::EndOfConversation { participant: None }),
+                1 => Just(Action::TriggerSummary),
+            ]
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            let language = prop::option::of(prop::sample::select(vec!["en", "fr"]));
+            let experience = prop::option::of(prop::sample::select(vec![
+                Experience::Chat,
+                Experience::Voice,
+                Experience::Email,
+            ]));
+            (action(), language, experience).prop_map(|(action, language, experience)| Event {
+                action,
+                language: language.map(str::to_owned),
+                experience,
+                transfer_data: None,
+                payload: RawValue::from_string("{}".to_owned()).unwrap(),
+            })
+        }
+
+        /// Up to 60 events with non-decreasing, microsecond-precision receive times.
+        fn history() -> impl Strategy<Value = Vec<(OffsetDateTime, Event)>> {
+            prop::collection::vec((0..5_000_000i64, event()), 0..60).prop_map(|steps| {
+                let mut now = T0 + Duration::microseconds(123_456);
+                steps
+                    .into_iter()
+                    .map(|(gap, event)| {
+                        now += Duration::microseconds(gap);
+                        (now, event)
+                    })
+                    .collect()
+            })
+        }
+
+        fn events(
+            history: &[(OffsetDateTime, Event)],
+        ) -> impl Iterator<Item = (OffsetDateTime, &Event)> {
+            history.iter().map(|(at, event)| (*at, event))
+        }
+
+        fn check_invariants(
+            timeline: &Timeline,
+            events_seen: usize,
+            anomalies_seen: usize,
+        ) -> Result<(), TestCaseError> {
+            for participant in &timeline.participants {
+                let open = participant
+                    .stints
+                    .iter()
+                    .filter(|stint| stint.is_open())
+                    .count();
+                prop_assert!(open <= 1, "{} has {open} open stints", participant.identity);
+                let closed = &participant.stints[..participant.stints.len().saturating_sub(1)];
+                prop_assert!(closed.iter().all(|stint| !stint.is_open()));
+                for stint in &participant.stints {
+                    match stint.left_at {
+                        Some(left_at) => {
+                            prop_assert!(left_at >= stint.joined_at);
+                            prop_assert!(stint.exit_type.is_some());
+                        }
+                        None => prop_assert!(stint.exit_type.is_none()),
+                    }
+                }
+            }
+            let someone_present = timeline.present().next().is_some();
+            prop_assert_eq!(timeline.status == Status::Active, someone_present);
+            prop_assert!(!(timeline.status == Status::Idle && someone_present));
+            prop_assert_eq!(
+                timeline.ended_at.is_some(),
+                timeline.status == Status::Ended
+            );
+            prop_assert_eq!(timeline.event_count, events_seen as i64);
+            prop_assert_eq!(timeline.anomaly_count, anomalies_seen as i64);
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn the_fold_keeps_its_invariants_after_every_event(history in history()) {
+                let mut timeline = Timeline::default();
+                let mut anomalies_seen = 0;
+
+                for (index, (at, event)) in history.iter().enumerate() {
+                    anomalies_seen += timeline.apply(*at, event).len();
+                    check_invariants(&timeline, index + 1, anomalies_seen)?;
+                }
+            }
+
+            #[test]
+            fn folding_equals_applying_events_one_by_one(history in history()) {
+                let mut applied = Timeline::default();
+                let applied_anomalies: Vec<_> = events(&history)
+                    .map(|(at, event)| applied.apply(at, event))
+                    .collect();
+
+                let (folded, folded_anomalies) = Timeline::fold(events(&history));
+
+                prop_assert_eq!(folded, applied);
+                prop_assert_eq!(folded_anomalies, applied_anomalies);
+            }
+
+            #[test]
+            fn a_timeline_survives_a_json_round_trip(history in history()) {
+                let (timeline, _) = Timeline::fold(events(&history));
+
+                let json = serde_json::to_string(&timeline).unwrap();
+                let restored: Timeline = serde_json::from_str(&json).unwrap();
+
+                prop_assert_eq!(restored, timeline);
+            }
+
+            #[test]
+            fn a_stored_timeline_continues_like_a_full_fold(
+                history in history(),
+                split in any::<prop::sample::Index>(),
+            ) {
+                let split = split.index(history.len() + 1);
+                let (stored, _) = Timeline::fold(events(&history[..split]));
+                let mut continued: Timeline =
+                    serde_json::from_str(&serde_json::to_string(&stored).unwrap()).unwrap();
+
+                for (at, event) in events(&history[split..]) {
+                    continued.apply(at, event);
+                }
+
+                prop_assert_eq!(continued, Timeline::fold(events(&history)).0);
+            }
+
+            #[test]
+            fn transfers_count_every_entry_of_their_type(history in history()) {
+                let entries_of = |wanted: TransferType| {
+                    history
+                        .iter()
+                        .filter(|(_, event)| {
+                            event.transfer_type() == Some(wanted)
+                                && event.transition() == Some(Transition::Entry)
+                        })
+                        .count() as i64
+                };
+
+                let (timeline, _) = Timeline::fold(events(&history));
+
+                prop_assert_eq!(
+                    timeline.transfers,
+                    Transfers {
+                        cold: entries_of(TransferType::Cold),
+                        warm: entries_of(TransferType::Warm),
+                        redial: entries_of(TransferType::Redial),
+                    }
+                );
+            }
+        }
     }
 }

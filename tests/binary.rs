@@ -1,0 +1,158 @@
+//! The real binary over real HTTP: serve, log safely, shut down gracefully on SIGTERM.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_agentassist-hooks");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The URL of the per-test database, from the server in `DATABASE_URL`.
+fn test_database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
+    let database = pool.connect_options().get_database().unwrap().to_owned();
+    let (server, _) = base.rsplit_once('/').unwrap();
+    format!("{server}/{database}")
+}
+
+async fn wait_until_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the service exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the service did not become ready");
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_binary_serves_logs_safely_and_stops_on_sigterm(pool: PgPool) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config_dir = std::env::temp_dir().join(format!("hooks-binary-{port}"));
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let config = config_dir.join("apps.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[apps]]\napp_id = \"{INGEST_APP}\"\nsecret_env = \"KORE_CLIENT_SECRET\"\nbots = [\"*\"]\npermissions = [\"ingest\", \"read\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BINARY)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("DATABASE_URL", test_database_url(&pool))
+        .env("KORE_CLIENT_SECRET", INGEST_SECRET)
+        .env("HOOKS__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("HOOKS__LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    wait_until_healthy(&client, &base, &mut child).await;
+
+    let token = ingest_token();
+    let mut event = transfer("NA", "entry", "agentId1");
+    event["transferData"] = json!({ "note": "secret-transfer-data-marker" });
+    let response = client
+        .post(format!("{base}/agentassist/api/v1/hooks/{BOT}"))
+        .header("content-type", "application/json")
+        .header("token", &token)
+        .header("x-request-id", "binary-test-request")
+        .body(batch("c-binary", vec![event]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "binary-test-request");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["STATUS"], "OK");
+    let refused = client
+        .post(format!("{base}/api/v1/hooks/{BOT}"))
+        .header("content-type", "application/json")
+        .header("auth", "Bearer not.a.valid-token")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "a graceful stop exits 0");
+
+    let mut logs = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(!logs.contains(&token), "the token never reaches the logs");
+    assert!(!logs.contains("not.a.valid-token"));
+    assert!(
+        !logs.contains(INGEST_SECRET),
+        "secrets never reach the logs"
+    );
+    assert!(
+        !logs.contains("secret-transfer-data-marker"),
+        "transferData never reaches the logs"
+    );
+    let request_lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["span"]["request_id"] == "binary-test-request")
+        .collect();
+    assert!(
+        !request_lines.is_empty(),
+        "JSON log lines carry the request id: {logs}"
+    );
+    assert!(
+        logs.contains("authentication failed"),
+        "auth failures are logged with a reason"
+    );
+    std::fs::remove_dir_all(config_dir).unwrap();
+}
