@@ -203,12 +203,20 @@ impl Caller {
 
     /// True when the app has `permission` and its bots include `bot_id` (or are `"*"`).
     pub fn may(&self, bot_id: &str, permission: Permission) -> bool {
+        self.has(permission) && self.serves(bot_id)
+    }
+
+    /// True when the app has `permission` for some bot.
+    pub fn has(&self, permission: Permission) -> bool {
         self.access.permissions.contains(&permission)
-            && self
-                .access
-                .bots
-                .iter()
-                .any(|bot| bot == "*" || bot == bot_id)
+    }
+
+    /// True when the app's bots include `bot_id` (or are `"*"`).
+    pub fn serves(&self, bot_id: &str) -> bool {
+        self.access
+            .bots
+            .iter()
+            .any(|bot| bot == "*" || bot == bot_id)
     }
 }
 

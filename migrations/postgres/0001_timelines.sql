@@ -63,4 +63,4 @@ CREATE TABLE stints (
 );
 
 CREATE INDEX stints_by_participant
-    ON stints (bot_id, identity, joined_at DESC, conversation_id, ordinal);
+    ON stints (bot_id, identity, joined_at DESC, conversation_id DESC, ordinal DESC);

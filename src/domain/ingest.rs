@@ -75,6 +75,12 @@ pub struct Event {
 }
 
 impl Event {
+    /// Parses one stored event object again (its `payload`), as ingest did.
+    pub fn reparse(payload: &RawValue) -> Result<Self, Vec<FieldError>> {
+        let mut problems = Problems::default();
+        parse_event(payload, "", &mut problems).ok_or(problems.0)
+    }
+
     pub fn name(&self) -> EventName {
         match self.action {
             Action::Transfer { .. } => EventName::InternalTransferEvent,

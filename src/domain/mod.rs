@@ -2,6 +2,7 @@
 
 pub mod ingest;
 pub mod timeline;
+pub mod timestamp;
 pub mod types;
 
 pub use ingest::{Action, BodyError, ConversationId, Event, FieldError, IngestBatch};

@@ -319,18 +319,27 @@ impl Timeline {
             .participant_mut(&participant.identity)
             .and_then(|known| known.stints.last_mut())
             .filter(|stint| stint.is_open());
-        match open_stint {
+        let closed = match open_stint {
             Some(stint) => {
                 stint.left_at = Some(at);
                 stint.exit_type = Some(exit_type.into());
+                true
             }
-            None => anomalies.push(Anomaly::ExitWithoutEntry),
-        }
+            None => {
+                anomalies.push(Anomaly::ExitWithoutEntry);
+                false
+            }
+        };
 
         let anyone_present = self.present().next().is_some();
+        // An exit that closed nothing changed no presence, so only its own anomaly applies.
         match exit_type {
-            TransferType::Na if anyone_present => anomalies.push(Anomaly::NaExitWhileOthersPresent),
-            TransferType::Warm if !anyone_present => anomalies.push(Anomaly::WarmExitLeftNobody),
+            TransferType::Na if closed && anyone_present => {
+                anomalies.push(Anomaly::NaExitWhileOthersPresent);
+            }
+            TransferType::Warm if closed && !anyone_present => {
+                anomalies.push(Anomaly::WarmExitLeftNobody);
+            }
             _ => {}
         }
 
@@ -757,6 +766,21 @@ mod tests {
         assert_eq!(anomalies, only_at(4, 2, &[Anomaly::ExitWithoutEntry]));
         assert_eq!(stints(&timeline, 1)[0].left_at, Some(at(1)));
         assert_eq!(stints(&timeline, 1)[0].exit_type, Some(ExitType::Cold));
+    }
+
+    #[test]
+    fn an_exit_that_closed_nothing_carries_only_exit_without_entry() {
+        let events = [
+            entry("NA", 1),
+            exit("WARM", 2),
+            entry("WARM", 3),
+            exit("NA", 4),
+        ];
+
+        let (_, anomalies) = fold(&events);
+
+        assert_eq!(anomalies[1], [Anomaly::ExitWithoutEntry]);
+        assert_eq!(anomalies[3], [Anomaly::ExitWithoutEntry]);
     }
 
     #[test]

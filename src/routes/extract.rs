@@ -1,9 +1,11 @@
 //! Extractors that answer with our problem+json instead of axum's plain-text rejections.
 
 use crate::auth::{AppRegistry, Caller, token_from_headers};
+use crate::domain::FieldError;
 use crate::error::ApiError;
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts, Query};
 use axum::http::request::Parts;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 impl<S> FromRequestParts<S> for Caller
@@ -23,5 +25,29 @@ where
             tracing::info!(reason = failure.reason(), "authentication failed");
             ApiError::Unauthorized
         })
+    }
+}
+
+/// Query-string parameters by name; the last value wins when one is repeated.
+pub struct QueryParams(HashMap<String, String>);
+
+impl QueryParams {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Query(params) =
+            Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map_err(|_| {
+                ApiError::InvalidQuery(vec![FieldError {
+                    path: String::new(),
+                    message: "the query string is not valid".to_owned(),
+                }])
+            })?;
+        Ok(Self(params))
     }
 }

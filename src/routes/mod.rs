@@ -1,5 +1,6 @@
 //! HTTP routes, one file per resource, and the router that mounts them.
 
+pub mod conversations;
 pub mod extract;
 pub mod health;
 pub mod hooks;
@@ -61,6 +62,26 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         .route("/agentassist/api/v1/hooks/{bot_id}", post(hooks::ingest))
         .route("/agentai/api/v1/hooks/{bot_id}", post(hooks::ingest))
         .route("/api/v1/hooks/{bot_id}", post(hooks::ingest))
+        .route(
+            "/api/v1/bots/{bot_id}/conversations",
+            get(conversations::list),
+        )
+        .route(
+            "/api/v1/bots/{bot_id}/conversations/{conversation_id}",
+            get(conversations::conversation),
+        )
+        .route(
+            "/api/v1/bots/{bot_id}/conversations/{conversation_id}/events",
+            get(conversations::events),
+        )
+        .route(
+            "/api/v1/bots/{bot_id}/conversations/{conversation_id}/transfer-data",
+            get(conversations::transfer_data),
+        )
+        .route(
+            "/api/v1/bots/{bot_id}/participants/{identity}/stints",
+            get(conversations::participant_stints),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|| async { ApiError::NotFound })

@@ -5,10 +5,17 @@ mod postgres;
 pub use postgres::PgStore;
 
 use crate::config::DatabaseSettings;
-use crate::domain::{IngestBatch, Status, Stint, Timeline};
+use crate::domain::timestamp;
+use crate::domain::{
+    Anomaly, EventName, Experience, IngestBatch, Participant, Status, Stint, Timeline,
+    TransferType, Transfers, Transition,
+};
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use std::sync::Arc;
+use time::OffsetDateTime;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +106,126 @@ pub fn changed_stints(before: &Timeline, after: &Timeline) -> Vec<StintRow> {
         .collect()
 }
 
+/// A conversation without its participants: a SPEC 4.3 list item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationSummary {
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub status: Status,
+    pub experience: Option<Experience>,
+    pub language: Option<String>,
+    #[serde(serialize_with = "timestamp::serialize")]
+    pub started_at: OffsetDateTime,
+    #[serde(serialize_with = "timestamp::option::serialize")]
+    pub ended_at: Option<OffsetDateTime>,
+    #[serde(serialize_with = "timestamp::serialize")]
+    pub last_event_at: OffsetDateTime,
+    pub event_count: i64,
+    pub anomaly_count: i64,
+    pub transfers: Transfers,
+    pub participants_present: Vec<String>,
+}
+
+impl ConversationSummary {
+    /// The summary columns materialised from `timeline`.
+    pub fn of(bot_id: &str, conversation_id: &str, timeline: &Timeline) -> Self {
+        let epoch = OffsetDateTime::UNIX_EPOCH;
+        Self {
+            bot_id: bot_id.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            status: timeline.status,
+            experience: timeline.experience,
+            language: timeline.language.clone(),
+            started_at: timeline.started_at.unwrap_or(epoch),
+            ended_at: timeline.ended_at,
+            last_event_at: timeline.last_event_at.unwrap_or(epoch),
+            event_count: timeline.event_count,
+            anomaly_count: timeline.anomaly_count,
+            transfers: timeline.transfers,
+            participants_present: timeline.present().map(str::to_owned).collect(),
+        }
+    }
+}
+
+/// A conversation with its whole timeline (SPEC 4.1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    pub summary: ConversationSummary,
+    pub timeline: Timeline,
+}
+
+/// A stored event as the events query returns it (SPEC 4.2).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    pub seq: i64,
+    #[serde(serialize_with = "timestamp::serialize")]
+    pub received_at: OffsetDateTime,
+    pub name: EventName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_type: Option<TransferType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transition: Option<Transition>,
+    pub participant: Option<Participant>,
+    pub anomalies: Vec<Anomaly>,
+    /// The event exactly as received.
+    pub payload: Box<RawValue>,
+}
+
+/// One stint of a participant, with the conversation it belongs to (SPEC 4.4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticipantStint {
+    pub conversation_id: String,
+    pub ordinal: i32,
+    pub stint: Stint,
+}
+
+/// The latest `transferData` of a conversation (SPEC 4.5).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferData {
+    pub seq: i64,
+    #[serde(serialize_with = "timestamp::serialize")]
+    pub received_at: OffsetDateTime,
+    pub participant: Option<Participant>,
+    pub data: Box<RawValue>,
+}
+
+/// Filters of the conversation list. A conversation's lifetime is
+/// `[startedAt, endedAt or now]`; `from`/`to` keep those overlapping `[from, to)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConversationFilter {
+    pub status: Option<Status>,
+    pub participant: Option<String>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+}
+
+/// Where the previous page of conversations ended (newest `lastEventAt` first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ConversationKey {
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_event_at: OffsetDateTime,
+    pub conversation_id: String,
+}
+
+/// Where the previous page of stints ended (newest `joinedAt` first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StintKey {
+    #[serde(with = "time::serde::rfc3339")]
+    pub joined_at: OffsetDateTime,
+    pub conversation_id: String,
+    pub ordinal: i32,
+}
+
+/// A time window `[from, to)`; either end may be open.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Window {
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+}
+
 /// Where events are appended and timelines read.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -110,6 +237,53 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores every event of `batch`, or none, with gap-free `seq` per conversation.
     async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError>;
+
+    /// A conversation and its timeline, if it exists.
+    async fn conversation(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<Conversation>, StoreError>;
+
+    /// Up to `limit` events with `seq > after_seq`, in `seq` order; `None` when the
+    /// conversation does not exist.
+    async fn events(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Option<Vec<StoredEvent>>, StoreError>;
+
+    /// Up to `limit` conversations after `after`, newest `lastEventAt` first; `now` ends
+    /// the lifetime of conversations that have not ended.
+    async fn conversations(
+        &self,
+        bot_id: &str,
+        filter: &ConversationFilter,
+        after: Option<&ConversationKey>,
+        limit: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ConversationSummary>, StoreError>;
+
+    /// Up to `limit` of a participant's stints overlapping `window`, after `after`,
+    /// newest `joinedAt` first; `now` ends open stints.
+    async fn stints(
+        &self,
+        bot_id: &str,
+        identity: &str,
+        window: Window,
+        after: Option<&StintKey>,
+        limit: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ParticipantStint>, StoreError>;
+
+    /// The most recent `transferData` sent in a conversation.
+    async fn transfer_data(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<TransferData>, StoreError>;
 
     /// Releases the connections.
     async fn close(&self);

@@ -1,0 +1,365 @@
+//! The query API for operations staff (SPEC 4): conversations, their events, an agent's
+//! stints across conversations, and the latest transfer data.
+
+use super::AppState;
+use super::extract::QueryParams;
+use crate::auth::Caller;
+use crate::config::Permission;
+use crate::domain::timestamp;
+use crate::domain::{FieldError, ParticipantTimeline, Status, Stint};
+use crate::error::ApiError;
+use crate::store::{
+    ConversationFilter, ConversationKey, ConversationSummary, StintKey, StoredEvent, TransferData,
+    Window,
+};
+use axum::Json;
+use axum::extract::{Path, State};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const EVENTS_LIMIT: (i64, i64) = (100, 1000);
+const LIST_LIMIT: (i64, i64) = (50, 500);
+
+/// A conversation of a bot the app cannot read is answered like a missing one: 404.
+fn authorize_read(caller: &Caller, bot_id: &str) -> Result<(), ApiError> {
+    if !caller.has(Permission::Read) {
+        Err(ApiError::Forbidden)
+    } else if !caller.serves(bot_id) {
+        Err(ApiError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+/// SPEC 4.1: the conversation with every participant's stints.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationDetail {
+    #[serde(flatten)]
+    summary: ConversationSummary,
+    participants: Vec<ParticipantView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantView {
+    identity: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    stints: Vec<StintView>,
+    total_seconds: f64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StintView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conversation_id: Option<String>,
+    #[serde(serialize_with = "timestamp::serialize")]
+    joined_at: OffsetDateTime,
+    #[serde(serialize_with = "timestamp::option::serialize")]
+    left_at: Option<OffsetDateTime>,
+    entry_type: crate::domain::TransferType,
+    exit_type: Option<crate::domain::ExitType>,
+    duration_seconds: f64,
+}
+
+impl StintView {
+    fn of(stint: &Stint, conversation_id: Option<String>, now: OffsetDateTime) -> Self {
+        Self {
+            conversation_id,
+            joined_at: stint.joined_at,
+            left_at: stint.left_at,
+            entry_type: stint.entry_type,
+            exit_type: stint.exit_type,
+            duration_seconds: round_millis(stint.duration_seconds(now)),
+        }
+    }
+}
+
+impl ParticipantView {
+    fn of(participant: &ParticipantTimeline, now: OffsetDateTime) -> Self {
+        let stints: Vec<StintView> = participant
+            .stints
+            .iter()
+            .map(|stint| StintView::of(stint, None, now))
+            .collect();
+        let total = participant
+            .stints
+            .iter()
+            .map(|stint| stint.duration_seconds(now))
+            .sum();
+        Self {
+            identity: participant.identity.clone(),
+            name: participant.name.clone(),
+            kind: participant.kind.clone(),
+            stints,
+            total_seconds: round_millis(total),
+        }
+    }
+}
+
+/// Durations to the millisecond, so that `12.345` reads as written.
+fn round_millis(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+pub async fn conversation(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((bot_id, conversation_id)): Path<(String, String)>,
+) -> Result<Json<ConversationDetail>, ApiError> {
+    authorize_read(&caller, &bot_id)?;
+    let conversation = state
+        .store
+        .conversation(&bot_id, &conversation_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let now = OffsetDateTime::now_utc();
+    Ok(Json(ConversationDetail {
+        participants: conversation
+            .timeline
+            .participants
+            .iter()
+            .map(|participant| ParticipantView::of(participant, now))
+            .collect(),
+        summary: conversation.summary,
+    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    events: Vec<StoredEvent>,
+    next_after_seq: Option<i64>,
+}
+
+pub async fn events(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((bot_id, conversation_id)): Path<(String, String)>,
+    params: QueryParams,
+) -> Result<Json<EventPage>, ApiError> {
+    authorize_read(&caller, &bot_id)?;
+    let mut problems = Vec::new();
+    let limit = params.limit(EVENTS_LIMIT, &mut problems);
+    let after_seq = params.non_negative("afterSeq", &mut problems).unwrap_or(0);
+    reject(problems)?;
+
+    let mut events = state
+        .store
+        .events(&bot_id, &conversation_id, after_seq, limit + 1)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let more = events.len() as i64 > limit;
+    events.truncate(limit as usize);
+    Ok(Json(EventPage {
+        next_after_seq: more.then(|| events.last().map(|event| event.seq)).flatten(),
+        events,
+    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(bot_id): Path<String>,
+    params: QueryParams,
+) -> Result<Json<Page<ConversationSummary>>, ApiError> {
+    authorize_read(&caller, &bot_id)?;
+    let mut problems = Vec::new();
+    let limit = params.limit(LIST_LIMIT, &mut problems);
+    let status = params.get("status").and_then(|text| {
+        let status = Status::parse(text);
+        if status.is_none() {
+            problems.push(problem("status", "must be one of active, idle, ended"));
+        }
+        status
+    });
+    let participant = params.non_empty("participant", &mut problems);
+    let window = params.window(&mut problems);
+    let after: Option<ConversationKey> = params.cursor(&mut problems);
+    reject(problems)?;
+
+    let filter = ConversationFilter {
+        status,
+        participant,
+        from: window.from,
+        to: window.to,
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut items = state
+        .store
+        .conversations(&bot_id, &filter, after.as_ref(), limit + 1, now)
+        .await?;
+    let next = next_key(&mut items, limit, |last| ConversationKey {
+        last_event_at: last.last_event_at,
+        conversation_id: last.conversation_id.clone(),
+    });
+    Ok(Json(Page {
+        items,
+        next_cursor: next.map(|key| encode_cursor(&key)),
+    }))
+}
+
+pub async fn participant_stints(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((bot_id, identity)): Path<(String, String)>,
+    params: QueryParams,
+) -> Result<Json<Page<StintView>>, ApiError> {
+    authorize_read(&caller, &bot_id)?;
+    let mut problems = Vec::new();
+    let limit = params.limit(LIST_LIMIT, &mut problems);
+    let window = params.window(&mut problems);
+    let after: Option<StintKey> = params.cursor(&mut problems);
+    reject(problems)?;
+
+    let now = OffsetDateTime::now_utc();
+    let mut stints = state
+        .store
+        .stints(&bot_id, &identity, window, after.as_ref(), limit + 1, now)
+        .await?;
+    let next = next_key(&mut stints, limit, |last| StintKey {
+        joined_at: last.stint.joined_at,
+        conversation_id: last.conversation_id.clone(),
+        ordinal: last.ordinal,
+    });
+    Ok(Json(Page {
+        items: stints
+            .into_iter()
+            .map(|found| StintView::of(&found.stint, Some(found.conversation_id), now))
+            .collect(),
+        next_cursor: next.map(|key| encode_cursor(&key)),
+    }))
+}
+
+pub async fn transfer_data(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((bot_id, conversation_id)): Path<(String, String)>,
+) -> Result<Json<TransferData>, ApiError> {
+    authorize_read(&caller, &bot_id)?;
+    state
+        .store
+        .transfer_data(&bot_id, &conversation_id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+/// Trims a `limit + 1` fetch to `limit` and returns the key to continue after, if more.
+fn next_key<T, K>(items: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> K) -> Option<K> {
+    if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(key)
+    } else {
+        None
+    }
+}
+
+fn encode_cursor<K: Serialize>(key: &K) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).unwrap_or_default())
+}
+
+fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Option<K> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn problem(parameter: &str, message: &str) -> FieldError {
+    FieldError {
+        path: format!("/{parameter}"),
+        message: message.to_owned(),
+    }
+}
+
+fn reject(problems: Vec<FieldError>) -> Result<(), ApiError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidQuery(problems))
+    }
+}
+
+impl QueryParams {
+    fn limit(&self, (default, max): (i64, i64), problems: &mut Vec<FieldError>) -> i64 {
+        match self.get("limit").map(str::parse::<i64>) {
+            None => default,
+            Some(Ok(limit)) if (1..=max).contains(&limit) => limit,
+            Some(_) => {
+                problems.push(problem(
+                    "limit",
+                    &format!("must be an integer from 1 to {max}"),
+                ));
+                default
+            }
+        }
+    }
+
+    fn non_negative(&self, name: &str, problems: &mut Vec<FieldError>) -> Option<i64> {
+        match self.get(name).map(str::parse::<i64>) {
+            None => None,
+            Some(Ok(value)) if value >= 0 => Some(value),
+            Some(_) => {
+                problems.push(problem(name, "must be a non-negative integer"));
+                None
+            }
+        }
+    }
+
+    fn non_empty(&self, name: &str, problems: &mut Vec<FieldError>) -> Option<String> {
+        match self.get(name) {
+            Some("") => {
+                problems.push(problem(name, "must not be empty"));
+                None
+            }
+            other => other.map(str::to_owned),
+        }
+    }
+
+    fn time(&self, name: &str, problems: &mut Vec<FieldError>) -> Option<OffsetDateTime> {
+        let text = self.get(name)?;
+        let parsed = OffsetDateTime::parse(text, &Rfc3339).ok();
+        if parsed.is_none() {
+            problems.push(problem(
+                name,
+                "must be an RFC 3339 time, e.g. 2026-01-31T09:00:00Z",
+            ));
+        }
+        parsed
+    }
+
+    fn window(&self, problems: &mut Vec<FieldError>) -> Window {
+        let window = Window {
+            from: self.time("from", problems),
+            to: self.time("to", problems),
+        };
+        if let (Some(from), Some(to)) = (window.from, window.to)
+            && from >= to
+        {
+            problems.push(problem("to", "must be after from"));
+        }
+        window
+    }
+
+    fn cursor<K: DeserializeOwned>(&self, problems: &mut Vec<FieldError>) -> Option<K> {
+        let text = self.get("cursor")?;
+        let key = decode_cursor(text);
+        if key.is_none() {
+            problems.push(problem("cursor", "is not a cursor this API returned"));
+        }
+        key
+    }
+}
