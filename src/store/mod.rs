@@ -1,8 +1,12 @@
-//! Storage: the [`Store`] trait the routes use, and its PostgreSQL implementation.
+//! Storage: the [`Store`] trait the routes use, with a PostgreSQL implementation (the
+//! production store) and an embedded SQLite one (the zero-install default).
 
 mod postgres;
+mod sql;
+mod sqlite;
 
 pub use postgres::PgStore;
+pub use sqlite::{DEFAULT_SQLITE_FILE, SqliteStore};
 
 use crate::config::DatabaseSettings;
 use crate::domain::timestamp;
@@ -47,13 +51,17 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(database_error) => database_error.code().is_some_and(|code| {
-            // 08: connection exception; 53: insufficient resources; 57P0x: shutting down;
-            // 40001/40P01: serialization failure or deadlock.
+            // PostgreSQL — 08: connection exception; 53: insufficient resources; 57P0x:
+            // shutting down; 40001/40P01: serialization failure or deadlock.
+            // SQLite — primary codes 5 and 6: the file is busy or locked.
             code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P0")
                 || code == "40001"
                 || code == "40P01"
+                || code
+                    .parse::<i32>()
+                    .is_ok_and(|sqlite_code| matches!(sqlite_code & 0xff, 5 | 6))
         }),
         _ => false,
     }
@@ -67,9 +75,9 @@ pub struct Appended {
     pub status: Status,
 }
 
-/// A stint row as the store keeps it, keyed by participant and ordinal.
+/// A stint to write, keyed by participant and ordinal.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StintRow {
+pub struct ChangedStint {
     pub identity: String,
     pub ordinal: i32,
     pub stint: Stint,
@@ -77,7 +85,7 @@ pub struct StintRow {
 
 /// The stint rows that `after` adds or changes relative to `before`: new stints, and
 /// stints that were open before (they may have closed).
-pub fn changed_stints(before: &Timeline, after: &Timeline) -> Vec<StintRow> {
+pub fn changed_stints(before: &Timeline, after: &Timeline) -> Vec<ChangedStint> {
     after
         .participants
         .iter()
@@ -97,7 +105,7 @@ pub fn changed_stints(before: &Timeline, after: &Timeline) -> Vec<StintRow> {
                 .iter()
                 .enumerate()
                 .skip(first_changed)
-                .map(|(ordinal, stint)| StintRow {
+                .map(|(ordinal, stint)| ChangedStint {
                     identity: participant.identity.clone(),
                     ordinal: ordinal as i32,
                     stint: stint.clone(),
@@ -289,25 +297,42 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Opens the store that `settings.database.url` names.
-pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
-    let Some(url) = &settings.database_url() else {
-        anyhow::bail!(
-            "no database configured: set database.url in the config or DATABASE_URL (postgres://…)"
-        );
-    };
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url, settings).await?))
+/// Ok when every migration the binary embeds is among the `applied` versions.
+fn require_migrations(
+    migrator: &sqlx::migrate::Migrator,
+    applied: &[i64],
+) -> Result<(), StoreError> {
+    let missing = migrator
+        .iter()
+        .filter(|migration| !applied.contains(&migration.version))
+        .count();
+    if missing == 0 {
+        Ok(())
     } else {
-        anyhow::bail!("unsupported database URL scheme; expected postgres://")
+        Err(anyhow::anyhow!("{missing} migration(s) not applied").into())
     }
 }
 
-impl DatabaseSettings {
-    fn database_url(&self) -> Option<String> {
-        self.url
-            .as_ref()
-            .map(|url| url.expose_secret().to_owned())
-            .filter(|url| !url.is_empty())
+/// Opens the store that `database.url` names: `postgres://…` (production) or
+/// `sqlite://…`; with no URL, the embedded SQLite file under `./data/`.
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
+    let url = settings
+        .url
+        .as_ref()
+        .map(|url| url.expose_secret().trim().to_owned())
+        .filter(|url| !url.is_empty());
+    match url.as_deref() {
+        None => Ok(Arc::new(
+            SqliteStore::open_file(std::path::Path::new(DEFAULT_SQLITE_FILE), settings).await?,
+        )),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(PgStore::connect(url, settings).await?))
+        }
+        Some(url) if url.starts_with("sqlite:") => {
+            Ok(Arc::new(SqliteStore::connect(url, settings).await?))
+        }
+        Some(_) => anyhow::bail!(
+            "unsupported database URL scheme; expected postgres://, postgresql:// or sqlite://"
+        ),
     }
 }

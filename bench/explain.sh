@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# EXPLAIN (ANALYZE, BUFFERS) of the query API's list and stint queries on a scratch
+# database seeded with 100,000 conversations (~300,000 stints over 2,000 agents,
+# 30 days). The SQL is the shape src/store/postgres.rs builds, binds written as literals.
+#
+#   bench/explain.sh                      # uses postgres://postgres@127.0.0.1:5432/postgres
+#   ADMIN_URL=postgres://me@db:5432/postgres EXPLAIN_DB=scratch bench/explain.sh
+#
+# The scratch database is dropped and created again on every run.
+set -euo pipefail
+
+ADMIN_URL=${ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+EXPLAIN_DB=${EXPLAIN_DB:-hooks_explain}
+CONVERSATIONS=${CONVERSATIONS:-100000}
+# "Now" for the seed and the queries: fixed, so that every run prints the same plans.
+NOW=${NOW:-2026-03-31T12:00:00Z}
+
+if [[ ! $EXPLAIN_DB =~ ^[a-z_][a-z0-9_]*$ ]]; then
+    echo "EXPLAIN_DB must be a plain lower-case identifier" >&2
+    exit 2
+fi
+
+cd "$(dirname "$0")/.."
+admin_base=${ADMIN_URL%%\?*}
+db_url="${admin_base%/*}/${EXPLAIN_DB}"
+
+psql_admin() { psql "$ADMIN_URL" -X -q -v ON_ERROR_STOP=1 "$@"; }
+psql_db() { psql "$db_url" -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+echo "== scratch database ${EXPLAIN_DB}"
+psql_admin -c "DROP DATABASE IF EXISTS ${EXPLAIN_DB}" -c "CREATE DATABASE ${EXPLAIN_DB}"
+
+for migration in migrations/postgres/*.sql; do
+    echo "== applying ${migration}"
+    psql_db -f "$migration"
+done
+
+echo "== seeding ${CONVERSATIONS} conversations"
+psql_db -v now="$NOW" -v conversations="$CONVERSATIONS" <<'SQL'
+SELECT setseed(0.4242);
+
+-- One row per conversation: when it started, how long it lasted, its fate and the
+-- first of its three agents. 90% ended, 5% idle (between a cold exit and the next
+-- entry), 5% still active; open ones started in the last two days.
+CREATE TEMP TABLE seed AS
+SELECT i,
+       'c-' || lpad(i::text, 7, '0') AS conversation_id,
+       CASE WHEN i % 20 = 0 THEN 'active' WHEN i % 20 = 1 THEN 'idle' ELSE 'ended' END AS status,
+       CASE WHEN i % 20 < 2
+            THEN :'now'::timestamptz - random() * interval '2 days'
+            ELSE :'now'::timestamptz - interval '30 days' + random() * interval '30 days'
+       END AS started_at,
+       interval '1 minute' + random() * interval '40 minutes' AS duration,
+       floor(random() * 2000)::int AS first_agent,
+       (ARRAY['voice', 'chat', 'email'])[1 + i % 3] AS experience
+FROM generate_series(1, :conversations) AS i;
+
+-- Three stints: NA entry, two cold transfers; agents 677 apart so never the same twice.
+CREATE TEMP TABLE seed_stints AS
+SELECT s.i, s.conversation_id, s.status, k AS position,
+       'agent-' || lpad(((s.first_agent + k * 677) % 2000)::text, 4, '0') AS identity,
+       s.started_at + s.duration * k / 3 AS joined_at,
+       CASE
+           WHEN k = 2 AND s.status = 'active' THEN NULL
+           WHEN k = 2 AND s.status = 'idle' THEN s.started_at + s.duration * 5 / 6
+           ELSE s.started_at + s.duration * (k + 1) / 3
+       END AS left_at,
+       CASE k WHEN 0 THEN 'NA' ELSE 'COLD' END AS entry_type,
+       CASE
+           WHEN k = 2 AND s.status = 'active' THEN NULL
+           WHEN k = 2 AND s.status = 'ended' THEN 'NA'
+           ELSE 'COLD'
+       END AS exit_type
+FROM seed s, generate_series(0, 2) AS k;
+
+INSERT INTO conversations (bot_id, conversation_id, last_seq, status, experience, language,
+                           started_at, ended_at, last_event_at, event_count, anomaly_count,
+                           cold_transfers, warm_transfers, redial_transfers,
+                           participants_present, timeline)
+SELECT 'st-1234', s.conversation_id, events.n, s.status, s.experience, 'en',
+       s.started_at,
+       CASE WHEN s.status = 'ended' THEN s.started_at + s.duration END,
+       CASE s.status
+           WHEN 'ended' THEN s.started_at + s.duration
+           WHEN 'idle' THEN s.started_at + s.duration * 5 / 6
+           ELSE s.started_at + s.duration * 2 / 3
+       END,
+       events.n, 0, 2, 0, 0,
+       CASE WHEN s.status = 'active' THEN ARRAY[last_agent.identity] ELSE '{}' END,
+       -- The folded timeline, roughly as large as the service writes it.
+       jsonb_build_object(
+           'status', s.status, 'experience', s.experience, 'language', 'en',
+           'started_at', s.started_at, 'event_count', events.n, 'anomaly_count', 0,
+           'transfers', jsonb_build_object('cold', 2, 'warm', 0, 'redial', 0),
+           'participants', (
+               SELECT jsonb_agg(jsonb_build_object(
+                          'identity', t.identity, 'name', 'Name of ' || t.identity,
+                          'kind', 'agent',
+                          'stints', jsonb_build_array(jsonb_build_object(
+                              'joined_at', t.joined_at, 'left_at', t.left_at,
+                              'entry_type', t.entry_type, 'exit_type', t.exit_type)))
+                          ORDER BY t.position)
+               FROM seed_stints t WHERE t.i = s.i))
+FROM seed s
+CROSS JOIN LATERAL (SELECT CASE s.status WHEN 'ended' THEN 6 WHEN 'idle' THEN 5 ELSE 4 END AS n) AS events
+CROSS JOIN LATERAL (SELECT identity FROM seed_stints t WHERE t.i = s.i AND t.position = 2) AS last_agent;
+
+INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
+                    entry_type, exit_type)
+SELECT 'st-1234', conversation_id, identity, 0, joined_at, left_at, entry_type, exit_type
+FROM seed_stints;
+
+-- A second bot, so that bot_id is not a constant in the statistics.
+INSERT INTO conversations (bot_id, conversation_id, last_seq, status, started_at, ended_at,
+                           last_event_at)
+SELECT 'st-9999', conversation_id, 1, 'ended', started_at, started_at + duration,
+       started_at + duration
+FROM seed WHERE i % 10 = 0;
+SQL
+
+psql_db -c "VACUUM ANALYZE"
+psql_db -c "SELECT bot_id, status, count(*) FROM conversations GROUP BY 1, 2 ORDER BY 1, 2" \
+    -c "SELECT count(*) AS stints, count(DISTINCT identity) AS agents FROM stints"
+
+explain() {
+    local title=$1 sql=$2
+    echo
+    echo "== ${title}"
+    echo "${sql}"
+    psql_db -c "EXPLAIN (ANALYZE, BUFFERS) ${sql}"
+}
+
+columns="bot_id, conversation_id, status, experience, language, started_at,
+                    ended_at, last_event_at, event_count, anomaly_count, cold_transfers,
+                    warm_transfers, redial_transfers, participants_present"
+
+explain "(a) list by participant: ?participant=agent-0042 (first page, limit 50)" \
+"SELECT ${columns}
+             FROM conversations c WHERE c.bot_id = 'st-1234' AND EXISTS (SELECT 1 FROM stints s WHERE s.bot_id = c.bot_id
+                       AND s.identity = 'agent-0042' AND s.conversation_id = c.conversation_id) ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT 51"
+
+explain "(b) list by time window: ?from=2026-03-15T00:00:00Z&to=2026-03-16T00:00:00Z (first page)" \
+"SELECT ${columns}
+             FROM conversations c WHERE c.bot_id = 'st-1234' AND COALESCE(c.ended_at, '${NOW}'::timestamptz) >= '2026-03-15T00:00:00Z'::timestamptz AND c.started_at < '2026-03-16T00:00:00Z'::timestamptz ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT 51"
+
+explain "(c) first page without filters" \
+"SELECT ${columns}
+             FROM conversations c WHERE c.bot_id = 'st-1234' ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT 51"
+
+explain "(d) an agent's stints: /participants/agent-0042/stints (first page)" \
+"SELECT conversation_id, ordinal, joined_at, left_at, entry_type, exit_type
+             FROM stints WHERE bot_id = 'st-1234' AND identity = 'agent-0042' ORDER BY joined_at DESC, conversation_id DESC, ordinal DESC LIMIT 51"

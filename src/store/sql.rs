@@ -1,0 +1,244 @@
+//! What both backends share: the list queries' SQL (`$n` placeholders work in both) and
+//! the rows they read, generic over how each backend stores a time.
+
+use super::{
+    ConversationFilter, ConversationKey, ConversationSummary, ParticipantStint, StintKey,
+    StoredEvent, Window,
+};
+use crate::domain::{
+    Anomaly, EventName, ExitType, Experience, Participant, Status, Stint, TransferType, Transfers,
+    Transition,
+};
+use anyhow::Context;
+use serde_json::value::RawValue;
+use sqlx::FromRow;
+use sqlx::types::Json;
+use std::fmt::Write;
+use time::OffsetDateTime;
+
+/// A value bound to a placeholder; each backend binds times its own way.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bind {
+    Text(String),
+    Int(i64),
+    Time(OffsetDateTime),
+}
+
+/// SQL text with its binds, in placeholder order.
+#[derive(Debug, Default)]
+pub struct Sql {
+    pub text: String,
+    pub binds: Vec<Bind>,
+}
+
+impl Sql {
+    fn new(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            binds: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    fn bind(&mut self, value: Bind) -> &mut Self {
+        self.binds.push(value);
+        let _ = write!(self.text, "${}", self.binds.len());
+        self
+    }
+}
+
+pub const SUMMARY_COLUMNS: &str = "c.bot_id, c.conversation_id, c.status, c.experience,
+    c.language, c.started_at, c.ended_at, c.last_event_at, c.event_count, c.anomaly_count,
+    c.cold_transfers, c.warm_transfers, c.redial_transfers, c.participants_present";
+
+/// SPEC 4.3: newest `lastEventAt` first, keyset-paged on `(last_event_at, conversation_id)`.
+pub fn list_conversations(
+    bot_id: &str,
+    filter: &ConversationFilter,
+    after: Option<&ConversationKey>,
+    limit: i64,
+    now: OffsetDateTime,
+) -> Sql {
+    let mut sql = Sql::new(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM conversations c WHERE c.bot_id = "
+    ));
+    sql.bind(Bind::Text(bot_id.to_owned()));
+    if let Some(status) = filter.status {
+        sql.push(" AND c.status = ")
+            .bind(Bind::Text(status.as_str().to_owned()));
+    }
+    if let Some(identity) = &filter.participant {
+        sql.push(
+            " AND EXISTS (SELECT 1 FROM stints s WHERE s.bot_id = c.bot_id AND s.identity = ",
+        )
+        .bind(Bind::Text(identity.clone()))
+        .push(" AND s.conversation_id = c.conversation_id)");
+    }
+    if let Some(from) = filter.from {
+        sql.push(" AND COALESCE(c.ended_at, ")
+            .bind(Bind::Time(now))
+            .push(") >= ")
+            .bind(Bind::Time(from));
+    }
+    if let Some(to) = filter.to {
+        sql.push(" AND c.started_at < ").bind(Bind::Time(to));
+    }
+    if let Some(after) = after {
+        sql.push(" AND (c.last_event_at, c.conversation_id) < (")
+            .bind(Bind::Time(after.last_event_at))
+            .push(", ")
+            .bind(Bind::Text(after.conversation_id.clone()))
+            .push(")");
+    }
+    sql.push(" ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT ")
+        .bind(Bind::Int(limit));
+    sql
+}
+
+/// SPEC 4.4: newest `joinedAt` first, keyset-paged on `(joined_at, conversation_id, ordinal)`.
+pub fn list_stints(
+    bot_id: &str,
+    identity: &str,
+    window: Window,
+    after: Option<&StintKey>,
+    limit: i64,
+    now: OffsetDateTime,
+) -> Sql {
+    let mut sql = Sql::new(
+        "SELECT conversation_id, ordinal, joined_at, left_at, entry_type, exit_type
+         FROM stints WHERE bot_id = ",
+    );
+    sql.bind(Bind::Text(bot_id.to_owned()))
+        .push(" AND identity = ")
+        .bind(Bind::Text(identity.to_owned()));
+    if let Some(to) = window.to {
+        sql.push(" AND joined_at < ").bind(Bind::Time(to));
+    }
+    if let Some(from) = window.from {
+        sql.push(" AND COALESCE(left_at, ")
+            .bind(Bind::Time(now))
+            .push(") >= ")
+            .bind(Bind::Time(from));
+    }
+    if let Some(after) = after {
+        sql.push(" AND (joined_at, conversation_id, ordinal) < (")
+            .bind(Bind::Time(after.joined_at))
+            .push(", ")
+            .bind(Bind::Text(after.conversation_id.clone()))
+            .push(", ")
+            .bind(Bind::Int(i64::from(after.ordinal)))
+            .push(")");
+    }
+    sql.push(" ORDER BY joined_at DESC, conversation_id DESC, ordinal DESC LIMIT ")
+        .bind(Bind::Int(limit));
+    sql
+}
+
+#[derive(FromRow)]
+pub struct EventRow<T> {
+    pub seq: i64,
+    pub received_at: T,
+    pub name: String,
+    pub transfer_type: Option<String>,
+    pub transition: Option<String>,
+    pub participant: Option<Json<Participant>>,
+    pub anomalies: Json<Vec<Anomaly>>,
+    pub payload: String,
+}
+
+impl<T: Into<OffsetDateTime>> EventRow<T> {
+    pub fn into_event(self) -> anyhow::Result<StoredEvent> {
+        Ok(StoredEvent {
+            seq: self.seq,
+            received_at: self.received_at.into(),
+            name: EventName::parse(&self.name).context("unknown stored event name")?,
+            transfer_type: self.transfer_type.as_deref().and_then(TransferType::parse),
+            transition: self.transition.as_deref().and_then(Transition::parse),
+            participant: self.participant.map(|Json(participant)| participant),
+            anomalies: self.anomalies.0,
+            payload: RawValue::from_string(self.payload).context("stored payload is not JSON")?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub struct SummaryRow<T> {
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub status: String,
+    pub experience: Option<String>,
+    pub language: Option<String>,
+    pub started_at: T,
+    pub ended_at: Option<T>,
+    pub last_event_at: T,
+    pub event_count: i64,
+    pub anomaly_count: i64,
+    pub cold_transfers: i64,
+    pub warm_transfers: i64,
+    pub redial_transfers: i64,
+    pub participants_present: Json<Vec<String>>,
+}
+
+impl<T: Into<OffsetDateTime>> SummaryRow<T> {
+    pub fn into_summary(self) -> anyhow::Result<ConversationSummary> {
+        Ok(ConversationSummary {
+            bot_id: self.bot_id,
+            conversation_id: self.conversation_id,
+            status: Status::parse(&self.status).context("unknown stored status")?,
+            experience: self.experience.as_deref().and_then(Experience::parse),
+            language: self.language,
+            started_at: self.started_at.into(),
+            ended_at: self.ended_at.map(Into::into),
+            last_event_at: self.last_event_at.into(),
+            event_count: self.event_count,
+            anomaly_count: self.anomaly_count,
+            transfers: Transfers {
+                cold: self.cold_transfers,
+                warm: self.warm_transfers,
+                redial: self.redial_transfers,
+            },
+            participants_present: self.participants_present.0,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub struct StintRow<T> {
+    pub conversation_id: String,
+    pub ordinal: i32,
+    pub joined_at: T,
+    pub left_at: Option<T>,
+    pub entry_type: String,
+    pub exit_type: Option<String>,
+}
+
+impl<T: Into<OffsetDateTime>> StintRow<T> {
+    pub fn into_stint(self) -> anyhow::Result<ParticipantStint> {
+        Ok(ParticipantStint {
+            conversation_id: self.conversation_id,
+            ordinal: self.ordinal,
+            stint: Stint {
+                joined_at: self.joined_at.into(),
+                left_at: self.left_at.map(Into::into),
+                entry_type: TransferType::parse(&self.entry_type)
+                    .context("unknown stored entry type")?,
+                exit_type: self.exit_type.as_deref().and_then(ExitType::parse),
+            },
+        })
+    }
+}
+
+/// Converts rows, reporting the first one that does not read back.
+pub fn convert<R, T>(
+    rows: Vec<R>,
+    into: impl Fn(R) -> anyhow::Result<T>,
+) -> Result<Vec<T>, super::StoreError> {
+    rows.into_iter()
+        .map(into)
+        .collect::<anyhow::Result<_>>()
+        .map_err(super::StoreError::Other)
+}

@@ -1,0 +1,402 @@
+//! The embedded SQLite store: the zero-install default, with the same behaviour as
+//! PostgreSQL. Writes go through a one-connection pool and `BEGIN IMMEDIATE`, so there is
+//! one writer at a time even across processes sharing the file.
+
+use super::sql::{self, Bind, EventRow, StintRow, SummaryRow, convert};
+use super::{
+    Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary,
+    ParticipantStint, Store, StoreError, StintKey, StoredEvent, TransferData, Window,
+    changed_stints,
+};
+use crate::config::DatabaseSettings;
+use crate::domain::{IngestBatch, Participant, Timeline};
+use anyhow::Context;
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+use sqlx::error::BoxDynError;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    SqliteTypeInfo, SqliteValueRef,
+};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Decode, Sqlite, SqlitePool, Transaction, Type};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Where the embedded store keeps its file when no database URL is configured.
+pub const DEFAULT_SQLITE_FILE: &str = "data/agentassist-hooks.db";
+
+/// Timelines in an SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database a `sqlite:` URL names.
+    pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url).context("invalid SQLite URL")?;
+        anyhow::ensure!(
+            !options.get_filename().as_os_str().is_empty()
+                && options.get_filename() != Path::new(":memory:"),
+            "the SQLite store needs a file (sqlite://path/to/file.db), not an in-memory database"
+        );
+        Self::open(options, settings).await
+    }
+
+    /// Opens (creating it and its directory if needed) the database file at `path`.
+    pub async fn open_file(path: &Path, settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::open(SqliteConnectOptions::new().filename(path), settings).await
+    }
+
+    async fn open(
+        options: SqliteConnectOptions,
+        settings: &DatabaseSettings,
+    ) -> anyhow::Result<Self> {
+        if let Some(directory) = options.get_filename().parent()
+            && !directory.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(directory)
+                .with_context(|| format!("cannot create {}", directory.display()))?;
+        }
+        // FULL: an acknowledged event survives power loss, as it does in PostgreSQL.
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(settings.acquire_timeout_seconds.max(1)));
+        let acquire_timeout = Duration::from_secs(settings.acquire_timeout_seconds);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open {}", options.get_filename().display()))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(options.read_only(true));
+        Ok(Self { writer, reader })
+    }
+}
+
+/// A time as SQLite keeps it: microseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Micros(i64);
+
+impl From<OffsetDateTime> for Micros {
+    fn from(at: OffsetDateTime) -> Self {
+        Self((at.unix_timestamp_nanos() / 1_000) as i64)
+    }
+}
+
+impl From<Micros> for OffsetDateTime {
+    fn from(Micros(micros): Micros) -> Self {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+impl Type<Sqlite> for Micros {
+    fn type_info() -> SqliteTypeInfo {
+        <i64 as Type<Sqlite>>::type_info()
+    }
+
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <i64 as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for Micros {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Self(<i64 as Decode<Sqlite>>::decode(value)?))
+    }
+}
+
+fn micros(at: OffsetDateTime) -> i64 {
+    Micros::from(at).0
+}
+
+fn optional_micros(at: Option<OffsetDateTime>) -> Option<i64> {
+    at.map(micros)
+}
+
+/// Runs a shared list query with SQLite's time representation.
+async fn fetch_sql<R>(pool: &SqlitePool, sql: sql::Sql) -> Result<Vec<R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    let mut query = sqlx::query_as::<_, R>(AssertSqlSafe(sql.text));
+    for bind in sql.binds {
+        query = match bind {
+            Bind::Text(text) => query.bind(text),
+            Bind::Int(number) => query.bind(number),
+            Bind::Time(at) => query.bind(micros(at)),
+        };
+    }
+    query.fetch_all(pool).await
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(|error| StoreError::Other(anyhow::Error::new(error).context("migration failed")))
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.reader)
+                .await?;
+        super::require_migrations(&MIGRATOR, &applied)
+    }
+
+    async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let appended = append_in(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(appended)
+    }
+
+    async fn conversation(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let timeline: Option<Json<Timeline>> = sqlx::query_scalar(
+            "SELECT timeline FROM conversations WHERE bot_id = $1 AND conversation_id = $2",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .fetch_optional(&self.reader)
+        .await?
+        .flatten();
+        Ok(timeline.map(|Json(timeline)| Conversation {
+            summary: ConversationSummary::of(bot_id, conversation_id, &timeline),
+            timeline,
+        }))
+    }
+
+    async fn events(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
+        let rows: Vec<EventRow<Micros>> = sqlx::query_as(
+            "SELECT seq, received_at, name, transfer_type, transition, participant, anomalies,
+                    payload
+             FROM events
+             WHERE bot_id = $1 AND conversation_id = $2 AND seq > $3
+             ORDER BY seq LIMIT $4",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        if rows.is_empty() && self.conversation(bot_id, conversation_id).await?.is_none() {
+            return Ok(None);
+        }
+        convert(rows, EventRow::into_event).map(Some)
+    }
+
+    async fn conversations(
+        &self,
+        bot_id: &str,
+        filter: &ConversationFilter,
+        after: Option<&ConversationKey>,
+        limit: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ConversationSummary>, StoreError> {
+        let sql = sql::list_conversations(bot_id, filter, after, limit, now);
+        let rows: Vec<SummaryRow<Micros>> = fetch_sql(&self.reader, sql).await?;
+        convert(rows, SummaryRow::into_summary)
+    }
+
+    async fn stints(
+        &self,
+        bot_id: &str,
+        identity: &str,
+        window: Window,
+        after: Option<&StintKey>,
+        limit: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ParticipantStint>, StoreError> {
+        let sql = sql::list_stints(bot_id, identity, window, after, limit, now);
+        let rows: Vec<StintRow<Micros>> = fetch_sql(&self.reader, sql).await?;
+        convert(rows, StintRow::into_stint)
+    }
+
+    async fn transfer_data(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<TransferData>, StoreError> {
+        let row: Option<(i64, Micros, Option<Json<Participant>>, String)> = sqlx::query_as(
+            "SELECT seq, received_at, participant, transfer_data
+             FROM events
+             WHERE bot_id = $1 AND conversation_id = $2 AND transfer_data IS NOT NULL
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some((seq, received_at, participant, data)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(TransferData {
+            seq,
+            received_at: received_at.into(),
+            participant: participant.map(|Json(participant)| participant),
+            data: RawValue::from_string(data).context("stored transferData is not JSON")?,
+        }))
+    }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+async fn append_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    batch: &IngestBatch,
+) -> Result<Appended, StoreError> {
+    let bot_id = batch.bot_id.as_str();
+    let conversation_id = batch.conversation_id.as_str();
+    let stored: Option<(i64, Option<Json<Timeline>>, Micros)> = sqlx::query_as(
+        "SELECT last_seq, timeline, last_event_at FROM conversations
+         WHERE bot_id = $1 AND conversation_id = $2",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+
+    // Truncated to what is stored, and never before the previous event, so that
+    // `receivedAt` follows `seq` even if the wall clock steps back.
+    let now = OffsetDateTime::from(Micros::from(OffsetDateTime::now_utc()));
+    let (previous_seq, before, received_at) = match stored {
+        Some((last_seq, timeline, last_event_at)) => (
+            last_seq,
+            timeline.map(|Json(timeline)| timeline).unwrap_or_default(),
+            now.max(last_event_at.into()),
+        ),
+        None => (0, Timeline::default(), now),
+    };
+    let first_seq = previous_seq + 1;
+    let last_seq = previous_seq + batch.events.len() as i64;
+
+    let mut timeline = before.clone();
+    let anomalies: Vec<_> = batch
+        .events
+        .iter()
+        .map(|event| timeline.apply(received_at, event))
+        .collect();
+
+    save_conversation(tx, bot_id, conversation_id, last_seq, &timeline).await?;
+    for ((seq, event), anomalies) in (first_seq..).zip(&batch.events).zip(&anomalies) {
+        sqlx::query(
+            "INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
+                 transition, participant_identity, participant, anomalies, transfer_data, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .bind(seq)
+        .bind(micros(received_at))
+        .bind(event.name().as_str())
+        .bind(event.transfer_type().map(|kind| kind.as_str()))
+        .bind(event.transition().map(|transition| transition.as_str()))
+        .bind(event.participant().map(|participant| participant.identity.as_str()))
+        .bind(event.participant().map(Json))
+        .bind(Json(anomalies))
+        .bind(event.transfer_data.as_ref().map(|data| data.to_string()))
+        .bind(event.payload.get())
+        .execute(&mut **tx)
+        .await?;
+    }
+    for changed in changed_stints(&before, &timeline) {
+        sqlx::query(
+            "INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
+                 entry_type, exit_type)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (bot_id, conversation_id, identity, ordinal)
+                 DO UPDATE SET left_at = excluded.left_at, exit_type = excluded.exit_type",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .bind(&changed.identity)
+        .bind(changed.ordinal)
+        .bind(micros(changed.stint.joined_at))
+        .bind(optional_micros(changed.stint.left_at))
+        .bind(changed.stint.entry_type.as_str())
+        .bind(changed.stint.exit_type.map(|exit| exit.as_str()))
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    Ok(Appended {
+        first_seq,
+        last_seq,
+        status: timeline.status,
+    })
+}
+
+async fn save_conversation(
+    tx: &mut Transaction<'_, Sqlite>,
+    bot_id: &str,
+    conversation_id: &str,
+    last_seq: i64,
+    timeline: &Timeline,
+) -> Result<(), StoreError> {
+    let summary = ConversationSummary::of(bot_id, conversation_id, timeline);
+    sqlx::query(
+        "INSERT INTO conversations (bot_id, conversation_id, last_seq, status, experience,
+             language, started_at, ended_at, last_event_at, event_count, anomaly_count,
+             cold_transfers, warm_transfers, redial_transfers, participants_present, timeline)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+         ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
+             last_seq = excluded.last_seq, status = excluded.status,
+             experience = excluded.experience, language = excluded.language,
+             started_at = excluded.started_at, ended_at = excluded.ended_at,
+             last_event_at = excluded.last_event_at, event_count = excluded.event_count,
+             anomaly_count = excluded.anomaly_count, cold_transfers = excluded.cold_transfers,
+             warm_transfers = excluded.warm_transfers,
+             redial_transfers = excluded.redial_transfers,
+             participants_present = excluded.participants_present,
+             timeline = excluded.timeline",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .bind(last_seq)
+    .bind(summary.status.as_str())
+    .bind(summary.experience.map(|experience| experience.as_str()))
+    .bind(summary.language.as_deref())
+    .bind(micros(summary.started_at))
+    .bind(optional_micros(summary.ended_at))
+    .bind(micros(summary.last_event_at))
+    .bind(summary.event_count)
+    .bind(summary.anomaly_count)
+    .bind(summary.transfers.cold)
+    .bind(summary.transfers.warm)
+    .bind(summary.transfers.redial)
+    .bind(Json(&summary.participants_present))
+    .bind(Json(timeline))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
