@@ -3,13 +3,19 @@
 
 mod common;
 
+on_both_backends!(
+    valid_tokens_are_accepted,
+    invalid_tokens_are_refused_with_401,
+    enabled_algorithms_and_strict_options_apply,
+    an_app_without_the_bot_or_the_permission_gets_403,
+);
+
 use agentassist_hooks::config::AuthSettings;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn now() -> i64 {
@@ -47,9 +53,8 @@ async fn status_for(app: &TestApp, token: &str) -> u16 {
     response.status.as_u16()
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn valid_tokens_are_accepted(pool: PgPool) {
-    let app = TestApp::new(pool);
+async fn valid_tokens_are_accepted(backend: Backend) {
+    let app = backend.app().await;
     let accepted = [
         (
             "HS256 with appId only, like the vendor's sample",
@@ -83,9 +88,8 @@ async fn valid_tokens_are_accepted(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn invalid_tokens_are_refused_with_401(pool: PgPool) {
-    let app = TestApp::new(pool);
+async fn invalid_tokens_are_refused_with_401(backend: Backend) {
+    let app = backend.app().await;
     let unsigned = format!(
         "{}.{}.",
         URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
@@ -140,15 +144,14 @@ async fn invalid_tokens_are_refused_with_401(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn enabled_algorithms_and_strict_options_apply(pool: PgPool) {
+async fn enabled_algorithms_and_strict_options_apply(backend: Backend) {
     let auth = AuthSettings {
         algorithms: vec!["HS256".into(), "HS512".into()],
         require_exp: true,
         max_token_age_seconds: Some(300),
         ..Default::default()
     };
-    let app = TestApp::with(pool, auth, Default::default());
+    let app = backend.app_with(auth, Default::default()).await;
 
     let hs512 = signed(
         Algorithm::HS512,
@@ -167,9 +170,8 @@ async fn enabled_algorithms_and_strict_options_apply(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn an_app_without_the_bot_or_the_permission_gets_403(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+async fn an_app_without_the_bot_or_the_permission_gets_403(backend: Backend) {
+    let app = backend.app().await;
     let body = |bot: &str| {
         let mut body = batch("c-auth", vec![transfer("NA", "entry", "a1")]);
         body["botId"] = json!(bot);
@@ -187,5 +189,5 @@ async fn an_app_without_the_bot_or_the_permission_gets_403(pool: PgPool) {
     other_bot.assert_problem(403);
     read_only.assert_problem(403);
     assert_eq!(wildcard.status, 200, "\"*\" allows every bot");
-    assert_eq!(event_count(&pool).await, 1);
+    assert_eq!(app.event_count().await, 1);
 }

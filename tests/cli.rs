@@ -2,15 +2,15 @@
 
 mod common;
 
+on_both_backends!(the_token_command_prints_a_token_the_service_accepts,);
+
 use common::*;
-use sqlx::PgPool;
 use std::process::Command;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_agentassist-hooks");
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn the_token_command_prints_a_token_the_service_accepts(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+async fn the_token_command_prints_a_token_the_service_accepts(backend: Backend) {
+    let app = backend.app().await;
 
     let output = Command::new(BINARY)
         .args([
@@ -40,7 +40,7 @@ async fn the_token_command_prints_a_token_the_service_accepts(pool: PgPool) {
         ))
         .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(event_count(&pool).await, 1);
+    assert_eq!(app.event_count().await, 1);
 }
 
 #[test]

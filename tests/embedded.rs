@@ -39,7 +39,10 @@ async fn call(router: &Router, request: axum::http::Request<axum::body::Body>) -
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -52,7 +55,10 @@ async fn concurrent_requests_on_sqlite_get_seq_1_to_n_and_survive_a_restart() {
     let tasks: Vec<_> = (0..requests)
         .map(|index| {
             let app = app.clone();
-            let body = batch("c-sqlite", vec![transfer("WARM", "entry", &format!("agent-{index}"))]);
+            let body = batch(
+                "c-sqlite",
+                vec![transfer("WARM", "entry", &format!("agent-{index}"))],
+            );
             tokio::spawn(async move {
                 call(&app, hooks_request(BOT, &ingest_token(), body.to_string())).await
             })
@@ -84,7 +90,11 @@ async fn concurrent_requests_on_sqlite_get_seq_1_to_n_and_survive_a_restart() {
         .iter()
         .map(|event| event["seq"].as_i64().unwrap())
         .collect();
-    assert_eq!(stored, (1..=requests).collect::<Vec<i64>>(), "still there after a restart");
+    assert_eq!(
+        stored,
+        (1..=requests).collect::<Vec<i64>>(),
+        "still there after a restart"
+    );
 }
 
 fn free_port() -> u16 {
@@ -121,8 +131,14 @@ async fn wait_ready(client: &reqwest::Client, base: &str, child: &mut Child) {
         {
             return;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the service exited early");
-        assert!(Instant::now() < deadline, "the service did not become ready");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the service exited early"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the service did not become ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -149,14 +165,22 @@ async fn the_readme_walkthrough_runs_with_no_database_server() {
     wait_ready(&client, &base, &mut service).await;
 
     let token = Command::new(BINARY)
-        .args(["token", "--app-id", INGEST_APP, "--secret-env", "KORE_CLIENT_SECRET"])
+        .args([
+            "token",
+            "--app-id",
+            INGEST_APP,
+            "--secret-env",
+            "KORE_CLIENT_SECRET",
+        ])
         .env("KORE_CLIENT_SECRET", INGEST_SECRET)
         .output()
         .unwrap();
     let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
     let sample = std::fs::read_to_string("docs/examples/vendor-sample.json").unwrap();
     let posted: Value = client
-        .post(format!("{base}/agentassist/api/v1/hooks/st-XXXX-XXXX-XXXX-XXXX"))
+        .post(format!(
+            "{base}/agentassist/api/v1/hooks/st-XXXX-XXXX-XXXX-XXXX"
+        ))
         .header("Content-Type", "application/json")
         .header("token", &token)
         .body(sample)
@@ -173,7 +197,9 @@ async fn the_readme_walkthrough_runs_with_no_database_server() {
     let mut restarted = start_service(dir.path(), port);
     wait_ready(&client, &base, &mut restarted).await;
     let summary = client
-        .get(format!("{base}/api/v1/bots/st-XXXX-XXXX-XXXX-XXXX/conversations/c-xxxx"))
+        .get(format!(
+            "{base}/api/v1/bots/st-XXXX-XXXX-XXXX-XXXX/conversations/c-xxxx"
+        ))
         .header("token", &token)
         .send()
         .await

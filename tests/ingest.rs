@@ -2,6 +2,18 @@
 
 mod common;
 
+on_both_backends!(
+    the_vendor_curl_sample_is_accepted_as_written,
+    the_vendor_javascript_samples_are_accepted_in_order,
+    a_batch_keeps_its_array_order_in_seq,
+    conversations_of_different_bots_are_separate,
+    every_documented_path_and_token_header_is_accepted,
+    each_error_status_of_spec_6_is_a_problem_document,
+    the_body_limit_is_configurable,
+    responses_carry_a_request_id_and_propagate_the_callers,
+    health_is_ok_and_ready_once_migrated,
+);
+
 use axum::body::Body;
 use axum::http::Request;
 use common::*;
@@ -29,9 +41,8 @@ const VENDOR_CURL_BODY: &str = r#"{
 ]
 }"#;
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn the_vendor_curl_sample_is_accepted_as_written(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+async fn the_vendor_curl_sample_is_accepted_as_written(backend: Backend) {
+    let app = backend.app().await;
 
     let response = app
         .send(hooks_request(
@@ -50,25 +61,18 @@ async fn the_vendor_curl_sample_is_accepted_as_written(pool: PgPool) {
             "firstSeq": 1, "lastSeq": 1, "conversationStatus": "active"
         })
     );
-    let payload: String =
-        sqlx::query_scalar("SELECT payload::text FROM events WHERE conversation_id = 'c-xxxx'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    let sent_event = &VENDOR_CURL_BODY[VENDOR_CURL_BODY.find("{\n\"name\"").unwrap()..]
-        [..VENDOR_CURL_BODY[VENDOR_CURL_BODY.find("{\n\"name\"").unwrap()..]
-            .find("\n}\n]")
-            .unwrap()
-            + 2];
+    let event_start = VENDOR_CURL_BODY.find("{\n\"name\"").unwrap();
+    let event_end = VENDOR_CURL_BODY.rfind("}\n]").unwrap() + 1;
+    let stored = app.stored_events("c-xxxx").await;
     assert_eq!(
-        payload, sent_event,
+        stored[0].2,
+        VENDOR_CURL_BODY[event_start..event_end],
         "the event is stored exactly as received"
     );
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn the_vendor_javascript_samples_are_accepted_in_order(pool: PgPool) {
-    let app = TestApp::new(pool);
+async fn the_vendor_javascript_samples_are_accepted_in_order(backend: Backend) {
+    let app = backend.app().await;
     // The JavaScript samples send boolean isExtAD and upper-case transfer types.
     let steps = [
         (transfer("NA", "entry", "agentId1"), "active"),
@@ -95,9 +99,8 @@ async fn the_vendor_javascript_samples_are_accepted_in_order(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn a_batch_keeps_its_array_order_in_seq(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+async fn a_batch_keeps_its_array_order_in_seq(backend: Backend) {
+    let app = backend.app().await;
     app.post_events(BOT, &batch("c-order", vec![transfer("NA", "entry", "a1")]))
         .await;
 
@@ -120,27 +123,35 @@ async fn a_batch_keeps_its_array_order_in_seq(pool: PgPool) {
     assert_eq!(response.body["lastSeq"], 4);
     assert_eq!(response.body["accepted"], 3);
     assert_eq!(response.body["conversationStatus"], "idle");
-    let identities: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT seq, participant_identity, transition FROM events
-         WHERE conversation_id = 'c-order' ORDER BY seq",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let stored: Vec<(i64, Option<String>, Value)> = app
+        .stored_events("c-order")
+        .await
+        .into_iter()
+        .map(|(seq, identity, payload)| (seq, identity, serde_json::from_str(&payload).unwrap()))
+        .collect();
+    let order: Vec<(i64, &str, &str)> = stored
+        .iter()
+        .map(|(seq, identity, payload)| {
+            (
+                *seq,
+                identity.as_deref().unwrap(),
+                payload["transition"].as_str().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(
-        identities,
+        order,
         [
-            (1, "a1".into(), "entry".into()),
-            (2, "a2".into(), "entry".into()),
-            (3, "a1".into(), "exit".into()),
-            (4, "a2".into(), "exit".into()),
+            (1, "a1", "entry"),
+            (2, "a2", "entry"),
+            (3, "a1", "exit"),
+            (4, "a2", "exit")
         ]
     );
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn conversations_of_different_bots_are_separate(pool: PgPool) {
-    let app = TestApp::new(pool);
+async fn conversations_of_different_bots_are_separate(backend: Backend) {
+    let app = backend.app().await;
     let mut other = batch("c-shared-id", vec![transfer("NA", "entry", "a1")]);
     other["botId"] = json!(OTHER_BOT);
     let request = hooks_request(OTHER_BOT, &wildcard_token(), other.to_string());
@@ -159,9 +170,8 @@ async fn conversations_of_different_bots_are_separate(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn every_documented_path_and_token_header_is_accepted(pool: PgPool) {
-    let app = TestApp::new(pool);
+async fn every_documented_path_and_token_header_is_accepted(backend: Backend) {
+    let app = backend.app().await;
     let token = ingest_token();
     let paths = [
         "/agentassist/api/v1/hooks/st-1234",
@@ -195,9 +205,8 @@ async fn every_documented_path_and_token_header_is_accepted(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn each_error_status_of_spec_6_is_a_problem_document(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+async fn each_error_status_of_spec_6_is_a_problem_document(backend: Backend) {
+    let app = backend.app().await;
     let body = batch("c-errors", vec![transfer("NA", "entry", "a1")]).to_string();
 
     // 400: path and body botId differ.
@@ -273,19 +282,18 @@ async fn each_error_status_of_spec_6_is_a_problem_document(pool: PgPool) {
     }
 
     assert_eq!(
-        event_count(&pool).await,
+        app.event_count().await,
         0,
         "no refused request stored anything"
     );
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn the_body_limit_is_configurable(pool: PgPool) {
+async fn the_body_limit_is_configurable(backend: Backend) {
     let server = agentassist_hooks::config::ServerSettings {
         body_limit_bytes: 1024,
         ..Default::default()
     };
-    let app = TestApp::with(pool, Default::default(), server);
+    let app = backend.app_with(Default::default(), server).await;
     let mut event = transfer("NA", "entry", "a1");
     event["transferData"] = Value::String("x".repeat(2000));
 
@@ -294,9 +302,8 @@ async fn the_body_limit_is_configurable(pool: PgPool) {
     response.assert_problem(413);
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn responses_carry_a_request_id_and_propagate_the_callers(pool: PgPool) {
-    let app = TestApp::new(pool);
+async fn responses_carry_a_request_id_and_propagate_the_callers(backend: Backend) {
+    let app = backend.app().await;
 
     let generated = app.get("/healthz", "").await;
     let request = Request::get("/healthz")
@@ -309,9 +316,8 @@ async fn responses_carry_a_request_id_and_propagate_the_callers(pool: PgPool) {
     assert_eq!(propagated.headers["x-request-id"], "caller-chosen-id");
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn health_is_ok_and_ready_once_migrated(pool: PgPool) {
-    let app = TestApp::new(pool);
+async fn health_is_ok_and_ready_once_migrated(backend: Backend) {
+    let app = backend.app().await;
 
     let health = app.get("/healthz", "").await;
     let ready = app.get("/readyz", "").await;
@@ -321,11 +327,27 @@ async fn health_is_ok_and_ready_once_migrated(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn ready_is_503_until_migrations_are_applied(pool: PgPool) {
+async fn ready_is_503_until_migrations_are_applied_on_postgres(pool: PgPool) {
     let app = TestApp::new(pool);
 
     let ready = app.get("/readyz", "").await;
 
     ready.assert_problem(503);
     assert!(ready.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn ready_is_503_until_migrations_are_applied_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = agentassist_hooks::store::SqliteStore::open_file(
+        &dir.path().join("unmigrated.db"),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let app = TestApp::over_sqlite(store);
+
+    let ready = app.get("/readyz", "").await;
+
+    ready.assert_problem(503);
 }

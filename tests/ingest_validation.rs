@@ -3,9 +3,16 @@
 
 mod common;
 
+on_both_backends!(
+    every_rule_of_spec_1_1_is_enforced_at_its_json_pointer,
+    every_problem_is_reported_at_once,
+    the_documented_spellings_and_optional_fields_are_accepted,
+    a_batch_with_one_invalid_event_stores_nothing,
+    a_body_that_is_not_json_is_a_400_problem,
+);
+
 use common::*;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 
 fn valid_event() -> Value {
     transfer("NA", "entry", "agentId1")
@@ -42,9 +49,8 @@ fn set_participant(key: &'static str, new: Value) -> impl FnOnce(&mut Value) {
     }
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn every_rule_of_spec_1_1_is_enforced_at_its_json_pointer(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+async fn every_rule_of_spec_1_1_is_enforced_at_its_json_pointer(backend: Backend) {
+    let app = backend.app().await;
     let long = |chars: usize| Value::String("x".repeat(chars));
     let cases: Vec<(&str, Value, &str)> = vec![
         (
@@ -307,15 +313,14 @@ async fn every_rule_of_spec_1_1_is_enforced_at_its_json_pointer(pool: PgPool) {
         );
     }
     assert_eq!(
-        event_count(&pool).await,
+        app.event_count().await,
         0,
         "a refused request stores nothing"
     );
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn every_problem_is_reported_at_once(pool: PgPool) {
-    let app = TestApp::new(pool);
+async fn every_problem_is_reported_at_once(backend: Backend) {
+    let app = backend.app().await;
     let body = json!({
         "conversationId": "",
         "botId": "st-other",
@@ -348,9 +353,8 @@ async fn every_problem_is_reported_at_once(pool: PgPool) {
     assert_eq!(response.body["detail"], "8 problems in the request");
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn the_documented_spellings_and_optional_fields_are_accepted(pool: PgPool) {
-    let app = TestApp::new(pool);
+async fn the_documented_spellings_and_optional_fields_are_accepted(backend: Backend) {
+    let app = backend.app().await;
     let accepted: Vec<(&str, Value)> = vec![
         (
             "lower-case transfertype",
@@ -451,9 +455,8 @@ async fn the_documented_spellings_and_optional_fields_are_accepted(pool: PgPool)
     }
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn a_batch_with_one_invalid_event_stores_nothing(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+async fn a_batch_with_one_invalid_event_stores_nothing(backend: Backend) {
+    let app = backend.app().await;
     let mut broken = transfer("COLD", "exit", "agentId1");
     broken["transition"] = json!("leave");
     let body = batch(
@@ -469,17 +472,12 @@ async fn a_batch_with_one_invalid_event_stores_nothing(pool: PgPool) {
 
     response.assert_problem(400);
     assert_eq!(response.error_paths(), ["/events/2/transition"]);
-    assert_eq!(event_count(&pool).await, 0);
-    let conversations: i64 = sqlx::query_scalar("SELECT count(*) FROM conversations")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(conversations, 0);
+    assert_eq!(app.event_count().await, 0);
+    assert_eq!(app.conversation_count().await, 0);
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn a_body_that_is_not_json_is_a_400_problem(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+async fn a_body_that_is_not_json_is_a_400_problem(backend: Backend) {
+    let app = backend.app().await;
     for body in ["", "{", "not json", "{\"conversationId\": \"c\",}", "\u{0}"] {
         let response = app
             .send(hooks_request(BOT, &ingest_token(), body.to_owned()))
@@ -491,5 +489,5 @@ async fn a_body_that_is_not_json_is_a_400_problem(pool: PgPool) {
             "{body:?}"
         );
     }
-    assert_eq!(event_count(&pool).await, 0);
+    assert_eq!(app.event_count().await, 0);
 }

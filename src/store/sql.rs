@@ -72,11 +72,9 @@ pub fn list_conversations(
             .bind(Bind::Text(status.as_str().to_owned()));
     }
     if let Some(identity) = &filter.participant {
-        sql.push(
-            " AND EXISTS (SELECT 1 FROM stints s WHERE s.bot_id = c.bot_id AND s.identity = ",
-        )
-        .bind(Bind::Text(identity.clone()))
-        .push(" AND s.conversation_id = c.conversation_id)");
+        sql.push(" AND EXISTS (SELECT 1 FROM stints s WHERE s.bot_id = c.bot_id AND s.identity = ")
+            .bind(Bind::Text(identity.clone()))
+            .push(" AND s.conversation_id = c.conversation_id)");
     }
     if let Some(from) = filter.from {
         sql.push(" AND COALESCE(c.ended_at, ")

@@ -5,7 +5,7 @@
 use super::sql::{self, Bind, EventRow, StintRow, SummaryRow, convert};
 use super::{
     Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary,
-    ParticipantStint, Store, StoreError, StintKey, StoredEvent, TransferData, Window,
+    ParticipantStint, StintKey, Store, StoreError, StoredEvent, TransferData, Window,
     changed_stints,
 };
 use crate::config::DatabaseSettings;
@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 use sqlx::error::BoxDynError;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-    SqliteTypeInfo, SqliteValueRef,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous, SqliteTypeInfo,
+    SqliteValueRef,
 };
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Decode, Sqlite, SqlitePool, Transaction, Type};
@@ -84,6 +84,11 @@ impl SqliteStore {
             .connect_lazy_with(options.read_only(true));
         Ok(Self { writer, reader })
     }
+
+    /// The writer pool (tests inspect the tables through it).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.writer
+    }
 }
 
 /// A time as SQLite keeps it: microseconds since the Unix epoch.
@@ -146,10 +151,9 @@ where
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.writer)
-            .await
-            .map_err(|error| StoreError::Other(anyhow::Error::new(error).context("migration failed")))
+        MIGRATOR.run(&self.writer).await.map_err(|error| {
+            StoreError::Other(anyhow::Error::new(error).context("migration failed"))
+        })
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -321,7 +325,11 @@ async fn append_in(
         .bind(event.name().as_str())
         .bind(event.transfer_type().map(|kind| kind.as_str()))
         .bind(event.transition().map(|transition| transition.as_str()))
-        .bind(event.participant().map(|participant| participant.identity.as_str()))
+        .bind(
+            event
+                .participant()
+                .map(|participant| participant.identity.as_str()),
+        )
         .bind(event.participant().map(Json))
         .bind(Json(anomalies))
         .bind(event.transfer_data.as_ref().map(|data| data.to_string()))

@@ -5,13 +5,14 @@
 use agentassist_hooks::auth::{AppRegistry, issue_token};
 use agentassist_hooks::config::{AppConfig, AuthSettings, OneOrMany, Permission, ServerSettings};
 use agentassist_hooks::routes::{AppState, router};
-use agentassist_hooks::store::PgStore;
+use agentassist_hooks::store::{PgStore, SqliteStore, Store};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, SqlitePool};
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -67,27 +68,183 @@ pub fn test_apps() -> Vec<AppConfig> {
     ]
 }
 
+/// Defines each listed `async fn name(backend: Backend)` as two tests, `postgres::name`
+/// (its own database from `#[sqlx::test]`) and `sqlite::name` (a fresh file), so that one
+/// suite runs against both stores.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        mod postgres {
+            $(
+                #[sqlx::test(migrations = "migrations/postgres")]
+                async fn $test(pool: sqlx::PgPool) {
+                    super::$test($crate::common::Backend::Postgres(pool)).await
+                }
+            )+
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::common::Backend::sqlite().await).await
+                }
+            )+
+        }
+    };
+}
+
+/// A migrated, empty database of either kind.
+pub enum Backend {
+    Postgres(PgPool),
+    Sqlite(tempfile::TempDir),
+}
+
+const SQLITE_FILE: &str = "hooks.db";
+
+impl Backend {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = SqliteStore::open_file(&dir.path().join(SQLITE_FILE), &Default::default())
+            .await
+            .expect("sqlite opens");
+        store.migrate().await.expect("sqlite migrates");
+        store.close().await;
+        Self::Sqlite(dir)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// An app with its own store (and so its own pool), as one replica would have.
+    pub async fn app(&self) -> TestApp {
+        self.app_with(AuthSettings::default(), ServerSettings::default())
+            .await
+    }
+
+    pub async fn app_with(&self, auth: AuthSettings, server: ServerSettings) -> TestApp {
+        let (store, db): (Arc<dyn Store>, Db) = match self {
+            Self::Postgres(pool) => {
+                let own_pool = PgPoolOptions::new()
+                    .max_connections(8)
+                    .connect_lazy_with(pool.connect_options().as_ref().clone());
+                (
+                    Arc::new(PgStore::from_pool(own_pool.clone())),
+                    Db::Postgres(own_pool),
+                )
+            }
+            Self::Sqlite(dir) => {
+                let store =
+                    SqliteStore::open_file(&dir.path().join(SQLITE_FILE), &Default::default())
+                        .await
+                        .expect("sqlite opens");
+                let pool = store.pool().clone();
+                (Arc::new(store), Db::Sqlite(pool))
+            }
+        };
+        TestApp::build(store, db, auth, server)
+    }
+}
+
+enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
 pub struct TestApp {
     pub router: Router,
-    pub pool: PgPool,
+    pub store: Arc<dyn Store>,
+    db: Db,
 }
 
 impl TestApp {
+    /// An app over the given PostgreSQL pool.
     pub fn new(pool: PgPool) -> Self {
         Self::with(pool, AuthSettings::default(), ServerSettings::default())
     }
 
     pub fn with(pool: PgPool, auth: AuthSettings, server: ServerSettings) -> Self {
+        let store = Arc::new(PgStore::from_pool(pool.clone()));
+        Self::build(store, Db::Postgres(pool), auth, server)
+    }
+
+    /// An app over an SQLite store as it is (migrated or not).
+    pub fn over_sqlite(store: SqliteStore) -> Self {
+        let pool = store.pool().clone();
+        Self::build(
+            Arc::new(store),
+            Db::Sqlite(pool),
+            AuthSettings::default(),
+            ServerSettings::default(),
+        )
+    }
+
+    fn build(store: Arc<dyn Store>, db: Db, auth: AuthSettings, server: ServerSettings) -> Self {
         let apps = AppRegistry::from_settings(&auth, &test_apps()).expect("test apps are valid");
         let state = AppState {
-            store: Arc::new(PgStore::from_pool(pool.clone())),
+            store: store.clone(),
             apps: Arc::new(apps),
             body_limit_bytes: server.body_limit_bytes,
         };
         Self {
             router: router(state, &server),
-            pool,
+            store,
+            db,
         }
+    }
+
+    /// A number from SQL that reads the same in both dialects.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        match &self.db {
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .expect("count query runs")
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        self.count("SELECT count(*) FROM events").await
+    }
+
+    pub async fn conversation_count(&self) -> i64 {
+        self.count("SELECT count(*) FROM conversations").await
+    }
+
+    /// Seqs stored for a conversation of BOT, in order.
+    pub async fn stored_seqs(&self, conversation: &str) -> Vec<i64> {
+        self.stored_events(conversation)
+            .await
+            .into_iter()
+            .map(|(seq, _, _)| seq)
+            .collect()
+    }
+
+    /// `(seq, participant identity, payload text)` of a conversation of BOT, in order.
+    pub async fn stored_events(&self, conversation: &str) -> Vec<(i64, Option<String>, String)> {
+        const POSTGRES: &str = "SELECT seq, participant_identity, payload::text FROM events
+             WHERE bot_id = $1 AND conversation_id = $2 ORDER BY seq";
+        const SQLITE: &str = "SELECT seq, participant_identity, payload FROM events
+             WHERE bot_id = $1 AND conversation_id = $2 ORDER BY seq";
+        match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_as(POSTGRES)
+                    .bind(BOT)
+                    .bind(conversation)
+                    .fetch_all(pool)
+                    .await
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query_as(SQLITE)
+                    .bind(BOT)
+                    .bind(conversation)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+        .expect("events query runs")
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
@@ -206,20 +363,4 @@ pub fn transfer(transfer_type: &str, transition: &str, agent: &str) -> Value {
 
 pub fn batch(conversation: &str, events: Vec<Value>) -> Value {
     json!({ "conversationId": conversation, "botId": BOT, "events": events })
-}
-
-/// Seqs stored for a conversation, in order.
-pub async fn stored_seqs(pool: &PgPool, conversation: &str) -> Vec<i64> {
-    sqlx::query_scalar("SELECT seq FROM events WHERE conversation_id = $1 ORDER BY seq")
-        .bind(conversation)
-        .fetch_all(pool)
-        .await
-        .unwrap()
-}
-
-pub async fn event_count(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(pool)
-        .await
-        .unwrap()
 }
