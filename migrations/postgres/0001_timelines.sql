@@ -16,7 +16,7 @@ CREATE TABLE conversations (
     cold_transfers       bigint      NOT NULL DEFAULT 0,
     warm_transfers       bigint      NOT NULL DEFAULT 0,
     redial_transfers     bigint      NOT NULL DEFAULT 0,
-    participants_present text[]      NOT NULL DEFAULT '{}',
+    participants_present jsonb       NOT NULL DEFAULT '[]',
     timeline             jsonb,
     PRIMARY KEY (bot_id, conversation_id)
 );

@@ -1,21 +1,20 @@
 //! The PostgreSQL store: the production backend.
 
+use super::sql::{self, Bind, EventRow, StintRow, SummaryRow, convert};
 use super::{
     Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary,
     ParticipantStint, StintKey, Store, StoreError, StoredEvent, TransferData, Window,
     changed_stints,
 };
 use crate::config::DatabaseSettings;
-use crate::domain::{
-    Anomaly, Event, EventName, ExitType, Experience, IngestBatch, Participant, Status, Stint,
-    Timeline, TransferType, Transfers, Transition,
-};
+use crate::domain::{Anomaly, Event, IngestBatch, Participant, Timeline};
 use anyhow::Context;
 use async_trait::async_trait;
 use serde_json::value::RawValue;
+use sqlx::postgres::PgRow;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
+use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -63,22 +62,11 @@ impl Store for PgStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        let applied: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM _sqlx_migrations WHERE success AND version = ANY($1)",
-        )
-        .bind(
-            MIGRATOR
-                .iter()
-                .map(|migration| migration.version)
-                .collect::<Vec<_>>(),
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        if applied as usize == MIGRATOR.iter().count() {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!("migrations are not applied").into())
-        }
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?;
+        super::require_migrations(&MIGRATOR, &applied)
     }
 
     async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
@@ -114,7 +102,7 @@ impl Store for PgStore {
         after_seq: i64,
         limit: i64,
     ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(
+        let rows: Vec<EventRow<OffsetDateTime>> = sqlx::query_as(
             "SELECT seq, received_at, name, transfer_type, transition, participant, anomalies,
                     payload::text AS payload
              FROM events
@@ -130,11 +118,7 @@ impl Store for PgStore {
         if rows.is_empty() && !self.exists(bot_id, conversation_id).await? {
             return Ok(None);
         }
-        rows.into_iter()
-            .map(EventRow::into_event)
-            .collect::<anyhow::Result<_>>()
-            .map(Some)
-            .map_err(StoreError::Other)
+        convert(rows, EventRow::into_event).map(Some)
     }
 
     async fn conversations(
@@ -145,51 +129,9 @@ impl Store for PgStore {
         limit: i64,
         now: OffsetDateTime,
     ) -> Result<Vec<ConversationSummary>, StoreError> {
-        let mut query = QueryBuilder::<Postgres>::new(
-            "SELECT bot_id, conversation_id, status, experience, language, started_at,
-                    ended_at, last_event_at, event_count, anomaly_count, cold_transfers,
-                    warm_transfers, redial_transfers, participants_present
-             FROM conversations c WHERE c.bot_id = ",
-        );
-        query.push_bind(bot_id);
-        if let Some(status) = filter.status {
-            query.push(" AND c.status = ").push_bind(status.as_str());
-        }
-        if let Some(identity) = &filter.participant {
-            query
-                .push(
-                    " AND EXISTS (SELECT 1 FROM stints s WHERE s.bot_id = c.bot_id
-                       AND s.identity = ",
-                )
-                .push_bind(identity)
-                .push(" AND s.conversation_id = c.conversation_id)");
-        }
-        if let Some(from) = filter.from {
-            query
-                .push(" AND COALESCE(c.ended_at, ")
-                .push_bind(now)
-                .push(") >= ")
-                .push_bind(from);
-        }
-        if let Some(to) = filter.to {
-            query.push(" AND c.started_at < ").push_bind(to);
-        }
-        if let Some(after) = after {
-            query
-                .push(" AND (c.last_event_at, c.conversation_id) < (")
-                .push_bind(after.last_event_at)
-                .push(", ")
-                .push_bind(&after.conversation_id)
-                .push(")");
-        }
-        query
-            .push(" ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT ")
-            .push_bind(limit);
-        let rows: Vec<SummaryRow> = query.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(SummaryRow::into_summary)
-            .collect::<anyhow::Result<_>>()
-            .map_err(StoreError::Other)
+        let sql = sql::list_conversations(bot_id, filter, after, limit, now);
+        let rows: Vec<SummaryRow<OffsetDateTime>> = fetch_sql(&self.pool, sql).await?;
+        convert(rows, SummaryRow::into_summary)
     }
 
     async fn stints(
@@ -201,42 +143,9 @@ impl Store for PgStore {
         limit: i64,
         now: OffsetDateTime,
     ) -> Result<Vec<ParticipantStint>, StoreError> {
-        let mut query = QueryBuilder::<Postgres>::new(
-            "SELECT conversation_id, ordinal, joined_at, left_at, entry_type, exit_type
-             FROM stints WHERE bot_id = ",
-        );
-        query
-            .push_bind(bot_id)
-            .push(" AND identity = ")
-            .push_bind(identity);
-        if let Some(to) = window.to {
-            query.push(" AND joined_at < ").push_bind(to);
-        }
-        if let Some(from) = window.from {
-            query
-                .push(" AND COALESCE(left_at, ")
-                .push_bind(now)
-                .push(") >= ")
-                .push_bind(from);
-        }
-        if let Some(after) = after {
-            query
-                .push(" AND (joined_at, conversation_id, ordinal) < (")
-                .push_bind(after.joined_at)
-                .push(", ")
-                .push_bind(&after.conversation_id)
-                .push(", ")
-                .push_bind(after.ordinal)
-                .push(")");
-        }
-        query
-            .push(" ORDER BY joined_at DESC, conversation_id DESC, ordinal DESC LIMIT ")
-            .push_bind(limit);
-        let rows: Vec<StintRecord> = query.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(StintRecord::into_stint)
-            .collect::<anyhow::Result<_>>()
-            .map_err(StoreError::Other)
+        let sql = sql::list_stints(bot_id, identity, window, after, limit, now);
+        let rows: Vec<StintRow<OffsetDateTime>> = fetch_sql(&self.pool, sql).await?;
+        convert(rows, StintRow::into_stint)
     }
 
     async fn transfer_data(
@@ -282,98 +191,20 @@ impl PgStore {
     }
 }
 
-#[derive(FromRow)]
-struct EventRow {
-    seq: i64,
-    received_at: OffsetDateTime,
-    name: String,
-    transfer_type: Option<String>,
-    transition: Option<String>,
-    participant: Option<Json<Participant>>,
-    anomalies: Json<Vec<Anomaly>>,
-    payload: String,
-}
-
-impl EventRow {
-    fn into_event(self) -> anyhow::Result<StoredEvent> {
-        Ok(StoredEvent {
-            seq: self.seq,
-            received_at: self.received_at,
-            name: EventName::parse(&self.name).context("unknown stored event name")?,
-            transfer_type: self.transfer_type.as_deref().and_then(TransferType::parse),
-            transition: self.transition.as_deref().and_then(Transition::parse),
-            participant: self.participant.map(|Json(participant)| participant),
-            anomalies: self.anomalies.0,
-            payload: RawValue::from_string(self.payload).context("stored payload is not JSON")?,
-        })
+/// Runs a shared list query with PostgreSQL's time representation.
+async fn fetch_sql<R>(pool: &PgPool, sql: sql::Sql) -> Result<Vec<R>, sqlx::Error>
+where
+    R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    let mut query = sqlx::query_as::<_, R>(AssertSqlSafe(sql.text));
+    for bind in sql.binds {
+        query = match bind {
+            Bind::Text(text) => query.bind(text),
+            Bind::Int(number) => query.bind(number),
+            Bind::Time(at) => query.bind(at),
+        };
     }
-}
-
-#[derive(FromRow)]
-struct SummaryRow {
-    bot_id: String,
-    conversation_id: String,
-    status: String,
-    experience: Option<String>,
-    language: Option<String>,
-    started_at: OffsetDateTime,
-    ended_at: Option<OffsetDateTime>,
-    last_event_at: OffsetDateTime,
-    event_count: i64,
-    anomaly_count: i64,
-    cold_transfers: i64,
-    warm_transfers: i64,
-    redial_transfers: i64,
-    participants_present: Vec<String>,
-}
-
-impl SummaryRow {
-    fn into_summary(self) -> anyhow::Result<ConversationSummary> {
-        Ok(ConversationSummary {
-            bot_id: self.bot_id,
-            conversation_id: self.conversation_id,
-            status: Status::parse(&self.status).context("unknown stored status")?,
-            experience: self.experience.as_deref().and_then(Experience::parse),
-            language: self.language,
-            started_at: self.started_at,
-            ended_at: self.ended_at,
-            last_event_at: self.last_event_at,
-            event_count: self.event_count,
-            anomaly_count: self.anomaly_count,
-            transfers: Transfers {
-                cold: self.cold_transfers,
-                warm: self.warm_transfers,
-                redial: self.redial_transfers,
-            },
-            participants_present: self.participants_present,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct StintRecord {
-    conversation_id: String,
-    ordinal: i32,
-    joined_at: OffsetDateTime,
-    left_at: Option<OffsetDateTime>,
-    entry_type: String,
-    exit_type: Option<String>,
-}
-
-impl StintRecord {
-    fn into_stint(self) -> anyhow::Result<ParticipantStint> {
-        Ok(ParticipantStint {
-            conversation_id: self.conversation_id,
-            ordinal: self.ordinal,
-            stint: Stint {
-                joined_at: self.joined_at,
-                left_at: self.left_at,
-                entry_type: TransferType::parse(&self.entry_type)
-                    .context("unknown stored entry type")?,
-                exit_type: self.exit_type.as_deref().and_then(ExitType::parse),
-            },
-        })
-    }
+    query.fetch_all(pool).await
 }
 
 async fn append_in(
@@ -426,7 +257,7 @@ async fn insert_events(
     batch: &IngestBatch,
     first_seq: i64,
     received_at: OffsetDateTime,
-    anomalies: &[Vec<crate::domain::Anomaly>],
+    anomalies: &[Vec<Anomaly>],
 ) -> Result<(), StoreError> {
     let events = &batch.events;
     let seqs: Vec<i64> = (first_seq..).take(events.len()).collect();
@@ -519,7 +350,7 @@ async fn update_conversation(
     .bind(timeline.transfers.cold)
     .bind(timeline.transfers.warm)
     .bind(timeline.transfers.redial)
-    .bind(present)
+    .bind(Json(present))
     .bind(Json(timeline))
     .execute(&mut **tx)
     .await?;
