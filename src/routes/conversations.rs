@@ -2,7 +2,7 @@
 //! stints across conversations, and the latest transfer data.
 
 use super::AppState;
-use super::extract::QueryParams;
+use super::extract::{PathParams, QueryParams};
 use crate::auth::Caller;
 use crate::config::Permission;
 use crate::domain::timestamp;
@@ -13,7 +13,7 @@ use crate::store::{
     Window,
 };
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
@@ -112,7 +112,7 @@ fn round_millis(seconds: f64) -> f64 {
 pub async fn conversation(
     caller: Caller,
     State(state): State<AppState>,
-    Path((bot_id, conversation_id)): Path<(String, String)>,
+    PathParams((bot_id, conversation_id)): PathParams<(String, String)>,
 ) -> Result<Json<ConversationDetail>, ApiError> {
     authorize_read(&caller, &bot_id)?;
     let conversation = state
@@ -142,7 +142,7 @@ pub struct EventPage {
 pub async fn events(
     caller: Caller,
     State(state): State<AppState>,
-    Path((bot_id, conversation_id)): Path<(String, String)>,
+    PathParams((bot_id, conversation_id)): PathParams<(String, String)>,
     params: QueryParams,
 ) -> Result<Json<EventPage>, ApiError> {
     authorize_read(&caller, &bot_id)?;
@@ -174,7 +174,7 @@ pub struct Page<T> {
 pub async fn list(
     caller: Caller,
     State(state): State<AppState>,
-    Path(bot_id): Path<String>,
+    PathParams(bot_id): PathParams<String>,
     params: QueryParams,
 ) -> Result<Json<Page<ConversationSummary>>, ApiError> {
     authorize_read(&caller, &bot_id)?;
@@ -216,7 +216,7 @@ pub async fn list(
 pub async fn participant_stints(
     caller: Caller,
     State(state): State<AppState>,
-    Path((bot_id, identity)): Path<(String, String)>,
+    PathParams((bot_id, identity)): PathParams<(String, String)>,
     params: QueryParams,
 ) -> Result<Json<Page<StintView>>, ApiError> {
     authorize_read(&caller, &bot_id)?;
@@ -248,7 +248,7 @@ pub async fn participant_stints(
 pub async fn transfer_data(
     caller: Caller,
     State(state): State<AppState>,
-    Path((bot_id, conversation_id)): Path<(String, String)>,
+    PathParams((bot_id, conversation_id)): PathParams<(String, String)>,
 ) -> Result<Json<TransferData>, ApiError> {
     authorize_read(&caller, &bot_id)?;
     state

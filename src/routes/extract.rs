@@ -3,8 +3,9 @@
 use crate::auth::{AppRegistry, Caller, token_from_headers};
 use crate::domain::FieldError;
 use crate::error::ApiError;
-use axum::extract::{FromRef, FromRequestParts, Query};
+use axum::extract::{FromRef, FromRequestParts, Path, Query};
 use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -48,6 +49,24 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
                     message: "the query string is not valid".to_owned(),
                 }])
             })?;
+        Ok(Self(params))
+    }
+}
+
+/// Path parameters; a path that does not decode (e.g. invalid UTF-8) names no resource.
+pub struct PathParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParams<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(params) = Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound)?;
         Ok(Self(params))
     }
 }

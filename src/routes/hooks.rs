@@ -1,13 +1,14 @@
 //! `POST /agentassist/api/v1/hooks/{botId}` and its aliases (SPEC 1).
 
 use super::AppState;
+use super::extract::PathParams;
 use crate::auth::Caller;
 use crate::config::Permission;
 use crate::domain::{BodyError, IngestBatch, Status};
 use crate::error::ApiError;
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use serde::Serialize;
 
@@ -27,7 +28,7 @@ pub struct IngestResponse {
 pub async fn ingest(
     caller: Caller,
     State(state): State<AppState>,
-    Path(bot_id): Path<String>,
+    PathParams(bot_id): PathParams<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
