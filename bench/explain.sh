@@ -37,7 +37,7 @@ done
 
 echo "== seeding ${CONVERSATIONS} conversations"
 psql_db -v now="$NOW" -v conversations="$CONVERSATIONS" <<'SQL'
-SELECT setseed(0.4242);
+DO $$ BEGIN PERFORM setseed(0.4242); END $$;
 
 -- One row per conversation: when it started, how long it lasted, its fate and the
 -- first of its three agents. 90% ended, 5% idle (between a cold exit and the next
@@ -46,10 +46,10 @@ CREATE TEMP TABLE seed AS
 SELECT i,
        'c-' || lpad(i::text, 7, '0') AS conversation_id,
        CASE WHEN i % 20 = 0 THEN 'active' WHEN i % 20 = 1 THEN 'idle' ELSE 'ended' END AS status,
-       CASE WHEN i % 20 < 2
-            THEN :'now'::timestamptz - random() * interval '2 days'
-            ELSE :'now'::timestamptz - interval '30 days' + random() * interval '30 days'
-       END AS started_at,
+       -- At most 41 minutes long, so nothing happens after "now".
+       :'now'::timestamptz - interval '41 minutes'
+           - random() * CASE WHEN i % 20 < 2 THEN interval '2 days' ELSE interval '30 days' END
+           AS started_at,
        interval '1 minute' + random() * interval '40 minutes' AS duration,
        floor(random() * 2000)::int AS first_agent,
        (ARRAY['voice', 'chat', 'email'])[1 + i % 3] AS experience
@@ -72,12 +72,14 @@ SELECT s.i, s.conversation_id, s.status, k AS position,
            ELSE 'COLD'
        END AS exit_type
 FROM seed s, generate_series(0, 2) AS k;
+CREATE INDEX ON seed_stints (i, position);
+ANALYZE seed, seed_stints;
 
 INSERT INTO conversations (bot_id, conversation_id, last_seq, status, experience, language,
                            started_at, ended_at, last_event_at, event_count, anomaly_count,
                            cold_transfers, warm_transfers, redial_transfers,
                            participants_present, timeline)
-SELECT 'st-1234', s.conversation_id, events.n, s.status, s.experience, 'en',
+SELECT bot.id, s.conversation_id, events.n, s.status, s.experience, 'en',
        s.started_at,
        CASE WHEN s.status = 'ended' THEN s.started_at + s.duration END,
        CASE s.status
@@ -86,7 +88,7 @@ SELECT 'st-1234', s.conversation_id, events.n, s.status, s.experience, 'en',
            ELSE s.started_at + s.duration * 2 / 3
        END,
        events.n, 0, 2, 0, 0,
-       CASE WHEN s.status = 'active' THEN ARRAY[last_agent.identity] ELSE '{}' END,
+       CASE WHEN s.status = 'active' THEN jsonb_build_array(last_agent.identity) ELSE '[]' END,
        -- The folded timeline, roughly as large as the service writes it.
        jsonb_build_object(
            'status', s.status, 'experience', s.experience, 'language', 'en',
@@ -102,20 +104,18 @@ SELECT 'st-1234', s.conversation_id, events.n, s.status, s.experience, 'en',
                           ORDER BY t.position)
                FROM seed_stints t WHERE t.i = s.i))
 FROM seed s
+-- A second bot with a tenth as many conversations, so that bot_id is not a constant.
+JOIN (VALUES ('st-1234', 1, 0), ('st-9999', 10, 7)) AS bot (id, every, rest) ON s.i % bot.every = bot.rest
 CROSS JOIN LATERAL (SELECT CASE s.status WHEN 'ended' THEN 6 WHEN 'idle' THEN 5 ELSE 4 END AS n) AS events
-CROSS JOIN LATERAL (SELECT identity FROM seed_stints t WHERE t.i = s.i AND t.position = 2) AS last_agent;
+CROSS JOIN LATERAL (SELECT identity FROM seed_stints t WHERE t.i = s.i AND t.position = 2) AS last_agent
+-- Rows arrive in time order, as the first event of each conversation creates its row.
+ORDER BY s.started_at;
 
 INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
                     entry_type, exit_type)
 SELECT 'st-1234', conversation_id, identity, 0, joined_at, left_at, entry_type, exit_type
-FROM seed_stints;
-
--- A second bot, so that bot_id is not a constant in the statistics.
-INSERT INTO conversations (bot_id, conversation_id, last_seq, status, started_at, ended_at,
-                           last_event_at)
-SELECT 'st-9999', conversation_id, 1, 'ended', started_at, started_at + duration,
-       started_at + duration
-FROM seed WHERE i % 10 = 0;
+FROM seed_stints
+ORDER BY joined_at;
 SQL
 
 psql_db -c "VACUUM ANALYZE"
@@ -130,23 +130,69 @@ explain() {
     psql_db -c "EXPLAIN (ANALYZE, BUFFERS) ${sql}"
 }
 
-columns="bot_id, conversation_id, status, experience, language, started_at,
-                    ended_at, last_event_at, event_count, anomaly_count, cold_transfers,
-                    warm_transfers, redial_transfers, participants_present"
+# The statements src/store/sql.rs builds (list_conversations_pg, list_stints), with each
+# bind written as a literal of the type sqlx binds it as.
+bot="'st-1234'"
+now="'${NOW}'::timestamptz"
+columns="c.bot_id, c.conversation_id, c.status, c.experience,
+    c.language, c.started_at, c.ended_at, c.last_event_at, c.event_count, c.anomaly_count,
+    c.cold_transfers, c.warm_transfers, c.redial_transfers, c.participants_present"
+newest="ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT 51"
+select="SELECT ${columns} FROM conversations c WHERE c.bot_id = ${bot}"
 
-explain "(a) list by participant: ?participant=agent-0042 (first page, limit 50)" \
-"SELECT ${columns}
-             FROM conversations c WHERE c.bot_id = 'st-1234' AND EXISTS (SELECT 1 FROM stints s WHERE s.bot_id = c.bot_id
-                       AND s.identity = 'agent-0042' AND s.conversation_id = c.conversation_id) ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT 51"
+# list_conversations_pg with a from/to window: three ordered parts, merged.
+window() {
+    local from="'$1'::timestamptz" to="'$2'::timestamptz"
+    local kept="${select} AND COALESCE(c.ended_at, ${now}) >= ${from} AND c.started_at < ${to}"
+    echo "WITH spanning AS MATERIALIZED (${kept} AND tstzrange(LEAST(c.started_at, c.last_event_at), c.last_event_at, '(]') @> ${to}) SELECT * FROM ((SELECT * FROM spanning c ${newest}) UNION ALL (${kept} AND c.ended_at IS NOT NULL AND c.last_event_at >= ${from} AND c.last_event_at < ${to} ${newest}) UNION ALL (${kept} AND c.ended_at IS NULL AND c.last_event_at < ${to} ${newest})) c ${newest}"
+}
 
-explain "(b) list by time window: ?from=2026-03-15T00:00:00Z&to=2026-03-16T00:00:00Z (first page)" \
-"SELECT ${columns}
-             FROM conversations c WHERE c.bot_id = 'st-1234' AND COALESCE(c.ended_at, '${NOW}'::timestamptz) >= '2026-03-15T00:00:00Z'::timestamptz AND c.started_at < '2026-03-16T00:00:00Z'::timestamptz ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT 51"
+# Where page 41 (of 50 each) starts: the keyset cursor of item 2,000.
+cursor=$(psql_db -At -F '|' -c "SELECT last_event_at, conversation_id FROM conversations
+    WHERE bot_id = 'st-1234' ORDER BY last_event_at DESC, conversation_id DESC OFFSET 1999 LIMIT 1")
+cursor_at="'${cursor%|*}'::timestamptz" cursor_id="'${cursor#*|}'"
+
+explain "(a) list by participant: ?participant=agent-0042" \
+    "${select} AND EXISTS (SELECT 1 FROM stints s WHERE s.bot_id = c.bot_id AND s.identity = 'agent-0042' AND s.conversation_id = c.conversation_id) ${newest}"
+
+explain "(b) list by time window, one day two weeks back: ?from=2026-03-16T00:00:00Z&to=2026-03-17T00:00:00Z" \
+    "$(window 2026-03-16T00:00:00Z 2026-03-17T00:00:00Z)"
+
+explain "(b1) for comparison, (b) as one ordered scan: the portable list_conversations" \
+    "${select} AND COALESCE(c.ended_at, ${now}) >= '2026-03-16T00:00:00Z'::timestamptz AND c.started_at < '2026-03-17T00:00:00Z'::timestamptz ${newest}"
+
+explain "(b2) list by time window, the last seven days: ?from=2026-03-24T12:00:00Z&to=${NOW}" \
+    "$(window 2026-03-24T12:00:00Z "${NOW}")"
+
+# The same statement as the service sends it: a prepared statement with 20 binds, planned
+# generically (as PostgreSQL may after five executions), so no plan depends on the values.
+generic_window() {
+    local kept1="SELECT ${columns} FROM conversations c WHERE c.bot_id = \$1 AND COALESCE(c.ended_at, \$2) >= \$3 AND c.started_at < \$4"
+    local kept2="SELECT ${columns} FROM conversations c WHERE c.bot_id = \$7 AND COALESCE(c.ended_at, \$8) >= \$9 AND c.started_at < \$10"
+    local kept3="SELECT ${columns} FROM conversations c WHERE c.bot_id = \$14 AND COALESCE(c.ended_at, \$15) >= \$16 AND c.started_at < \$17"
+    local order="ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT"
+    echo "PREPARE list_window (text, timestamptz, timestamptz, timestamptz, timestamptz, bigint, text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, bigint, text, timestamptz, timestamptz, timestamptz, timestamptz, bigint, bigint) AS WITH spanning AS MATERIALIZED (${kept1} AND tstzrange(LEAST(c.started_at, c.last_event_at), c.last_event_at, '(]') @> \$5) SELECT * FROM ((SELECT * FROM spanning c ${order} \$6) UNION ALL (${kept2} AND c.ended_at IS NOT NULL AND c.last_event_at >= \$11 AND c.last_event_at < \$12 ${order} \$13) UNION ALL (${kept3} AND c.ended_at IS NULL AND c.last_event_at < \$18 ${order} \$19)) c ${order} \$20"
+}
+generic_args() {
+    local bot=$1 now=$2 from=$3 to=$4 limit=$5
+    echo "'${bot}', '${now}', '${from}', '${to}', '${to}', ${limit}, '${bot}', '${now}', '${from}', '${to}', '${from}', '${to}', ${limit}, '${bot}', '${now}', '${from}', '${to}', '${to}', ${limit}, ${limit}"
+}
+echo
+echo "== (b3) as (b), a generic plan of the prepared statement"
+generic_window
+psql_db -c "SET plan_cache_mode = force_generic_plan" -c "$(generic_window)" \
+    -c "EXPLAIN (ANALYZE, BUFFERS) EXECUTE list_window($(generic_args st-1234 "$NOW" 2026-03-16T00:00:00Z 2026-03-17T00:00:00Z 51))"
 
 explain "(c) first page without filters" \
-"SELECT ${columns}
-             FROM conversations c WHERE c.bot_id = 'st-1234' ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT 51"
+    "${select} ${newest}"
 
-explain "(d) an agent's stints: /participants/agent-0042/stints (first page)" \
-"SELECT conversation_id, ordinal, joined_at, left_at, entry_type, exit_type
-             FROM stints WHERE bot_id = 'st-1234' AND identity = 'agent-0042' ORDER BY joined_at DESC, conversation_id DESC, ordinal DESC LIMIT 51"
+explain "(c2) page 41 without filters: ?cursor=… (after ${cursor})" \
+    "${select} AND (c.last_event_at, c.conversation_id) < (${cursor_at}, ${cursor_id}) ${newest}"
+
+explain "(d) an agent's stints: /participants/agent-0042/stints" \
+    "SELECT conversation_id, ordinal, joined_at, left_at, entry_type, exit_type
+         FROM stints WHERE bot_id = ${bot} AND identity = 'agent-0042' ORDER BY joined_at DESC, conversation_id DESC, ordinal DESC LIMIT 51"
+
+explain "(d2) an agent's stints in a window: /participants/agent-0042/stints?from=2026-03-16T00:00:00Z&to=2026-03-23T00:00:00Z" \
+    "SELECT conversation_id, ordinal, joined_at, left_at, entry_type, exit_type
+         FROM stints WHERE bot_id = ${bot} AND identity = 'agent-0042' AND joined_at < '2026-03-23T00:00:00Z'::timestamptz AND COALESCE(left_at, ${now}) >= '2026-03-16T00:00:00Z'::timestamptz ORDER BY joined_at DESC, conversation_id DESC, ordinal DESC LIMIT 51"

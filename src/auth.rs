@@ -1033,4 +1033,246 @@ mod tests {
             "algorithm_not_allowed"
         );
     }
+
+    #[test]
+    fn refuses_exp_beyond_f64_and_claims_that_are_not_objects() {
+        let header = b64(json!({ "alg": "HS256" }));
+        let signed = |claims: &str| {
+            let message = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims));
+            let key = EncodingKey::from_secret(SECRET.as_bytes());
+            let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256)
+                .expect("signed");
+            format!("{message}.{signature}")
+        };
+        let registry = registry();
+
+        for claims in [
+            format!(r#"{{"appId":"{APP}","exp":1e400}}"#),
+            format!(r#"{{"appId":"{APP}","iat":-1e400}}"#),
+            format!(r#"["{APP}"]"#),
+            format!(r#""{APP}""#),
+            "null".to_owned(),
+            format!(r#"{{"appId":"{APP}"}} trailing"#),
+            format!(r#"{{"appId":"\ud800{APP}"}}"#),
+        ] {
+            assert_eq!(
+                refusal(&registry, &signed(&claims)),
+                AuthFailure::Malformed,
+                "{claims}"
+            );
+        }
+        assert!(
+            registry
+                .verify_at(
+                    &signed(&format!(
+                        r#"{{"appId":"{APP}","exp":18446744073709551616}}"#
+                    )),
+                    NOW
+                )
+                .is_ok()
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        /// A fixed budget so CI time is bounded; no regression files written into src/.
+        fn budget(cases: u32) -> Config {
+            Config {
+                cases,
+                failure_persistence: None,
+                max_shrink_iters: 2048,
+                ..Config::default()
+            }
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_filter_map("finite", |float| {
+                    serde_json::Number::from_f64(float).map(Value::Number)
+                }),
+                "\\PC{0,16}".prop_map(Value::String),
+                Just(json!(APP)),
+                Just(json!("HS256")),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((member_name(), inner), 0..4)
+                        .prop_map(|members| Value::Object(members.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn member_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "alg", "typ", "kid", "appId", "iss", "exp", "nbf", "iat", "sub",
+                ])
+                .prop_map(str::to_owned),
+                "\\PC{0,8}",
+            ]
+        }
+
+        /// A JWT header that names an algorithm, or tries to.
+        fn header() -> impl Strategy<Value = Value> {
+            let alg = prop_oneof![
+                prop::sample::select(vec![
+                    "HS256", "HS384", "HS512", "none", "None", "RS256", "ES256", "EdDSA", "hs256",
+                ])
+                .prop_map(Value::from),
+                json_value(),
+            ];
+            (
+                alg,
+                prop::collection::vec((member_name(), json_value()), 0..3),
+            )
+                .prop_map(|(alg, extra)| {
+                    let mut header: Map<String, Value> = extra.into_iter().collect();
+                    header.insert("alg".to_owned(), alg);
+                    Value::Object(header)
+                })
+        }
+
+        /// Claims that mostly name a configured app, with anything else beside.
+        fn claims() -> impl Strategy<Value = Value> {
+            let app_id = prop_oneof![
+                3 => Just(json!(APP)),
+                1 => Just(json!("cs-reader")),
+                1 => json_value(),
+            ];
+            (
+                app_id,
+                prop::collection::vec((member_name(), json_value()), 0..4),
+            )
+                .prop_map(|(app_id, extra)| {
+                    let mut claims: Map<String, Value> = extra.into_iter().collect();
+                    claims.insert("appId".to_owned(), app_id);
+                    Value::Object(claims)
+                })
+        }
+
+        /// A secret that is neither of the apps' secrets.
+        fn wrong_secret() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(any::<u8>(), 1..64)
+                .prop_filter("not a configured secret", |key| {
+                    key.as_slice() != SECRET.as_bytes() && key.as_slice() != ROTATED.as_bytes()
+                })
+        }
+
+        fn signed(header: &Value, claims: &Value, secret: &[u8], algorithm: Algorithm) -> String {
+            let message = format!("{}.{}", b64(header.clone()), b64(claims.clone()));
+            let key = EncodingKey::from_secret(secret);
+            let signature =
+                jsonwebtoken::crypto::sign(message.as_bytes(), &key, algorithm).expect("signed");
+            format!("{message}.{signature}")
+        }
+
+        fn any_now() -> impl Strategy<Value = i64> {
+            prop_oneof![Just(NOW), any::<i64>()]
+        }
+
+        proptest! {
+            #![proptest_config(budget(256))]
+
+            #[test]
+            fn verify_refuses_arbitrary_strings(token in "\\PC{0,256}", now in any_now()) {
+                prop_assert!(registry().verify_at(&token, now).is_err());
+            }
+
+            #[test]
+            fn verify_refuses_arbitrary_dotted_strings(
+                token in "[A-Za-z0-9_=+/\\- .]{0,512}",
+                now in any_now(),
+            ) {
+                prop_assert!(registry().verify_at(&token, now).is_err());
+            }
+
+            #[test]
+            fn verify_refuses_three_part_base64url_tokens_of_random_bytes(
+                parts in prop::array::uniform3(prop::collection::vec(any::<u8>(), 0..128)),
+                now in any_now(),
+            ) {
+                let [header, claims, signature] = parts.map(|part| URL_SAFE_NO_PAD.encode(part));
+                let token = format!("{header}.{claims}.{signature}");
+
+                prop_assert!(registry().verify_at(&token, now).is_err());
+            }
+
+            #[test]
+            fn verify_refuses_any_header_and_claims_signed_with_a_wrong_key(
+                header in header(),
+                claims in claims(),
+                secret in wrong_secret(),
+                algorithm in prop::sample::select(vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]),
+                now in any_now(),
+            ) {
+                let token = signed(&header, &claims, &secret, algorithm);
+
+                prop_assert!(registry().verify_at(&token, now).is_err(), "{header} {claims}");
+            }
+
+            #[test]
+            fn a_token_verifies_exactly_when_signed_with_a_configured_secret(
+                claims in claims(),
+                secret in prop_oneof![
+                    Just(SECRET.as_bytes().to_vec()),
+                    Just(ROTATED.as_bytes().to_vec()),
+                    wrong_secret(),
+                ],
+            ) {
+                let mut claims = claims;
+                let members = claims.as_object_mut().expect("claims are an object");
+                for date in ["exp", "nbf", "iat"] {
+                    members.remove(date);
+                }
+                let names_an_app = [json!(APP), json!("cs-reader")].contains(&members["appId"]);
+                let configured = [SECRET.as_bytes(), ROTATED.as_bytes()].contains(&secret.as_slice());
+                let token = signed(&json!({ "alg": "HS256", "typ": "JWT" }), &claims, &secret, Algorithm::HS256);
+
+                let verified = registry().verify_at(&token, NOW);
+
+                prop_assert_eq!(verified.is_ok(), names_an_app && configured, "{:?}", verified);
+            }
+
+            #[test]
+            fn changing_any_one_character_of_a_valid_token_refuses_it(
+                position in any::<prop::sample::Index>(),
+                replacement in prop::char::range('!', '~'),
+            ) {
+                let token = hs256(json!({ "appId": APP, "exp": NOW + 60 }));
+                let index = position.index(token.len());
+                prop_assume!(token.as_bytes()[index] != replacement as u8);
+                let mut tampered = token.into_bytes();
+                tampered[index] = replacement as u8;
+                let tampered = String::from_utf8(tampered).expect("ASCII");
+
+                prop_assert!(registry().verify_at(&tampered, NOW).is_err(), "{tampered}");
+            }
+
+            #[test]
+            fn date_claims_of_any_value_never_panic_and_expire_on_time(
+                exp in prop_oneof![
+                    (NOW - 1_000_000..NOW + 1_000_000).prop_map(Value::from),
+                    json_value(),
+                ],
+                now in prop_oneof![NOW - 1_000_000..NOW + 1_000_000, any::<i64>()],
+            ) {
+                let token = hs256(json!({ "appId": APP, "exp": exp }));
+
+                let verified = registry().verify_at(&token, now);
+
+                if let Some(exp) = exp.as_i64().filter(|exp| exp.abs() < 100_000_000_000) {
+                    prop_assert_eq!(verified.is_ok(), i128::from(now) <= i128::from(exp) + 60);
+                } else if !exp.is_number() {
+                    prop_assert_eq!(verified.err(), Some(AuthFailure::InvalidClaim));
+                }
+            }
+        }
+    }
 }

@@ -20,6 +20,8 @@ pub struct Settings {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
+    pub idempotency: IdempotencySettings,
+    #[serde(default)]
     pub apps: Vec<AppConfig>,
 }
 
@@ -113,6 +115,21 @@ impl Default for LogSettings {
         Self {
             format: LogFormat::Json,
             filter: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdempotencySettings {
+    /// How long an `Idempotency-Key` is remembered (SPEC: at least 24 h).
+    pub retention_seconds: u64,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self {
+            retention_seconds: 24 * 60 * 60,
         }
     }
 }

@@ -18,6 +18,8 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("invalid query parameter")]
     InvalidQuery(Vec<FieldError>),
+    #[error("invalid header: {0}")]
+    InvalidHeader(&'static str),
     #[error("invalid token")]
     Unauthorized,
     #[error("not allowed")]
@@ -30,6 +32,10 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("unsupported content type")]
     UnsupportedMediaType,
+    #[error("a request with this Idempotency-Key is still in progress")]
+    IdempotencyInFlight,
+    #[error("the Idempotency-Key was used with another body")]
+    IdempotencyMismatch,
     #[error("service unavailable")]
     Unavailable,
     #[error(transparent)]
@@ -52,15 +58,18 @@ struct Problem<'a> {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::Validation(_) | Self::InvalidQuery(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MalformedJson(_)
+            | Self::Validation(_)
+            | Self::InvalidQuery(_)
+            | Self::InvalidHeader(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::IdempotencyInFlight => StatusCode::CONFLICT,
+            Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -74,6 +83,7 @@ impl ApiError {
             }
             Self::Validation(_) => ("/problems/validation", "Request body failed validation"),
             Self::InvalidQuery(_) => ("/problems/invalid-query", "Query parameters are invalid"),
+            Self::InvalidHeader(_) => ("/problems/invalid-header", "A request header is invalid"),
             Self::Unauthorized => ("/problems/unauthorized", "Invalid token"),
             Self::Forbidden => ("/problems/forbidden", "Not allowed"),
             Self::NotFound => ("/problems/not-found", "Not found"),
@@ -84,6 +94,14 @@ impl ApiError {
             Self::UnsupportedMediaType => (
                 "/problems/unsupported-media-type",
                 "Content-Type must be application/json",
+            ),
+            Self::IdempotencyInFlight => (
+                "/problems/idempotency-key-in-flight",
+                "A request with this Idempotency-Key is still in progress",
+            ),
+            Self::IdempotencyMismatch => (
+                "/problems/idempotency-key-reused",
+                "Idempotency-Key reused with another body",
             ),
             Self::Unavailable => ("/problems/unavailable", "Service temporarily unavailable"),
             Self::Internal(_) => ("/problems/internal", "Internal server error"),
@@ -97,6 +115,7 @@ impl ApiError {
                 1 => "1 problem in the request".to_owned(),
                 n => format!("{n} problems in the request"),
             },
+            Self::InvalidHeader(reason) => (*reason).to_owned(),
             Self::Unauthorized => "invalid token".to_owned(),
             Self::Forbidden => "the app is not allowed to do this for this bot".to_owned(),
             Self::NotFound => "no such resource".to_owned(),
@@ -105,6 +124,13 @@ impl ApiError {
                 format!("the request body exceeds the limit of {limit} bytes")
             }
             Self::UnsupportedMediaType => "send the body as application/json".to_owned(),
+            Self::IdempotencyInFlight => {
+                "the first request with this Idempotency-Key has not finished; retry shortly"
+                    .to_owned()
+            }
+            Self::IdempotencyMismatch => {
+                "this Idempotency-Key was first used with a different body".to_owned()
+            }
             Self::Unavailable => {
                 "the service is overloaded or its database is unavailable; retry shortly".to_owned()
             }

@@ -20,11 +20,12 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
             .await
             .context("failed to apply database migrations")?;
     }
-    Ok(AppState {
+    Ok(AppState::new(
         store,
-        apps: Arc::new(apps),
-        body_limit_bytes: settings.server.body_limit_bytes,
-    })
+        Arc::new(apps),
+        &settings.server,
+        &settings.idempotency,
+    ))
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (bounded) and
@@ -32,6 +33,10 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let state = build_state(&settings).await?;
     let store: Arc<dyn Store> = state.store.clone();
+    let purging = tokio::spawn(purge_expired_keys(
+        store.clone(),
+        Duration::from_secs(settings.idempotency.retention_seconds),
+    ));
     let app = router(state, &settings.server);
     let listener = TcpListener::bind(settings.server.bind)
         .await
@@ -55,9 +60,24 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             }
         } => tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway"),
     }
+    purging.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Forgets idempotency keys past their retention, every few minutes.
+async fn purge_expired_keys(store: Arc<dyn Store>, retention: Duration) {
+    let mut every = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        every.tick().await;
+        let expired_before = time::OffsetDateTime::now_utc() - retention;
+        match store.purge_keys(expired_before).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "forgot expired idempotency keys"),
+            Err(error) => tracing::warn!(error = %error, "could not purge idempotency keys"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -26,11 +26,13 @@ async fn sqlite_app(file: &Path) -> (Router, Arc<SqliteStore>) {
             .unwrap(),
     );
     store.migrate().await.unwrap();
-    let state = AppState {
-        store: store.clone(),
-        apps: Arc::new(AppRegistry::from_settings(&Default::default(), &test_apps()).unwrap()),
-        body_limit_bytes: ServerSettings::default().body_limit_bytes,
-    };
+    let apps = AppRegistry::from_settings(&Default::default(), &test_apps()).unwrap();
+    let state = AppState::new(
+        store.clone(),
+        Arc::new(apps),
+        &ServerSettings::default(),
+        &Default::default(),
+    );
     (router(state, &ServerSettings::default()), store)
 }
 

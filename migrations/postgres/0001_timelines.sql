@@ -25,6 +25,14 @@ CREATE INDEX conversations_by_last_event
     ON conversations (bot_id, last_event_at DESC, conversation_id DESC);
 CREATE INDEX conversations_by_status
     ON conversations (bot_id, status, last_event_at DESC, conversation_id DESC);
+-- A `from`/`to` window (SPEC 4.3) is answered in three ordered parts (see
+-- `list_conversations_pg`): ended conversations by `conversations_by_last_event`, open
+-- ones by this small partial index, and those whose [started_at, last_event_at] spans
+-- `to` by the GiST index below. LEAST keeps the range valid even if the clock stepped back.
+CREATE INDEX conversations_open
+    ON conversations (bot_id, last_event_at DESC, conversation_id DESC) WHERE ended_at IS NULL;
+CREATE INDEX conversations_spanning
+    ON conversations USING gist (tstzrange(LEAST(started_at, last_event_at), last_event_at, '(]'));
 
 -- Every stored event: `payload` is the event object exactly as received (json keeps the
 -- text), beside its normalised columns.

@@ -4,13 +4,19 @@
 
 use super::types::{EventName, Experience, Participant, TransferType, Transition};
 use serde::Serialize;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::{self, Write as _};
 
 pub const MAX_EVENTS: usize = 100;
 pub const MAX_CONVERSATION_ID_CHARS: usize = 256;
+/// Bounded so that the keys that hold it stay within PostgreSQL's index row size.
+pub const MAX_BOT_ID_CHARS: usize = 128;
 pub const MAX_TRANSFER_DATA_BYTES: usize = 16 * 1024;
+/// Problems found by the whole-body scan are reported up to this many.
+const MAX_SCAN_PROBLEMS: usize = 100;
 
 /// One problem in a request body; `path` is a JSON Pointer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,7 +75,8 @@ pub struct Event {
     pub action: Action,
     pub language: Option<String>,
     pub experience: Option<Experience>,
-    pub transfer_data: Option<Value>,
+    /// `transferData` exactly as received.
+    pub transfer_data: Option<Box<RawValue>>,
     /// The event object exactly as received.
     pub payload: Box<RawValue>,
 }
@@ -130,6 +137,7 @@ impl IngestBatch {
             problems.add("", "must be a JSON object");
             return Err(problems.into_error());
         };
+        let scanned = scan(root.get());
 
         let conversation_id = match string_field(&fields, "conversationId", "", &mut problems) {
             Some(text) => ConversationId::parse(&text)
@@ -138,12 +146,26 @@ impl IngestBatch {
             None => None,
         };
         let bot_id = string_field(&fields, "botId", "", &mut problems);
-        if let Some(bot_id) = &bot_id
-            && bot_id != path_bot_id
-        {
-            problems.add("/botId", "must equal the botId in the request path");
+        if let Some(bot_id) = &bot_id {
+            if bot_id != path_bot_id {
+                problems.add("/botId", "must equal the botId in the request path");
+            } else if bot_id.chars().count() > MAX_BOT_ID_CHARS
+                || bot_id.chars().any(char::is_control)
+            {
+                problems.add(
+                    "/botId",
+                    format!(
+                        "must be at most {MAX_BOT_ID_CHARS} characters, none of them control characters"
+                    ),
+                );
+            }
         }
         let events = parse_events(fields.get("events").copied(), &mut problems);
+        for problem in scanned {
+            if !problems.0.iter().any(|known| known.path == problem.path) {
+                problems.0.push(problem);
+            }
+        }
 
         match (conversation_id, bot_id, events) {
             (Some(conversation_id), Some(bot_id), Some(events)) if problems.is_empty() => {
@@ -331,7 +353,17 @@ fn parse_event(raw: &RawValue, path: &str, problems: &mut Problems) -> Option<Ev
         }
     };
 
-    (problems.0.len() == before).then(|| Event {
+    if problems.0.len() != before {
+        return None;
+    }
+    // Kept as sent (key order, number spelling): it is handed on to the next agent.
+    let transfer_data = transfer_data.and_then(|()| {
+        serde_json::from_str::<BTreeMap<String, &RawValue>>(raw.get())
+            .ok()?
+            .get("transferData")
+            .map(|data| (*data).to_owned())
+    });
+    Some(Event {
         action,
         language,
         experience,
@@ -417,7 +449,8 @@ impl Fields<'_> {
         }
     }
 
-    fn transfer_data(&self, problems: &mut Problems) -> Option<Value> {
+    /// `Some(())` when the event carries `transferData` within the size limit.
+    fn transfer_data(&self, problems: &mut Problems) -> Option<()> {
         let data = self.object.get("transferData")?;
         if data.is_null() {
             return None;
@@ -430,7 +463,7 @@ impl Fields<'_> {
             );
             return None;
         }
-        Some(data.clone())
+        Some(())
     }
 }
 
@@ -476,4 +509,684 @@ fn parse_participant(value: &Value, path: &str, problems: &mut Problems) -> Opti
         name: name?,
         kind: kind?,
     })
+}
+
+/// What no field rule sees, anywhere in the body: a member name repeated within one object
+/// (the stored payload and its normalised form could disagree about which one counts),
+/// U+0000 in a string or name (PostgreSQL text and jsonb cannot hold it), and values that
+/// JSON text allows but serde_json cannot hold (numbers beyond f64, lone surrogates, nesting
+/// past its recursion limit).
+fn scan(json: &str) -> Vec<FieldError> {
+    let mut path = String::new();
+    let mut found = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let scanner = Scanner {
+        path: &mut path,
+        found: &mut found,
+    };
+    if let Err(error) = scanner.deserialize(&mut deserializer)
+        && found.len() < MAX_SCAN_PROBLEMS
+    {
+        // On error the path was left pointing where reading stopped.
+        found.push(FieldError {
+            path,
+            message: format!("cannot be read: {error}"),
+        });
+    }
+    found
+}
+
+struct Scanner<'a> {
+    path: &'a mut String,
+    found: &'a mut Vec<FieldError>,
+}
+
+impl Scanner<'_> {
+    fn report(&mut self, message: &str) {
+        if self.found.len() < MAX_SCAN_PROBLEMS {
+            self.found.push(FieldError {
+                path: self.path.clone(),
+                message: message.to_owned(),
+            });
+        }
+    }
+
+    fn nested(&mut self) -> Scanner<'_> {
+        Scanner {
+            path: self.path,
+            found: self.found,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Scanner<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Scanner<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(mut self, text: &str) -> Result<(), E> {
+        if text.contains('\0') {
+            self.report("must not contain U+0000");
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+        for index in 0.. {
+            let parent = self.path.len();
+            let _ = write!(self.path, "/{index}");
+            let more = items.next_element_seed(self.nested())?;
+            self.path.truncate(parent);
+            if more.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut members: A) -> Result<(), A::Error> {
+        let mut names = HashSet::new();
+        while let Some(name) = members.next_key::<String>()? {
+            let parent = self.path.len();
+            push_pointer_token(self.path, &name);
+            if name.contains('\0') {
+                self.report("member name must not contain U+0000");
+            }
+            if !names.insert(name) {
+                self.report("duplicate member name");
+            }
+            members.next_value_seed(self.nested())?;
+            self.path.truncate(parent);
+        }
+        Ok(())
+    }
+}
+
+/// Appends `/name` to a JSON Pointer, escaping `~` and `/` (RFC 6901).
+fn push_pointer_token(path: &mut String, name: &str) {
+    path.push('/');
+    for character in name.chars() {
+        match character {
+            '~' => path.push_str("~0"),
+            '/' => path.push_str("~1"),
+            other => path.push(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+    use serde_json::json;
+
+    const BOT: &str = "st-1234";
+    /// Stands in a generated body for raw JSON text that a `Value` cannot hold.
+    const RAW_MARK: &str = "\u{E000}raw\u{E000}";
+
+    /// A fixed budget so CI time is bounded; no regression files written into src/.
+    fn budget(cases: u32) -> Config {
+        Config {
+            cases,
+            failure_persistence: None,
+            max_shrink_iters: 2048,
+            ..Config::default()
+        }
+    }
+
+    /// Strings with the characters that break naive code: controls, NUL, quotes,
+    /// backslashes, pointer syntax, non-BMP characters and noncharacters.
+    fn hostile_string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,12}",
+            "[\\x00-\\x1f\"\\\\/~]{0,6}",
+            "[a-z\u{0}\u{7f}\u{80}\u{ffff}\u{fffe}\u{feff}\u{10000}\u{1f980}\u{10ffff}]{0,12}",
+            Just("INTERNAL_TRANSFER_EVENT".to_owned()),
+            Just("END_OF_CONVERSATION".to_owned()),
+            Just("entry".to_owned()),
+            Just("cOlD".to_owned()),
+            Just("true".to_owned()),
+            Just("x".repeat(300)),
+        ]
+    }
+
+    /// Member names: mostly the ones the parser looks for, so that values land on real rules.
+    fn member_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(vec![
+                "conversationId", "botId", "events", "name", "transfertype", "transferType",
+                "transition", "isExtAD", "experience", "language", "participant", "identity",
+                "type", "customFields", "transferData", "reason", "data",
+            ])
+            .prop_map(str::to_owned),
+            1 => hostile_string(),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter_map("finite", |float| {
+                serde_json::Number::from_f64(float).map(Value::Number)
+            }),
+            hostile_string().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(5, 96, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::vec((member_name(), inner), 0..8)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn case_variants(word: &'static str) -> impl Strategy<Value = String> {
+        prop::collection::vec(any::<bool>(), word.len()).prop_map(move |upper| {
+            word.chars()
+                .zip(upper)
+                .map(|(c, up)| if up { c.to_ascii_uppercase() } else { c })
+                .collect()
+        })
+    }
+
+    fn one_of_words(words: &'static [&'static str]) -> impl Strategy<Value = String> {
+        prop::sample::select(words).prop_flat_map(case_variants)
+    }
+
+    /// Text of 1..=max characters, any of them allowed, NUL excepted.
+    fn free_text(min: usize, max: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            any::<char>().prop_filter("no NUL", |c| *c != '\0'),
+            min..=max,
+        )
+        .prop_map(String::from_iter)
+    }
+
+    fn participant() -> impl Strategy<Value = Value> {
+        (
+            free_text(1, 40),
+            free_text(0, 40),
+            free_text(1, 20),
+            prop::option::of(Just(
+                json!({ "agentEmail": "a@example.com", "queueId": "q" }),
+            )),
+        )
+            .prop_map(|(identity, name, kind, custom)| {
+                let mut participant = json!({ "identity": identity, "name": name, "type": kind });
+                if let Some(custom) = custom {
+                    participant["customFields"] = custom;
+                }
+                participant
+            })
+    }
+
+    fn valid_event() -> impl Strategy<Value = Value> {
+        let transfer = (
+            one_of_words(&["na", "cold", "warm", "redial"]),
+            one_of_words(&["entry", "exit"]),
+            prop_oneof![
+                any::<bool>().prop_map(Value::Bool),
+                one_of_words(&["true", "false"]).prop_map(Value::String),
+            ],
+            one_of_words(&["chat", "voice", "email"]),
+            prop::option::of(free_text(0, 35)),
+            participant(),
+            prop::option::of(json_value()),
+        )
+            .prop_map(
+                |(transfer_type, transition, flag, experience, language, participant, data)| {
+                    let mut event = json!({
+                        "name": "INTERNAL_TRANSFER_EVENT",
+                        "transfertype": transfer_type,
+                        "transition": transition,
+                        "isExtAD": flag,
+                        "experience": experience,
+                        "participant": participant,
+                        "somethingNew": { "kept": true },
+                    });
+                    if let Some(language) = language {
+                        event["language"] = Value::String(language);
+                    }
+                    let fits = |data: &Value| data.to_string().len() <= MAX_TRANSFER_DATA_BYTES;
+                    if let Some(data) = data.filter(|data| !has_nul(data) && fits(data)) {
+                        event["transferData"] = data;
+                    }
+                    event
+                },
+            );
+        let end = (
+            prop::option::of(free_text(0, 80)),
+            prop::option::of(participant()),
+        )
+            .prop_map(|(reason, participant)| {
+                let mut event = json!({ "name": "END_OF_CONVERSATION" });
+                if let Some(reason) = reason {
+                    event["reason"] = Value::String(reason);
+                }
+                if let Some(participant) = participant {
+                    event["participant"] = participant;
+                }
+                event
+            });
+        let summary = Just(json!({ "name": "TRIGGER_SUMMARY_EVENT", "data": { "k": [1, 2.5] } }));
+        prop_oneof![6 => transfer, 1 => end, 1 => summary]
+    }
+
+    fn valid_body() -> impl Strategy<Value = Value> {
+        (
+            prop::collection::vec(
+                any::<char>().prop_filter("no control", |c| !c.is_control()),
+                1..=256,
+            ),
+            prop::collection::vec(valid_event(), 1..=12),
+        )
+            .prop_map(|(conversation, events)| {
+                json!({
+                    "conversationId": String::from_iter(conversation),
+                    "botId": BOT,
+                    "events": events,
+                })
+            })
+    }
+
+    fn has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(text) => text.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(members) => members
+                .iter()
+                .any(|(name, value)| name.contains('\0') || has_nul(value)),
+            _ => false,
+        }
+    }
+
+    /// Every JSON Pointer to a value inside `value`, the root included.
+    fn pointers(value: &Value, at: &str, into: &mut Vec<String>) {
+        into.push(at.to_owned());
+        match value {
+            Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    pointers(item, &format!("{at}/{index}"), into);
+                }
+            }
+            Value::Object(members) => {
+                for (name, member) in members {
+                    let mut path = at.to_owned();
+                    push_pointer_token(&mut path, name);
+                    pointers(member, &path, into);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Raw JSON texts a `Value` cannot hold or that trip naive parsers.
+    fn hostile_raw() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "1e400",
+                "-1e400",
+                "1e-400",
+                "-0",
+                "-0.0",
+                "18446744073709551616",
+                "-9223372036854775809",
+                "123456789012345678901234567890",
+                "0.000000000000000000000000000000000000000000000000000001",
+                r#""\ud800""#,
+                r#""\udc00\ud800""#,
+                r#""\u0000""#,
+                r#""a\u0000b""#,
+                r#""\ud83e\udd80""#,
+                r#"{"a":1,"a":2}"#,
+                r#"{"\u0000":1}"#,
+                r#"{"~/":1}"#,
+                "[]",
+                "{}",
+                "null",
+                "true",
+                r#""""#,
+            ])
+            .prop_map(str::to_owned),
+            (1usize..200).prop_map(|depth| format!("{}{}", "[".repeat(depth), "]".repeat(depth))),
+            json_value().prop_map(|value| value.to_string()),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Remove,
+        Replace(Value),
+        ReplaceRaw(String),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            Just(Mutation::Remove),
+            json_value().prop_map(Mutation::Replace),
+            hostile_raw().prop_map(Mutation::ReplaceRaw),
+        ]
+    }
+
+    /// Applies `mutation` at the `pick`-th pointer of `body`: the body text, and the value
+    /// whose structure that text has (raw replacements stand as RAW_MARK strings there).
+    fn mutate(mut body: Value, pick: prop::sample::Index, mutation: &Mutation) -> (String, Value) {
+        let mut all = Vec::new();
+        pointers(&body, "", &mut all);
+        let target = all[pick.index(all.len())].clone();
+        let (parent, last) = match target.rfind('/') {
+            Some(slash) => (target[..slash].to_owned(), target[slash + 1..].to_owned()),
+            None => (String::new(), String::new()),
+        };
+        let name = last.replace("~1", "/").replace("~0", "~");
+        let replacement = match mutation {
+            Mutation::Remove => None,
+            Mutation::Replace(value) => Some(value.clone()),
+            Mutation::ReplaceRaw(_) => Some(Value::String(RAW_MARK.to_owned())),
+        };
+        match (replacement, target.is_empty()) {
+            (Some(value), true) => body = value,
+            (None, true) => body = Value::Null,
+            (replacement, false) => match body.pointer_mut(&parent) {
+                Some(Value::Array(items)) => {
+                    let index: usize = name.parse().expect("array index");
+                    match replacement {
+                        Some(value) => items[index] = value,
+                        None => {
+                            items.remove(index);
+                        }
+                    }
+                }
+                Some(Value::Object(members)) => match replacement {
+                    Some(value) => {
+                        members.insert(name, value);
+                    }
+                    None => {
+                        members.remove(&name);
+                    }
+                },
+                _ => unreachable!("a pointer's parent is a container"),
+            },
+        }
+        let mut text = body.to_string();
+        if let Mutation::ReplaceRaw(raw) = mutation {
+            text = text.replace(&Value::String(RAW_MARK.to_owned()).to_string(), raw);
+        }
+        (text, body)
+    }
+
+    /// Each reported path is a JSON Pointer to a value of `shape`, or to a missing member
+    /// of an object in it.
+    fn assert_paths_point_into(errors: &[FieldError], shape: &Value) -> Result<(), TestCaseError> {
+        prop_assert!(!errors.is_empty(), "a refusal names at least one problem");
+        for error in errors {
+            let path = &error.path;
+            prop_assert!(
+                path.is_empty() || path.starts_with('/'),
+                "not a JSON Pointer: {path:?}"
+            );
+            let mut escapes = path.split('~').skip(1);
+            prop_assert!(
+                escapes.all(|rest| rest.starts_with('0') || rest.starts_with('1')),
+                "bad escape in {path:?}"
+            );
+            let parent = &path[..path.rfind('/').unwrap_or(0)];
+            let under_raw = path
+                .match_indices('/')
+                .any(|(slash, _)| shape.pointer(&path[..slash]) == Some(&json!(RAW_MARK)));
+            prop_assert!(
+                under_raw
+                    || shape.pointer(path).is_some()
+                    || shape.pointer(parent).is_some_and(Value::is_object),
+                "{path:?} ({}) points nowhere in {shape}",
+                error.message
+            );
+        }
+        Ok(())
+    }
+
+    /// What an accepted `text` must give: its own events, each kept as received.
+    fn check_accepted(batch: &IngestBatch, text: &str) -> Result<(), TestCaseError> {
+        // Read back from the text, not taken from the generator: serde_json's float parsing
+        // does not round-trip every f64 exactly.
+        let input: Value = serde_json::from_str(text)
+            .map_err(|error| TestCaseError::fail(format!("accepted unreadable JSON: {error}")))?;
+        let events = input["events"]
+            .as_array()
+            .expect("accepted events are an array");
+        prop_assert_eq!(batch.events.len(), events.len());
+        prop_assert!((1..=MAX_EVENTS).contains(&batch.events.len()));
+        prop_assert_eq!(&batch.bot_id, BOT);
+        prop_assert_eq!(
+            Some(batch.conversation_id.as_str()),
+            input["conversationId"].as_str()
+        );
+        for (event, sent) in batch.events.iter().zip(events) {
+            let payload: Value =
+                serde_json::from_str(event.payload.get()).expect("payload is JSON");
+            prop_assert_eq!(&payload, sent);
+            prop_assert!(!has_nul(&payload), "PostgreSQL cannot store U+0000");
+            prop_assert_eq!(Some(event.name().as_str()), sent["name"].as_str());
+            let again = Event::reparse(&event.payload).expect("a stored payload parses again");
+            prop_assert_eq!(&again.action, &event.action);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(budget(512))]
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_bytes(
+            body in prop::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let _ = IngestBatch::parse(&body, BOT);
+        }
+
+        #[test]
+        fn parse_never_panics_on_json_shaped_bytes(
+            tokens in prop::collection::vec(
+                prop::sample::select(vec![
+                    "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u", "d800", "0000", "null",
+                    "1e400", "-0", "\"events\"", "\"conversationId\"", "\"botId\"",
+                    "\"st-1234\"", "\"name\"", "\"INTERNAL_TRANSFER_EVENT\"", " ", "\u{0}",
+                    "\u{feff}", "\u{1f980}", "\u{ff}",
+                ]),
+                0..64,
+            ),
+        ) {
+            let _ = IngestBatch::parse(tokens.concat().as_bytes(), BOT);
+        }
+
+        #[test]
+        fn arbitrary_json_values_are_refused_with_pointers_into_them(value in json_value()) {
+            match IngestBatch::parse(value.to_string().as_bytes(), BOT) {
+                Ok(batch) => check_accepted(&batch, &value.to_string())?,
+                Err(BodyError::Invalid(errors)) => assert_paths_point_into(&errors, &value)?,
+                Err(BodyError::Malformed(reason)) => {
+                    prop_assert!(false, "serialized JSON called malformed: {reason}");
+                }
+            }
+        }
+
+        #[test]
+        fn json_objects_with_the_expected_members_are_refused_with_pointers_into_them(
+            conversation in json_value(),
+            bot in prop_oneof![Just(json!(BOT)), json_value()],
+            events in prop::collection::vec(
+                prop::collection::vec((member_name(), json_value()), 0..10)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+                0..4,
+            ),
+        ) {
+            let value = json!({ "conversationId": conversation, "botId": bot, "events": events });
+            match IngestBatch::parse(value.to_string().as_bytes(), BOT) {
+                Ok(batch) => check_accepted(&batch, &value.to_string())?,
+                Err(BodyError::Invalid(errors)) => assert_paths_point_into(&errors, &value)?,
+                Err(BodyError::Malformed(reason)) => {
+                    prop_assert!(false, "serialized JSON called malformed: {reason}");
+                }
+            }
+        }
+
+        #[test]
+        fn valid_bodies_are_accepted_with_each_event_kept_as_its_exact_text(
+            body in valid_body(),
+            pretty in any::<bool>(),
+            padding in prop::sample::select(vec!["", " ", "\n\t ", "\r\n"]),
+        ) {
+            let events = body["events"].as_array().expect("events");
+            let texts: Vec<String> = events
+                .iter()
+                .map(|event| {
+                    if pretty {
+                        serde_json::to_string_pretty(event).expect("serializes")
+                    } else {
+                        event.to_string()
+                    }
+                })
+                .collect();
+            let text = format!(
+                "{padding}{{{padding}\"conversationId\":{},\"botId\"{padding}:{padding}\"{BOT}\",\"events\":[{padding}{}{padding}]}}{padding}",
+                body["conversationId"],
+                texts.join(&format!("{padding},{padding}")),
+            );
+
+            let batch = IngestBatch::parse(text.as_bytes(), BOT)
+                .map_err(|error| TestCaseError::fail(format!("{error:?} for {text}")))?;
+
+            check_accepted(&batch, &text)?;
+            for (event, sent) in batch.events.iter().zip(&texts) {
+                prop_assert_eq!(event.payload.get(), sent.as_str());
+            }
+        }
+
+        #[test]
+        fn mutated_valid_bodies_never_panic_and_point_at_what_they_refuse(
+            body in valid_body(),
+            pick in any::<prop::sample::Index>(),
+            mutation in mutation(),
+        ) {
+            let (text, shape) = mutate(body, pick, &mutation);
+            match IngestBatch::parse(text.as_bytes(), BOT) {
+                Ok(batch) => check_accepted(&batch, &text)?,
+                Err(BodyError::Invalid(errors)) => assert_paths_point_into(&errors, &shape)?,
+                Err(BodyError::Malformed(reason)) => {
+                    prop_assert!(false, "mutated JSON text called malformed: {reason}: {text}");
+                }
+            }
+        }
+    }
+
+    fn problems_of(body: &str) -> Vec<FieldError> {
+        match IngestBatch::parse(body.as_bytes(), BOT) {
+            Err(BodyError::Invalid(errors)) => errors,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    fn one_event_body(event: &str) -> String {
+        format!(r#"{{"conversationId":"c-1","botId":"{BOT}","events":[{event}]}}"#)
+    }
+
+    const TRANSFER: &str = r#""name":"INTERNAL_TRANSFER_EVENT","transfertype":"NA","isExtAD":true,"experience":"voice","participant":{"identity":"a1","name":"A","type":"agent"}"#;
+
+    #[test]
+    fn a_repeated_member_name_is_refused_at_its_pointer() {
+        let body = one_event_body(&format!(
+            r#"{{{TRANSFER},"transition":"entry","transition":"exit"}}"#
+        ));
+
+        let problems = problems_of(&body);
+
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "/events/0/transition");
+        assert_eq!(problems[0].message, "duplicate member name");
+    }
+
+    #[test]
+    fn nul_in_any_string_or_name_is_refused_at_its_pointer() {
+        let in_identity = one_event_body(&format!(
+            r#"{{{},"transition":"entry"}}"#,
+            TRANSFER.replace(r#""a1""#, r#""a\u0000""#)
+        ));
+        let in_a_name = one_event_body(&format!(
+            r#"{{{TRANSFER},"transition":"entry","x/~\u0000":1}}"#
+        ));
+
+        assert_eq!(
+            problems_of(&in_identity)[0].path,
+            "/events/0/participant/identity"
+        );
+        assert_eq!(problems_of(&in_a_name)[0].path, "/events/0/x~1~0\u{0}");
+    }
+
+    #[test]
+    fn values_serde_json_cannot_hold_are_refused_even_where_ignored() {
+        for (raw, path) in [
+            ("1e400", "/ignored"),
+            (r#""\ud800""#, "/ignored"),
+            (
+                &format!("{}{}", "[".repeat(200), "]".repeat(200)),
+                "/ignored/0/0/0",
+            ),
+        ] {
+            let body = format!(
+                r#"{{"conversationId":"c-1","botId":"{BOT}","ignored":{raw},"events":[{{{TRANSFER},"transition":"entry"}}]}}"#
+            );
+
+            let problems = problems_of(&body);
+
+            assert!(problems[0].path.starts_with(path), "{raw}: {problems:?}");
+            assert!(
+                problems[0].message.starts_with("cannot be read"),
+                "{problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ten_thousand_nested_arrays_are_refused_without_overflowing_the_stack() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let in_event = one_event_body(&format!(
+            r#"{{{TRANSFER},"transition":"entry","transferData":{deep}}}"#
+        ));
+
+        assert!(IngestBatch::parse(deep.as_bytes(), BOT).is_err());
+        assert!(IngestBatch::parse(in_event.as_bytes(), BOT).is_err());
+    }
 }

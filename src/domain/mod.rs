@@ -1,5 +1,6 @@
 //! The domain: validated hook events and the participant timeline they fold into. No I/O.
 
+pub mod idempotency;
 pub mod ingest;
 pub mod timeline;
 pub mod timestamp;

@@ -89,11 +89,8 @@ impl ParticipantView {
             .iter()
             .map(|stint| StintView::of(stint, None, now))
             .collect();
-        let total = participant
-            .stints
-            .iter()
-            .map(|stint| stint.duration_seconds(now))
-            .sum();
+        // The sum of the durations shown, so that a client adding them up gets the total.
+        let total = stints.iter().map(|stint| stint.duration_seconds).sum();
         Self {
             identity: participant.identity.clone(),
             name: participant.name.clone(),
@@ -275,7 +272,39 @@ fn encode_cursor<K: Serialize>(key: &K) -> String {
 
 fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Option<K> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    // No cursor we issue holds U+0000, and PostgreSQL cannot take it as an argument.
+    let key: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    if key
+        .as_object()?
+        .values()
+        .any(|value| value.as_str().is_some_and(|text| text.contains('\0')))
+    {
+        return None;
+    }
+    serde_json::from_value(key).ok()
+}
+
+/// A page key, with the time it continues after.
+trait CursorKey: DeserializeOwned {
+    fn time(&self) -> OffsetDateTime;
+}
+
+impl CursorKey for ConversationKey {
+    fn time(&self) -> OffsetDateTime {
+        self.last_event_at
+    }
+}
+
+impl CursorKey for StintKey {
+    fn time(&self) -> OffsetDateTime {
+        self.joined_at
+    }
+}
+
+/// True when the time can be written in UTC: `9999-12-31T23:59:59-01:00` cannot, and the
+/// database driver panics converting it.
+fn in_utc_range(time: OffsetDateTime) -> bool {
+    time.checked_to_offset(time::UtcOffset::UTC).is_some()
 }
 
 fn problem(parameter: &str, message: &str) -> FieldError {
@@ -331,7 +360,9 @@ impl QueryParams {
 
     fn time(&self, name: &str, problems: &mut Vec<FieldError>) -> Option<OffsetDateTime> {
         let text = self.get(name)?;
-        let parsed = OffsetDateTime::parse(text, &Rfc3339).ok();
+        let parsed = OffsetDateTime::parse(text, &Rfc3339)
+            .ok()
+            .filter(|time| in_utc_range(*time));
         if parsed.is_none() {
             problems.push(problem(
                 name,
@@ -354,9 +385,9 @@ impl QueryParams {
         window
     }
 
-    fn cursor<K: DeserializeOwned>(&self, problems: &mut Vec<FieldError>) -> Option<K> {
+    fn cursor<K: CursorKey>(&self, problems: &mut Vec<FieldError>) -> Option<K> {
         let text = self.get("cursor")?;
-        let key = decode_cursor(text);
+        let key = decode_cursor::<K>(text).filter(|key| in_utc_range(key.time()));
         if key.is_none() {
             problems.push(problem("cursor", "is not a cursor this API returned"));
         }

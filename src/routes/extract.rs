@@ -3,7 +3,7 @@
 use crate::auth::{AppRegistry, Caller, token_from_headers};
 use crate::domain::FieldError;
 use crate::error::ApiError;
-use axum::extract::{FromRef, FromRequestParts, Path, Query};
+use axum::extract::{FromRef, FromRequestParts, Path, Query, RawPathParams};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -29,7 +29,9 @@ where
     }
 }
 
-/// Query-string parameters by name; the last value wins when one is repeated.
+/// Query-string parameters by name; the last value wins when one is repeated. A parameter
+/// holding U+0000 is refused: no stored text can contain it, and PostgreSQL cannot take it
+/// as a query argument.
 pub struct QueryParams(HashMap<String, String>);
 
 impl QueryParams {
@@ -42,18 +44,27 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let invalid = || {
+            ApiError::InvalidQuery(vec![FieldError {
+                path: String::new(),
+                message: "the query string is not valid".to_owned(),
+            }])
+        };
         let Query(params) =
-            Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map_err(|_| {
-                ApiError::InvalidQuery(vec![FieldError {
-                    path: String::new(),
-                    message: "the query string is not valid".to_owned(),
-                }])
-            })?;
+            Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map_err(|_| invalid())?;
+        if params
+            .iter()
+            .any(|(name, value)| name.contains('\0') || value.contains('\0'))
+        {
+            return Err(invalid());
+        }
         Ok(Self(params))
     }
 }
 
-/// Path parameters; a path that does not decode (e.g. invalid UTF-8) names no resource.
+/// Path parameters; a path that does not decode (e.g. invalid UTF-8) or that holds U+0000
+/// (which no stored id can contain, and PostgreSQL cannot take as an argument) names no
+/// resource.
 pub struct PathParams<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for PathParams<T>
@@ -64,6 +75,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound)?;
+        if raw.iter().any(|(_, value)| value.contains('\0')) {
+            return Err(ApiError::NotFound);
+        }
         let Path(params) = Path::<T>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::NotFound)?;

@@ -1,16 +1,24 @@
-//! `POST /agentassist/api/v1/hooks/{botId}` and its aliases (SPEC 1).
+//! `POST /agentassist/api/v1/hooks/{botId}` and its aliases (SPEC 1), with
+//! `Idempotency-Key` (SPEC 1.5).
 
 use super::AppState;
 use super::extract::PathParams;
 use crate::auth::Caller;
 use crate::config::Permission;
+use crate::domain::idempotency::{IdempotencyKey, body_fingerprint};
 use crate::domain::{BodyError, IngestBatch, Status};
 use crate::error::ApiError;
+use crate::store::{Appended, KeyRecord, Keyed, Outcome, Previous};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use time::OffsetDateTime;
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// The SPEC 1.2 success body; `STATUS: "OK"` mirrors the vendor's.
 #[derive(Debug, Serialize)]
@@ -19,10 +27,23 @@ pub struct IngestResponse {
     #[serde(rename = "STATUS")]
     pub status: &'static str,
     pub conversation_id: String,
-    pub accepted: usize,
+    pub accepted: i64,
     pub first_seq: i64,
     pub last_seq: i64,
     pub conversation_status: Status,
+}
+
+impl From<Outcome> for IngestResponse {
+    fn from(outcome: Outcome) -> Self {
+        Self {
+            status: "OK",
+            conversation_id: outcome.conversation_id,
+            accepted: outcome.accepted,
+            first_seq: outcome.appended.first_seq,
+            last_seq: outcome.appended.last_seq,
+            conversation_status: outcome.appended.status,
+        }
+    }
 }
 
 pub async fn ingest(
@@ -31,26 +52,77 @@ pub async fn ingest(
     PathParams(bot_id): PathParams<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<IngestResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     if !caller.may(&bot_id, Permission::Ingest) {
         return Err(ApiError::Forbidden);
     }
     require_json(&headers)?;
+    let key = idempotency_key(&headers)?;
     let body = read_body(body, state.body_limit_bytes).await?;
-    let batch = IngestBatch::parse(&body, &bot_id).map_err(|error| match error {
+    let parsed = IngestBatch::parse(&body, &bot_id).map_err(|error| match error {
         BodyError::Malformed(reason) => ApiError::MalformedJson(reason),
         BodyError::Invalid(problems) => ApiError::Validation(problems),
-    })?;
+    });
 
-    let appended = state.store.append(&batch).await?;
-    Ok(Json(IngestResponse {
-        status: "OK",
+    let Some(key) = key else {
+        let batch = parsed?;
+        let appended = state.store.append(&batch).await?;
+        return Ok(success(outcome(&batch, appended), false));
+    };
+    let now = OffsetDateTime::now_utc();
+    let key = KeyRecord {
+        bot_id,
+        key: key.as_str().to_owned(),
+        fingerprint: body_fingerprint(&body),
+        now,
+        expired_before: now - state.key_retention,
+    };
+    let batch = match parsed {
+        Ok(batch) => batch,
+        // A refused body stores nothing; it is only news if the key was used for another.
+        Err(refused) => {
+            return match state.store.previous_use(&key).await? {
+                Some(Previous::OtherBody) => Err(ApiError::IdempotencyMismatch),
+                _ => Err(refused),
+            };
+        }
+    };
+    match state.store.append_keyed(&batch, &key).await? {
+        Keyed::Stored(appended) => Ok(success(outcome(&batch, appended), false)),
+        Keyed::Used(Previous::SameBody(previous)) => Ok(success(previous, true)),
+        Keyed::Used(Previous::OtherBody) => Err(ApiError::IdempotencyMismatch),
+        Keyed::InFlight => Err(ApiError::IdempotencyInFlight),
+    }
+}
+
+fn outcome(batch: &IngestBatch, appended: Appended) -> Outcome {
+    Outcome {
         conversation_id: batch.conversation_id.as_str().to_owned(),
-        accepted: batch.events.len(),
-        first_seq: appended.first_seq,
-        last_seq: appended.last_seq,
-        conversation_status: appended.status,
-    }))
+        accepted: batch.events.len() as i64,
+        appended,
+    }
+}
+
+fn success(outcome: Outcome, replayed: bool) -> Response {
+    let mut response = Json(IngestResponse::from(outcome)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidHeader("Idempotency-Key must be visible ASCII characters"))?;
+    IdempotencyKey::parse(text)
+        .map(Some)
+        .map_err(ApiError::InvalidHeader)
 }
 
 /// `application/json`, with or without parameters; a charset other than UTF-8 is refused.

@@ -6,7 +6,7 @@ pub mod health;
 pub mod hooks;
 
 use crate::auth::AppRegistry;
-use crate::config::ServerSettings;
+use crate::config::{IdempotencySettings, ServerSettings};
 use crate::error::ApiError;
 use crate::store::Store;
 use axum::Router;
@@ -30,6 +30,24 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub apps: Arc<AppRegistry>,
     pub body_limit_bytes: usize,
+    /// How long an `Idempotency-Key` is remembered.
+    pub key_retention: Duration,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        apps: Arc<AppRegistry>,
+        server: &ServerSettings,
+        idempotency: &IdempotencySettings,
+    ) -> Self {
+        Self {
+            store,
+            apps,
+            body_limit_bytes: server.body_limit_bytes,
+            key_retention: Duration::from_secs(idempotency.retention_seconds),
+        }
+    }
 }
 
 impl FromRef<AppState> for Arc<AppRegistry> {
@@ -82,12 +100,13 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
             "/api/v1/bots/{bot_id}/participants/{identity}/stints",
             get(conversations::participant_stints),
         )
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
         .layer(overload)
+        // Probes bypass load shedding: a busy instance is alive and still serving.
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state)
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(|_| {

@@ -234,6 +234,44 @@ pub struct Window {
     pub to: Option<OffsetDateTime>,
 }
 
+/// An `Idempotency-Key` as a request presents it: scoped by bot, with the fingerprint of
+/// its body and the times that decide whether an earlier use still counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub bot_id: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub now: OffsetDateTime,
+    /// Uses of the key before this time have expired.
+    pub expired_before: OffsetDateTime,
+}
+
+/// An earlier, finished request with the same key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Previous {
+    SameBody(Outcome),
+    OtherBody,
+}
+
+/// A finished append, kept with its key for replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub conversation_id: String,
+    pub accepted: i64,
+    pub appended: Appended,
+}
+
+/// What an append with an idempotency key did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Keyed {
+    /// The events were stored and the outcome kept under the key.
+    Stored(Appended),
+    /// The key was used before; nothing was stored.
+    Used(Previous),
+    /// Another request with the key is running right now; nothing was stored.
+    InFlight,
+}
+
 /// Where events are appended and timelines read.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -245,6 +283,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores every event of `batch`, or none, with gap-free `seq` per conversation.
     async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError>;
+
+    /// As [`Store::append`], unless `key` was used before or is in use: in one
+    /// transaction, so a retry is never stored twice and a failure leaves nothing behind.
+    async fn append_keyed(&self, batch: &IngestBatch, key: &KeyRecord)
+    -> Result<Keyed, StoreError>;
+
+    /// An earlier, unexpired use of `key`, if any.
+    async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError>;
+
+    /// Forgets keys created before `expired_before`; returns how many.
+    async fn purge_keys(&self, expired_before: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// A conversation and its timeline, if it exists.
     async fn conversation(

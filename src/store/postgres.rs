@@ -1,10 +1,10 @@
 //! The PostgreSQL store: the production backend.
 
-use super::sql::{self, Bind, EventRow, StintRow, SummaryRow, convert};
+use super::sql::{self, Bind, EventRow, KeyRow, StintRow, SummaryRow, convert};
 use super::{
-    Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary,
-    ParticipantStint, StintKey, Store, StoreError, StoredEvent, TransferData, Window,
-    changed_stints,
+    Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary, KeyRecord,
+    Keyed, ParticipantStint, Previous, StintKey, Store, StoreError, StoredEvent, TransferData,
+    Window, changed_stints,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::{Anomaly, Event, IngestBatch, Participant, Timeline};
@@ -30,7 +30,11 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+        // A replica that stalls inside a transaction must not keep a conversation's row
+        // locked for every other replica; no transaction here idles for even a second.
+        let options = PgConnectOptions::from_str(url)
+            .context("invalid PostgreSQL URL")?
+            .options([("idle_in_transaction_session_timeout", "5s")]);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_seconds))
@@ -71,9 +75,31 @@ impl Store for PgStore {
 
     async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let appended = append_in(&mut tx, batch).await?;
-        tx.commit().await?;
-        Ok(appended)
+        let appended = append_in(&mut tx, batch).await;
+        finish(tx, appended, |_| true).await
+    }
+
+    async fn append_keyed(
+        &self,
+        batch: &IngestBatch,
+        key: &KeyRecord,
+    ) -> Result<Keyed, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let keyed = append_keyed_in(&mut tx, batch, key).await;
+        finish(tx, keyed, |keyed| matches!(keyed, Keyed::Stored(_))).await
+    }
+
+    async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        read_key(&mut connection, key).await
+    }
+
+    async fn purge_keys(&self, expired_before: OffsetDateTime) -> Result<u64, StoreError> {
+        let purged = sqlx::query(sql::PURGE_KEYS)
+            .bind(expired_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(purged.rows_affected())
     }
 
     async fn conversation(
@@ -129,7 +155,7 @@ impl Store for PgStore {
         limit: i64,
         now: OffsetDateTime,
     ) -> Result<Vec<ConversationSummary>, StoreError> {
-        let sql = sql::list_conversations(bot_id, filter, after, limit, now);
+        let sql = sql::list_conversations_pg(bot_id, filter, after, limit, now);
         let rows: Vec<SummaryRow<OffsetDateTime>> = fetch_sql(&self.pool, sql).await?;
         convert(rows, SummaryRow::into_summary)
     }
@@ -205,6 +231,58 @@ where
         };
     }
     query.fetch_all(pool).await
+}
+
+/// Commits when `keep` says the result is worth it, else rolls back at once: a dropped
+/// transaction would hold its locks until its connection is next used.
+async fn finish<T>(
+    tx: Transaction<'_, Postgres>,
+    result: Result<T, StoreError>,
+    keep: impl Fn(&T) -> bool,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(value) if keep(&value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        other => {
+            if let Err(error) = tx.rollback().await {
+                tracing::warn!(error = %error, "rollback failed; the connection is discarded");
+            }
+            other
+        }
+    }
+}
+
+async fn append_keyed_in(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &IngestBatch,
+    key: &KeyRecord,
+) -> Result<Keyed, StoreError> {
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(sql::key_lock_id(key))
+        .fetch_one(&mut **tx)
+        .await?;
+    if !locked {
+        return Ok(Keyed::InFlight);
+    }
+    if let Some(previous) = read_key(tx, key).await? {
+        return Ok(Keyed::Used(previous));
+    }
+    let appended = append_in(tx, batch).await?;
+    sqlx::query(sql::SAVE_KEY)
+        .bind(&key.bot_id)
+        .bind(&key.key)
+        .bind(&key.fingerprint)
+        .bind(key.now)
+        .bind(batch.conversation_id.as_str())
+        .bind(batch.events.len() as i64)
+        .bind(appended.first_seq)
+        .bind(appended.last_seq)
+        .bind(appended.status.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(Keyed::Stored(appended))
 }
 
 async fn append_in(
@@ -283,9 +361,9 @@ async fn insert_events(
         .iter()
         .map(|codes| serde_json::to_string(codes).unwrap_or_else(|_| "[]".to_owned()))
         .collect();
-    let transfer_data: Vec<Option<String>> = events
+    let transfer_data: Vec<Option<&str>> = events
         .iter()
-        .map(|event| event.transfer_data.as_ref().map(|data| data.to_string()))
+        .map(|event| event.transfer_data.as_ref().map(|data| data.get()))
         .collect();
     let payloads: Vec<&str> = events.iter().map(|event| event.payload.get()).collect();
 
@@ -399,4 +477,19 @@ async fn upsert_stints(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+async fn read_key(
+    connection: &mut sqlx::PgConnection,
+    key: &KeyRecord,
+) -> Result<Option<Previous>, StoreError> {
+    let row: Option<KeyRow> = sqlx::query_as(sql::READ_KEY)
+        .bind(&key.bot_id)
+        .bind(&key.key)
+        .bind(key.expired_before)
+        .fetch_optional(connection)
+        .await?;
+    Ok(row
+        .map(|row| row.into_previous(&key.fingerprint))
+        .transpose()?)
 }

@@ -63,10 +63,80 @@ pub fn list_conversations(
     limit: i64,
     now: OffsetDateTime,
 ) -> Sql {
-    let mut sql = Sql::new(&format!(
+    let mut sql = Sql::new("");
+    push_conversations(&mut sql, bot_id, filter, after, now);
+    push_newest_first(&mut sql, limit);
+    sql
+}
+
+/// [`list_conversations`] for PostgreSQL, whose indexes can answer a `from`/`to` window
+/// without reading every conversation newer than it. The list is cut by `lastEventAt`
+/// into parts that each come off an index in order, and are merged:
+/// - conversations whose `[startedAt, lastEventAt]` spans `to` (those going on at that
+///   instant, so few): the GiST index `conversations_spanning`, then sorted. It is a
+///   materialised CTE so that no generic plan trades the GiST index for a long ordered scan;
+/// - ended conversations last heard of in `[from, to)`: a range of the `lastEventAt` index
+///   (an ended conversation's `lastEventAt` is at or after its `endedAt`, as `receivedAt`
+///   does not decrease within a conversation);
+/// - open conversations last heard of before `to`: the partial index of open ones.
+///
+/// Each part keeps every condition of [`list_conversations`], so the answers are the same.
+pub fn list_conversations_pg(
+    bot_id: &str,
+    filter: &ConversationFilter,
+    after: Option<&ConversationKey>,
+    limit: i64,
+    now: OffsetDateTime,
+) -> Sql {
+    if filter.from.is_none() && filter.to.is_none() {
+        return list_conversations(bot_id, filter, after, limit, now);
+    }
+    let mut sql = Sql::new("");
+    if let Some(to) = filter.to {
+        sql.push("WITH spanning AS MATERIALIZED (");
+        push_conversations(&mut sql, bot_id, filter, after, now);
+        // Given `started_at < to`, exactly `last_event_at >= to`.
+        sql.push(" AND tstzrange(LEAST(c.started_at, c.last_event_at), c.last_event_at, '(]') @> ")
+            .bind(Bind::Time(to))
+            .push(") SELECT * FROM ((SELECT * FROM spanning c");
+        push_newest_first(&mut sql, limit);
+        sql.push(") UNION ALL (");
+    } else {
+        sql.push("SELECT * FROM ((");
+    }
+    push_conversations(&mut sql, bot_id, filter, after, now);
+    sql.push(" AND c.ended_at IS NOT NULL");
+    if let Some(from) = filter.from {
+        sql.push(" AND c.last_event_at >= ").bind(Bind::Time(from));
+    }
+    if let Some(to) = filter.to {
+        sql.push(" AND c.last_event_at < ").bind(Bind::Time(to));
+    }
+    push_newest_first(&mut sql, limit);
+    sql.push(") UNION ALL (");
+    push_conversations(&mut sql, bot_id, filter, after, now);
+    sql.push(" AND c.ended_at IS NULL");
+    if let Some(to) = filter.to {
+        sql.push(" AND c.last_event_at < ").bind(Bind::Time(to));
+    }
+    push_newest_first(&mut sql, limit);
+    sql.push(")) c");
+    push_newest_first(&mut sql, limit);
+    sql
+}
+
+/// `SELECT` of the conversations that `filter` and `after` keep, without an order.
+fn push_conversations(
+    sql: &mut Sql,
+    bot_id: &str,
+    filter: &ConversationFilter,
+    after: Option<&ConversationKey>,
+    now: OffsetDateTime,
+) {
+    sql.push(&format!(
         "SELECT {SUMMARY_COLUMNS} FROM conversations c WHERE c.bot_id = "
-    ));
-    sql.bind(Bind::Text(bot_id.to_owned()));
+    ))
+    .bind(Bind::Text(bot_id.to_owned()));
     if let Some(status) = filter.status {
         sql.push(" AND c.status = ")
             .bind(Bind::Text(status.as_str().to_owned()));
@@ -92,9 +162,11 @@ pub fn list_conversations(
             .bind(Bind::Text(after.conversation_id.clone()))
             .push(")");
     }
+}
+
+fn push_newest_first(sql: &mut Sql, limit: i64) {
     sql.push(" ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT ")
         .bind(Bind::Int(limit));
-    sql
 }
 
 /// SPEC 4.4: newest `joinedAt` first, keyset-paged on `(joined_at, conversation_id, ordinal)`.
@@ -239,4 +311,63 @@ pub fn convert<R, T>(
         .map(into)
         .collect::<anyhow::Result<_>>()
         .map_err(super::StoreError::Other)
+}
+
+/// A key's stored outcome, unless it has expired.
+pub const READ_KEY: &str = "SELECT fingerprint, conversation_id, accepted, first_seq, last_seq,
+         conversation_status
+     FROM idempotency_keys WHERE bot_id = $1 AND key = $2 AND created_at >= $3";
+
+/// Records an outcome, in the transaction that stored its events; replaces an expired one.
+pub const SAVE_KEY: &str = "INSERT INTO idempotency_keys (bot_id, key, fingerprint, created_at,
+         conversation_id, accepted, first_seq, last_seq, conversation_status)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     ON CONFLICT (bot_id, key) DO UPDATE SET
+         fingerprint = excluded.fingerprint, created_at = excluded.created_at,
+         conversation_id = excluded.conversation_id, accepted = excluded.accepted,
+         first_seq = excluded.first_seq, last_seq = excluded.last_seq,
+         conversation_status = excluded.conversation_status";
+
+/// The advisory lock that marks a key as in use (PostgreSQL), from the bot and the key.
+pub fn key_lock_id(key: &super::KeyRecord) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(key.bot_id.as_bytes())
+        .chain_update([0])
+        .chain_update(key.key.as_bytes())
+        .finalize();
+    let mut id = [0; 8];
+    id.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(id)
+}
+
+pub const PURGE_KEYS: &str = "DELETE FROM idempotency_keys WHERE created_at < $1";
+
+#[derive(FromRow)]
+pub struct KeyRow {
+    pub fingerprint: String,
+    pub conversation_id: String,
+    pub accepted: i64,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub conversation_status: String,
+}
+
+impl KeyRow {
+    /// What a request with `fingerprint` finds under this key.
+    pub fn into_previous(self, fingerprint: &str) -> anyhow::Result<super::Previous> {
+        if self.fingerprint != fingerprint {
+            return Ok(super::Previous::OtherBody);
+        }
+        Ok(super::Previous::SameBody(super::Outcome {
+            conversation_id: self.conversation_id,
+            accepted: self.accepted,
+            appended: super::Appended {
+                first_seq: self.first_seq,
+                last_seq: self.last_seq,
+                status: Status::parse(&self.conversation_status)
+                    .context("unknown stored status")?,
+            },
+        }))
+    }
 }

@@ -2,11 +2,11 @@
 //! PostgreSQL. Writes go through a one-connection pool and `BEGIN IMMEDIATE`, so there is
 //! one writer at a time even across processes sharing the file.
 
-use super::sql::{self, Bind, EventRow, StintRow, SummaryRow, convert};
+use super::sql::{self, Bind, EventRow, KeyRow, StintRow, SummaryRow, convert};
 use super::{
-    Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary,
-    ParticipantStint, StintKey, Store, StoreError, StoredEvent, TransferData, Window,
-    changed_stints,
+    Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary, KeyRecord,
+    Keyed, ParticipantStint, Previous, StintKey, Store, StoreError, StoredEvent, TransferData,
+    Window, changed_stints,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::{IngestBatch, Participant, Timeline};
@@ -166,9 +166,31 @@ impl Store for SqliteStore {
 
     async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let appended = append_in(&mut tx, batch).await?;
-        tx.commit().await?;
-        Ok(appended)
+        let appended = append_in(&mut tx, batch).await;
+        finish(tx, appended, |_| true).await
+    }
+
+    async fn append_keyed(
+        &self,
+        batch: &IngestBatch,
+        key: &KeyRecord,
+    ) -> Result<Keyed, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let keyed = append_keyed_in(&mut tx, batch, key).await;
+        finish(tx, keyed, |keyed| matches!(keyed, Keyed::Stored(_))).await
+    }
+
+    async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError> {
+        let mut connection = self.writer.acquire().await?;
+        read_key(&mut connection, key).await
+    }
+
+    async fn purge_keys(&self, expired_before: OffsetDateTime) -> Result<u64, StoreError> {
+        let purged = sqlx::query(sql::PURGE_KEYS)
+            .bind(micros(expired_before))
+            .execute(&self.writer)
+            .await?;
+        Ok(purged.rows_affected())
     }
 
     async fn conversation(
@@ -275,6 +297,53 @@ impl Store for SqliteStore {
     }
 }
 
+/// Commits when `keep` says the result is worth it, else rolls back at once: a dropped
+/// transaction would hold its locks until its connection is next used.
+async fn finish<T>(
+    tx: Transaction<'_, Sqlite>,
+    result: Result<T, StoreError>,
+    keep: impl Fn(&T) -> bool,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(value) if keep(&value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        other => {
+            if let Err(error) = tx.rollback().await {
+                tracing::warn!(error = %error, "rollback failed; the connection is discarded");
+            }
+            other
+        }
+    }
+}
+
+async fn append_keyed_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    batch: &IngestBatch,
+    key: &KeyRecord,
+) -> Result<Keyed, StoreError> {
+    // BEGIN IMMEDIATE already made this the only writer: no request with the key can
+    // be running, so a retry waits for the first and is then replayed.
+    if let Some(previous) = read_key(tx, key).await? {
+        return Ok(Keyed::Used(previous));
+    }
+    let appended = append_in(tx, batch).await?;
+    sqlx::query(sql::SAVE_KEY)
+        .bind(&key.bot_id)
+        .bind(&key.key)
+        .bind(&key.fingerprint)
+        .bind(micros(key.now))
+        .bind(batch.conversation_id.as_str())
+        .bind(batch.events.len() as i64)
+        .bind(appended.first_seq)
+        .bind(appended.last_seq)
+        .bind(appended.status.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(Keyed::Stored(appended))
+}
+
 async fn append_in(
     tx: &mut Transaction<'_, Sqlite>,
     batch: &IngestBatch,
@@ -332,7 +401,7 @@ async fn append_in(
         )
         .bind(event.participant().map(Json))
         .bind(Json(anomalies))
-        .bind(event.transfer_data.as_ref().map(|data| data.to_string()))
+        .bind(event.transfer_data.as_ref().map(|data| data.get()))
         .bind(event.payload.get())
         .execute(&mut **tx)
         .await?;
@@ -407,4 +476,19 @@ async fn save_conversation(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+async fn read_key(
+    connection: &mut sqlx::SqliteConnection,
+    key: &KeyRecord,
+) -> Result<Option<Previous>, StoreError> {
+    let row: Option<KeyRow> = sqlx::query_as(sql::READ_KEY)
+        .bind(&key.bot_id)
+        .bind(&key.key)
+        .bind(micros(key.expired_before))
+        .fetch_optional(connection)
+        .await?;
+    Ok(row
+        .map(|row| row.into_previous(&key.fingerprint))
+        .transpose()?)
 }

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use agentassist_hooks::auth::{AppRegistry, issue_token};
-use agentassist_hooks::config::{AppConfig, AuthSettings, OneOrMany, Permission, ServerSettings};
+use agentassist_hooks::config::{
+    AppConfig, AuthSettings, IdempotencySettings, OneOrMany, Permission, ServerSettings,
+};
 use agentassist_hooks::routes::{AppState, router};
 use agentassist_hooks::store::{PgStore, SqliteStore, Store};
 use axum::Router;
@@ -126,6 +128,16 @@ impl Backend {
     }
 
     pub async fn app_with(&self, auth: AuthSettings, server: ServerSettings) -> TestApp {
+        self.app_configured(auth, server, IdempotencySettings::default())
+            .await
+    }
+
+    pub async fn app_configured(
+        &self,
+        auth: AuthSettings,
+        server: ServerSettings,
+        idempotency: IdempotencySettings,
+    ) -> TestApp {
         let (store, db): (Arc<dyn Store>, Db) = match self {
             Self::Postgres(pool) => {
                 let own_pool = PgPoolOptions::new()
@@ -145,7 +157,7 @@ impl Backend {
                 (Arc::new(store), Db::Sqlite(pool))
             }
         };
-        TestApp::build(store, db, auth, server)
+        TestApp::build(store, db, auth, server, idempotency)
     }
 }
 
@@ -168,7 +180,7 @@ impl TestApp {
 
     pub fn with(pool: PgPool, auth: AuthSettings, server: ServerSettings) -> Self {
         let store = Arc::new(PgStore::from_pool(pool.clone()));
-        Self::build(store, Db::Postgres(pool), auth, server)
+        Self::build(store, Db::Postgres(pool), auth, server, Default::default())
     }
 
     /// An app over an SQLite store as it is (migrated or not).
@@ -179,16 +191,19 @@ impl TestApp {
             Db::Sqlite(pool),
             AuthSettings::default(),
             ServerSettings::default(),
+            IdempotencySettings::default(),
         )
     }
 
-    fn build(store: Arc<dyn Store>, db: Db, auth: AuthSettings, server: ServerSettings) -> Self {
+    fn build(
+        store: Arc<dyn Store>,
+        db: Db,
+        auth: AuthSettings,
+        server: ServerSettings,
+        idempotency: IdempotencySettings,
+    ) -> Self {
         let apps = AppRegistry::from_settings(&auth, &test_apps()).expect("test apps are valid");
-        let state = AppState {
-            store: store.clone(),
-            apps: Arc::new(apps),
-            body_limit_bytes: server.body_limit_bytes,
-        };
+        let state = AppState::new(store.clone(), Arc::new(apps), &server, &idempotency);
         Self {
             router: router(state, &server),
             store,
@@ -363,4 +378,48 @@ pub fn transfer(transfer_type: &str, transition: &str, agent: &str) -> Value {
 
 pub fn batch(conversation: &str, events: Vec<Value>) -> Value {
     json!({ "conversationId": conversation, "botId": BOT, "events": events })
+}
+
+/// A hooks request for BOT with a valid ingest token and an `Idempotency-Key`.
+pub fn keyed_request(key: &str, body: String) -> Request<Body> {
+    let mut request = hooks_request(BOT, &ingest_token(), body);
+    request.headers_mut().insert(
+        "idempotency-key",
+        key.parse().expect("a valid header value"),
+    );
+    request
+}
+
+impl TestApp {
+    /// A GET answered as its status and raw body text, for byte-for-byte checks that
+    /// parsing the JSON would hide.
+    pub async fn get_text(&self, path: &str, token: &str) -> (StatusCode, String) {
+        let request = Request::get(path)
+            .header("token", token)
+            .body(Body::empty())
+            .unwrap();
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            String::from_utf8(bytes.to_vec()).expect("UTF-8 body"),
+        )
+    }
+
+    /// Posts a hooks body exactly as written, with a valid ingest token for BOT.
+    pub async fn post_raw(&self, body: &str) -> TestResponse {
+        self.send(hooks_request(BOT, &ingest_token(), body.to_owned()))
+            .await
+    }
 }

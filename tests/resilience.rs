@@ -1,0 +1,614 @@
+//! SPEC 5: under overload and through a database outage every request is answered — 200
+//! or 503 with `Retry-After`, never 500, never a hang — nothing is half written, and the
+//! service recovers by itself. PostgreSQL only: outages need a TCP proxy in front of the
+//! server, and holding admitted requests needs a row lock.
+
+mod common;
+
+use agentassist_hooks::config::{AuthSettings, DatabaseSettings, ServerSettings};
+use agentassist_hooks::store::PgStore;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use sqlx::{ConnectOptions, PgPool};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle};
+
+/// Longer than any answer may take; a request still open after it counts as hung.
+const HANG_LIMIT: Duration = Duration::from_secs(10);
+
+/// A TCP proxy in front of PostgreSQL that fails the way networks and databases do:
+/// `cut` drops every live connection and resets new ones (a crash or restart); `stall`
+/// holds every byte in both directions (a partition or a frozen host); `restore` heals
+/// either, and bytes held by a stall are delivered.
+struct DbProxy {
+    port: u16,
+    state: Arc<Mutex<ProxyState>>,
+    flowing: watch::Sender<bool>,
+    acceptor: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    cut: bool,
+    links: Vec<AbortHandle>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Cut,
+    Stall,
+}
+
+impl DbProxy {
+    async fn start(upstream: (String, u16)) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let (flowing, flow) = watch::channel(true);
+        let shared = state.clone();
+        let acceptor = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let mut state = shared.lock().unwrap();
+                if state.cut {
+                    let _ = inbound.set_zero_linger();
+                    continue;
+                }
+                let (upstream, flow) = (upstream.clone(), flow.clone());
+                let link = tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = inbound.into_split();
+                    let (server_read, server_write) = outbound.into_split();
+                    tokio::join!(
+                        pump(client_read, server_write, flow.clone()),
+                        pump(server_read, client_write, flow),
+                    );
+                });
+                state.links.retain(|link| !link.is_finished());
+                state.links.push(link.abort_handle());
+            }
+        });
+        Self {
+            port,
+            state,
+            flowing,
+            acceptor,
+        }
+    }
+
+    fn fail(&self, fault: Fault) {
+        match fault {
+            Fault::Cut => {
+                let mut state = self.state.lock().unwrap();
+                state.cut = true;
+                for link in state.links.drain(..) {
+                    link.abort();
+                }
+            }
+            Fault::Stall => {
+                self.flowing.send_replace(false);
+            }
+        }
+    }
+
+    fn restore(&self) {
+        self.state.lock().unwrap().cut = false;
+        self.flowing.send_replace(true);
+    }
+
+    /// The per-test database's URL, reached through the proxy.
+    fn url_for(&self, pool: &PgPool) -> String {
+        let mut url = pool.connect_options().to_url_lossy();
+        url.set_host(Some("127.0.0.1")).expect("a host");
+        url.set_port(Some(self.port)).expect("a port");
+        url.to_string()
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.fail(Fault::Cut);
+        self.acceptor.abort();
+    }
+}
+
+/// Copies one direction of a link, holding each chunk while the proxy is stalled.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut flow: watch::Receiver<bool>) {
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        let open = flow.wait_for(|flowing| *flowing).await.is_ok();
+        if !open || to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// What one posted single-event batch was answered.
+struct Answer {
+    conversation: String,
+    identity: String,
+    status: StatusCode,
+    first_seq: Option<i64>,
+    last_seq: Option<i64>,
+    latency: Duration,
+    at: Instant,
+}
+
+/// Posts one WARM entry of `identity` to `conversation`; panics if it is not answered
+/// within `HANG_LIMIT`, and checks the shape of every 503.
+async fn post_one(app: &TestApp, conversation: &str, identity: &str) -> Answer {
+    let started = Instant::now();
+    let body = batch(conversation, vec![transfer("WARM", "entry", identity)]);
+    let response = tokio::time::timeout(HANG_LIMIT, app.post_events(BOT, &body))
+        .await
+        .unwrap_or_else(|_| panic!("{identity}: no answer within {HANG_LIMIT:?}"));
+    assert_answer_is_200_or_503(&response);
+    Answer {
+        conversation: conversation.to_owned(),
+        identity: identity.to_owned(),
+        status: response.status,
+        first_seq: response.body["firstSeq"].as_i64(),
+        last_seq: response.body["lastSeq"].as_i64(),
+        latency: started.elapsed(),
+        at: Instant::now(),
+    }
+}
+
+fn assert_answer_is_200_or_503(response: &TestResponse) {
+    match response.status {
+        StatusCode::OK => {}
+        StatusCode::SERVICE_UNAVAILABLE => {
+            response.assert_problem(503);
+            assert!(
+                response.headers.contains_key("retry-after"),
+                "every 503 says when to retry"
+            );
+        }
+        other => panic!("only 200 or 503 may answer, got {other}: {}", response.body),
+    }
+}
+
+async fn readyz_status(app: &TestApp) -> StatusCode {
+    let request = Request::get("/readyz").body(Body::empty()).unwrap();
+    tokio::time::timeout(HANG_LIMIT, app.send(request))
+        .await
+        .expect("/readyz answers")
+        .status
+}
+
+/// `(conversation, seq, participant identity)` of every stored event of BOT, read
+/// directly, not through the proxy.
+async fn stored(pool: &PgPool) -> Vec<(String, i64, String)> {
+    sqlx::query_as(
+        "SELECT conversation_id, seq, participant_identity FROM events
+         WHERE bot_id = $1 ORDER BY conversation_id, seq",
+    )
+    .bind(BOT)
+    .fetch_all(pool)
+    .await
+    .expect("events query runs")
+}
+
+/// Per conversation: seqs are 1..N, and the conversation row and its stints agree with
+/// the events (one stint per entry of a distinct agent) — nothing is half written.
+async fn assert_conversations_whole(pool: &PgPool, events: &[(String, i64, String)]) {
+    let mut seqs: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (conversation, seq, _) in events {
+        seqs.entry(conversation).or_default().push(*seq);
+    }
+    for (conversation, seqs) in seqs {
+        let n = seqs.len() as i64;
+        assert_eq!(
+            seqs,
+            (1..=n).collect::<Vec<_>>(),
+            "{conversation}: gap-free"
+        );
+        let (last_seq, event_count, stints): (i64, i64, i64) = sqlx::query_as(
+            "SELECT last_seq, event_count,
+                    (SELECT count(*) FROM stints s
+                     WHERE s.bot_id = c.bot_id AND s.conversation_id = c.conversation_id)
+             FROM conversations c WHERE bot_id = $1 AND conversation_id = $2",
+        )
+        .bind(BOT)
+        .bind(conversation)
+        .fetch_one(pool)
+        .await
+        .expect("conversation row exists");
+        assert_eq!(
+            (last_seq, event_count, stints),
+            (n, n, n),
+            "{conversation}: row and stints match its events"
+        );
+    }
+}
+
+#[sqlx::test(migrations = "migrations/postgres")]
+async fn database_cut_mid_traffic_answers_503_keeps_acknowledged_events_and_recovers(pool: PgPool) {
+    outage_mid_traffic(pool, Fault::Cut).await;
+}
+
+#[sqlx::test(migrations = "migrations/postgres")]
+async fn database_stalled_mid_traffic_answers_503_by_the_deadline_and_recovers(pool: PgPool) {
+    outage_mid_traffic(pool, Fault::Stall).await;
+}
+
+/// 8 workers post single-event batches for 3.5 s; the database fails from 0.8 s to 2.3 s.
+/// Every request is answered 200 or 503 within a bounded time; every 200 is stored once at
+/// its seq; the service answers 200 again within 5 s of the database's return.
+async fn outage_mid_traffic(pool: PgPool, fault: Fault) {
+    // Arrange: the app reaches its database only through the proxy. A stalled database
+    // never answers, so only the request timeout can end those requests.
+    let options = pool.connect_options();
+    let proxy = DbProxy::start((options.get_host().to_owned(), options.get_port())).await;
+    let database = DatabaseSettings {
+        max_connections: 8,
+        acquire_timeout_seconds: 1,
+        ..DatabaseSettings::default()
+    };
+    let server = ServerSettings {
+        request_timeout_seconds: 1,
+        ..ServerSettings::default()
+    };
+    let deadline = Duration::from_secs(
+        database
+            .acquire_timeout_seconds
+            .max(server.request_timeout_seconds),
+    );
+    let store = PgStore::connect(&proxy.url_for(&pool), &database)
+        .await
+        .expect("store connects lazily");
+    let app = TestApp::with(store.pool().clone(), AuthSettings::default(), server);
+    assert_eq!(readyz_status(&app).await, StatusCode::OK);
+
+    // Act
+    let started = Instant::now();
+    let until = started + Duration::from_millis(3500);
+    let workers = (0..8).map(|worker| {
+        let app = &app;
+        async move {
+            let conversation = format!("c-outage-{}", worker % 3);
+            let mut answers = Vec::new();
+            for request in 0.. {
+                if Instant::now() >= until {
+                    break;
+                }
+                let identity = format!("agent-{worker}-{request}");
+                answers.push(post_one(app, &conversation, &identity).await);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            answers
+        }
+    });
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        proxy.fail(fault);
+        let failed_at = Instant::now();
+        let ready_while_down = readyz_status(&app).await;
+        tokio::time::sleep_until((failed_at + Duration::from_millis(1500)).into()).await;
+        proxy.restore();
+        let restored_at = Instant::now();
+        let mut probes = Vec::new();
+        for probe in 0.. {
+            let answer = post_one(&app, "c-outage-probe", &format!("probe-{probe}")).await;
+            let recovered = answer.status == StatusCode::OK;
+            probes.push(answer);
+            if recovered || restored_at.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let recovery = restored_at.elapsed();
+        let ready_after = readyz_status(&app).await;
+        Outage {
+            failed_at,
+            restored_at,
+            ready_while_down,
+            recovery,
+            ready_after,
+            probes,
+        }
+    };
+    let (answers, outage) = tokio::join!(futures_util::future::join_all(workers), outage);
+    let answers: Vec<Answer> = answers.into_iter().flatten().chain(outage.probes).collect();
+
+    // Assert: the outage was seen, answered 503 while it lasted, and healed by itself.
+    let ok = |answer: &&Answer| answer.status == StatusCode::OK;
+    let unavailable: Vec<&Answer> = answers.iter().filter(|answer| !ok(answer)).collect();
+    let settled = outage.failed_at + Duration::from_millis(500);
+    let ok_while_down = answers
+        .iter()
+        .filter(ok)
+        .filter(|answer| answer.at > settled && answer.at < outage.restored_at)
+        .count();
+    let ok_after = answers
+        .iter()
+        .filter(ok)
+        .filter(|answer| answer.at > outage.restored_at)
+        .count();
+    let slowest_503 = unavailable
+        .iter()
+        .map(|answer| answer.latency)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "{fault:?}: {} requests, {} answered 200 ({ok_after} after restore), {} answered 503 \
+         (slowest {slowest_503:?}); /readyz while down {}; first 200 {:?} after restore",
+        answers.len(),
+        answers.len() - unavailable.len(),
+        unavailable.len(),
+        outage.ready_while_down,
+        outage.recovery,
+    );
+    assert!(!unavailable.is_empty(), "the outage was noticed");
+    assert!(
+        slowest_503 < deadline + Duration::from_secs(2),
+        "a 503 comes by the configured deadline, the slowest took {slowest_503:?}"
+    );
+    assert_eq!(
+        ok_while_down, 0,
+        "nothing succeeds while the database is away"
+    );
+    assert!(ok_after > 0, "requests succeed again after the restore");
+    assert_eq!(outage.ready_while_down, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        outage.recovery < Duration::from_secs(5),
+        "answers 200 within 5 s of the database's return, took {:?}",
+        outage.recovery
+    );
+    assert_eq!(outage.ready_after, StatusCode::OK);
+
+    // Assert: every acknowledged event is stored once, at its acknowledged seq; an event
+    // answered 503 may be stored (its COMMIT arrived, the answer did not), but only once.
+    let events = stored(&pool).await;
+    let mut by_identity: HashMap<&str, Vec<(&str, i64)>> = HashMap::new();
+    for (conversation, seq, identity) in &events {
+        by_identity
+            .entry(identity)
+            .or_default()
+            .push((conversation, *seq));
+    }
+    for (identity, copies) in &by_identity {
+        assert_eq!(copies.len(), 1, "{identity} is stored once: {copies:?}");
+    }
+    for answer in answers.iter().filter(ok) {
+        let first_seq = answer.first_seq.expect("a 200 has firstSeq");
+        assert_eq!(answer.last_seq, Some(first_seq), "one event, one seq");
+        assert_eq!(
+            by_identity.get(answer.identity.as_str()),
+            Some(&vec![(answer.conversation.as_str(), first_seq)]),
+            "{} was acknowledged, so it is stored at its seq",
+            answer.identity
+        );
+    }
+    let stored_though_503 = unavailable
+        .iter()
+        .filter(|answer| by_identity.contains_key(answer.identity.as_str()))
+        .count();
+    println!("{fault:?}: {stored_though_503} event(s) answered 503 were stored (answer lost)");
+    assert_eq!(
+        events.len(),
+        answers.len() - unavailable.len() + stored_though_503,
+        "nothing is stored that no request sent"
+    );
+    assert_conversations_whole(&pool, &events).await;
+}
+
+struct Outage {
+    failed_at: Instant,
+    restored_at: Instant,
+    ready_while_down: StatusCode,
+    recovery: Duration,
+    ready_after: StatusCode,
+    probes: Vec<Answer>,
+}
+
+#[sqlx::test(migrations = "migrations/postgres")]
+async fn flood_past_the_concurrency_limit_sheds_the_excess_at_once_and_loses_nothing(pool: PgPool) {
+    // Arrange: room for 4 requests; appends to c-locked block while the test holds its row.
+    let limit = 4;
+    let server = ServerSettings {
+        concurrency_limit: limit,
+        request_timeout_seconds: 10,
+        ..ServerSettings::default()
+    };
+    let app = Backend::Postgres(pool.clone())
+        .app_with(AuthSettings::default(), server)
+        .await;
+    assert_eq!(
+        post_one(&app, "c-locked", "opener").await.status,
+        StatusCode::OK
+    );
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT 1 FROM conversations WHERE bot_id = $1 AND conversation_id = $2 FOR UPDATE",
+    )
+    .bind(BOT)
+    .bind("c-locked")
+    .execute(&mut *lock)
+    .await
+    .unwrap();
+
+    // Act: 24 requests at once.
+    let flood = 24;
+    let flood_started = Instant::now();
+    let mut pending: FuturesUnordered<_> = (0..flood)
+        .map(|index| {
+            let app = &app;
+            async move { post_one(app, "c-locked", &format!("flood-{index}")).await }
+        })
+        .collect();
+    let mut shed = Vec::new();
+    while shed.len() < flood - limit {
+        let answer = tokio::time::timeout(Duration::from_secs(5), pending.next())
+            .await
+            .expect("the excess is answered while the lock is held")
+            .expect("answers remain");
+        shed.push(answer);
+    }
+    let all_shed_after = flood_started.elapsed();
+    let still_waiting = tokio::time::timeout(Duration::from_millis(300), pending.next()).await;
+    let while_full = post_one(&app, "c-locked", "late-while-full").await;
+    let health_while_full = app
+        .send(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .status;
+    lock.commit().await.unwrap();
+    let mut admitted = Vec::new();
+    while let Some(answer) = tokio::time::timeout(Duration::from_secs(5), pending.next())
+        .await
+        .expect("admitted requests finish once the lock is released")
+    {
+        admitted.push(answer);
+    }
+    let after_flood = post_one(&app, "c-locked", "after-flood").await;
+
+    // Assert: exactly the excess was shed, at once, with Retry-After (post_one checked it).
+    println!(
+        "flood: {} shed in {all_shed_after:?} (slowest {:?}) while {limit} held the slots; \
+         /healthz while full {health_while_full}",
+        shed.len(),
+        shed.iter().map(|answer| answer.latency).max().unwrap(),
+    );
+    assert!(
+        shed.iter()
+            .all(|answer| answer.status == StatusCode::SERVICE_UNAVAILABLE),
+        "the excess is shed"
+    );
+    assert!(
+        all_shed_after < Duration::from_secs(1),
+        "shedding is prompt, took {all_shed_after:?}"
+    );
+    assert!(
+        still_waiting.is_err(),
+        "the admitted requests were holding their slots"
+    );
+    assert_eq!(while_full.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(admitted.len(), limit);
+    assert!(
+        admitted
+            .iter()
+            .all(|answer| answer.status == StatusCode::OK),
+        "admitted requests succeed"
+    );
+    assert_eq!(
+        after_flood.status,
+        StatusCode::OK,
+        "the limit frees up after the flood"
+    );
+
+    // Assert: the admitted events are all stored, once, at their seqs; nothing shed is.
+    let events = stored(&pool).await;
+    assert_conversations_whole(&pool, &events).await;
+    let mut expected: Vec<(i64, String)> = admitted
+        .iter()
+        .chain([&after_flood])
+        .map(|answer| (answer.first_seq.unwrap(), answer.identity.clone()))
+        .chain([(1, "opener".to_owned())])
+        .collect();
+    expected.sort();
+    let stored: Vec<(i64, String)> = events
+        .into_iter()
+        .map(|(_, seq, identity)| (seq, identity))
+        .collect();
+    assert_eq!(stored, expected);
+}
+
+#[sqlx::test(migrations = "migrations/postgres")]
+async fn a_body_trickled_past_the_request_timeout_is_answered_503_and_frees_its_slot(pool: PgPool) {
+    // Arrange: one slot, a 1 s request timeout, real HTTP.
+    let server = ServerSettings {
+        concurrency_limit: 1,
+        request_timeout_seconds: 1,
+        ..ServerSettings::default()
+    };
+    let app = Backend::Postgres(pool.clone())
+        .app_with(AuthSettings::default(), server)
+        .await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let serving = tokio::spawn(axum::serve(listener, app.router.clone()).into_future());
+
+    // Act: headers, then one body byte every 100 ms (the whole body would take 20 s).
+    let body = batch("c-slow", vec![transfer("NA", "entry", "slow-agent")]).to_string();
+    let mut slow = TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /agentassist/api/v1/hooks/{BOT} HTTP/1.1\r\nhost: {address}\r\n\
+         content-type: application/json\r\ntoken: {}\r\ncontent-length: {}\r\n\r\n",
+        ingest_token(),
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let sent_headers = Instant::now();
+    let (mut reader, mut writer) = slow.into_split();
+    let trickle = tokio::spawn(async move {
+        for byte in body.as_bytes().chunks(1) {
+            if writer.write_all(byte).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let while_trickling = post_one(&app, "c-fast", "fast-agent-1").await;
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(HANG_LIMIT, reader.read_to_end(&mut response)).await;
+    let answered_after = sent_headers.elapsed();
+    let after_timeout = reqwest::Client::new()
+        .post(format!("http://{address}/agentassist/api/v1/hooks/{BOT}"))
+        .header("token", ingest_token())
+        .header("content-type", "application/json")
+        .body(batch("c-fast", vec![transfer("NA", "entry", "fast-agent-2")]).to_string())
+        .send()
+        .await
+        .unwrap();
+    trickle.abort();
+    serving.abort();
+
+    // Assert: the slow request held the only slot, then got 503 at the deadline and its
+    // connection was closed; the slot is free again.
+    let response = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    println!(
+        "slow body: answered after {answered_after:?}: {}",
+        response.lines().next().unwrap_or_default()
+    );
+    assert_eq!(while_trickling.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        read.is_ok(),
+        "the server answers and closes the slow connection"
+    );
+    assert!(response.starts_with("http/1.1 503"), "{response}");
+    assert!(response.contains("\r\nretry-after: "), "{response}");
+    assert!(
+        response.contains("\r\ncontent-type: application/problem+json"),
+        "{response}"
+    );
+    assert!(
+        answered_after >= Duration::from_millis(900) && answered_after < Duration::from_secs(3),
+        "answered at the 1 s deadline, took {answered_after:?}"
+    );
+    assert_eq!(after_timeout.status(), 200, "the slot is free again");
+    assert_eq!(
+        stored(&pool)
+            .await
+            .into_iter()
+            .map(|(_, _, identity)| identity)
+            .collect::<Vec<_>>(),
+        ["fast-agent-2"],
+        "the timed-out request stored nothing"
+    );
+}
