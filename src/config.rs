@@ -36,6 +36,8 @@ pub struct ServerSettings {
     pub request_timeout_seconds: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_seconds: u64,
+    /// Serve `GET /metrics` (unauthenticated: keep it off the public network).
+    pub metrics: bool,
 }
 
 impl Default for ServerSettings {
@@ -46,6 +48,7 @@ impl Default for ServerSettings {
             concurrency_limit: 512,
             request_timeout_seconds: 30,
             shutdown_timeout_seconds: 30,
+            metrics: true,
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Seconds a client is asked to wait after a 503.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
@@ -42,17 +43,36 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// The `application/problem+json` body (RFC 9457) of every error; `code` and `message`
+/// mirror `status` and `detail` for clients written against the vendor's error body.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/validation",
+    "title": "Request body failed validation",
+    "status": 400, "detail": "1 problem in the request",
+    "code": 400, "message": "1 problem in the request",
+    "errors": [{ "path": "/events/0/transition", "message": "must be one of entry, exit" }]
+}))]
+pub struct Problem {
+    /// A stable relative URI per kind of problem, e.g. `/problems/validation`.
     #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
+    #[schema(value_type = String)]
+    kind: &'static str,
+    #[schema(value_type = String)]
+    title: &'static str,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
     detail: String,
+    /// `status` again.
+    #[schema(minimum = 400, maximum = 599)]
     code: u16,
+    /// `detail` again.
     message: String,
+    /// Every problem found in the body or query, each with its JSON Pointer.
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
+    #[schema(nullable = false)]
+    errors: Option<Vec<FieldError>>,
 }
 
 impl ApiError {
@@ -147,8 +167,8 @@ impl IntoResponse for ApiError {
         }
         let (kind, title) = self.kind();
         let detail = self.detail();
-        let errors = match &self {
-            Self::Validation(errors) | Self::InvalidQuery(errors) => Some(errors.as_slice()),
+        let errors = match self {
+            Self::Validation(errors) | Self::InvalidQuery(errors) => Some(errors),
             _ => None,
         };
         let problem = Problem {

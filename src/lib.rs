@@ -9,6 +9,10 @@ pub mod config;
 pub mod domain;
 /// The one HTTP error type, written as problem+json.
 pub mod error;
+/// Prometheus metrics: names, descriptions and recording.
+pub mod metrics;
+/// The OpenAPI document of the HTTP API.
+pub mod openapi;
 /// Routes and the router with its middleware.
 pub mod routes;
 /// Building and serving the application.

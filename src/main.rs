@@ -1,8 +1,8 @@
-//! The `agentassist-hooks` command line: serve, migrate, check-config, token.
+//! The `agentassist-hooks` command line: serve, migrate, check-config, token, openapi.
 
 use agentassist_hooks::auth::{AppRegistry, issue_token};
 use agentassist_hooks::config::Settings;
-use agentassist_hooks::{startup, store, telemetry};
+use agentassist_hooks::{openapi, startup, store, telemetry};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -31,6 +31,8 @@ enum Command {
     CheckConfig,
     /// Print a JWT the service accepts, for curl tests.
     Token(TokenArgs),
+    /// Print the OpenAPI document (as served at /openapi.json and kept in docs/openapi.json).
+    Openapi,
 }
 
 #[derive(Args)]
@@ -66,9 +68,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
-    if let Command::Token(args) = command {
-        println!("{}", token(&args)?);
-        return Ok(());
+    match command {
+        Command::Token(args) => {
+            println!("{}", token(&args)?);
+            return Ok(());
+        }
+        Command::Openapi => {
+            print!("{}", openapi::json());
+            return Ok(());
+        }
+        _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -93,7 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Token(_) => unreachable!("handled above"),
+        Command::Token(_) | Command::Openapi => unreachable!("handled above"),
     }
 }
 

@@ -38,6 +38,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Duration::from_secs(settings.idempotency.retention_seconds),
     ));
     let app = router(state, &settings.server);
+    let upkeep = crate::metrics::spawn_upkeep();
     let listener = TcpListener::bind(settings.server.bind)
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.bind))?;
@@ -61,6 +62,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         } => tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway"),
     }
     purging.abort();
+    upkeep.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

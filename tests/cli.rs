@@ -1,4 +1,5 @@
-//! The command line: `token` prints a JWT the service accepts; `check-config` vets config.
+//! The command line: `token` prints a JWT the service accepts; `check-config` vets config;
+//! `openapi` prints the committed API description.
 
 mod common;
 
@@ -129,4 +130,20 @@ permissions = ["ingest"]
         "env overrides apply: {report}"
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_openapi_command_prints_the_committed_document() {
+    let output = Command::new(BINARY).arg("openapi").output().unwrap();
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stdout == include_bytes!("../docs/openapi.json"),
+        "docs/openapi.json is stale: regenerate it with \
+         `cargo run -q -- openapi > docs/openapi.json` and commit it"
+    );
 }

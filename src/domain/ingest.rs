@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Write as _};
+use utoipa::ToSchema;
 
 pub const MAX_EVENTS: usize = 100;
 pub const MAX_CONVERSATION_ID_CHARS: usize = 256;
@@ -19,7 +20,7 @@ pub const MAX_TRANSFER_DATA_BYTES: usize = 16 * 1024;
 const MAX_SCAN_PROBLEMS: usize = 100;
 
 /// One problem in a request body; `path` is a JSON Pointer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
     pub path: String,
     pub message: String,

@@ -4,9 +4,10 @@ use super::ingest::{Action, Event};
 use super::types::{Experience, Participant, TransferType, Transition};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 /// Conversation status, derived from presence and ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Active,
@@ -34,7 +35,7 @@ impl Status {
 }
 
 /// Something unexpected about an event; the event is stored and applied all the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Anomaly {
     DuplicateEntry,
@@ -77,7 +78,7 @@ impl Anomaly {
 }
 
 /// How a stint ended: the exit's transfer type, or `END` when END_OF_CONVERSATION closed it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ExitType {
     Na,
@@ -156,7 +157,7 @@ impl ParticipantTimeline {
 }
 
 /// Entries by transfer type.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Transfers {
     pub cold: i64,
     pub warm: i64,

@@ -1,13 +1,13 @@
 //! The query API for operations staff (SPEC 4): conversations, their events, an agent's
 //! stints across conversations, and the latest transfer data.
 
-use super::AppState;
 use super::extract::{PathParams, QueryParams};
+use super::{AppState, paths};
 use crate::auth::Caller;
 use crate::config::Permission;
 use crate::domain::timestamp;
 use crate::domain::{FieldError, ParticipantTimeline, Status, Stint};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::store::{
     ConversationFilter, ConversationKey, ConversationSummary, StintKey, StoredEvent, TransferData,
     Window,
@@ -20,9 +20,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
 
-const EVENTS_LIMIT: (i64, i64) = (100, 1000);
-const LIST_LIMIT: (i64, i64) = (50, 500);
+/// `limit` of the events query and of the lists: (default, max).
+pub(crate) const EVENTS_LIMIT: (i64, i64) = (100, 1000);
+pub(crate) const LIST_LIMIT: (i64, i64) = (50, 500);
 
 /// A conversation of a bot the app cannot read is answered like a missing one: 404.
 fn authorize_read(caller: &Caller, bot_id: &str) -> Result<(), ApiError> {
@@ -36,15 +38,17 @@ fn authorize_read(caller: &Caller, bot_id: &str) -> Result<(), ApiError> {
 }
 
 /// SPEC 4.1: the conversation with every participant's stints.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationDetail {
     #[serde(flatten)]
     summary: ConversationSummary,
+    /// In order of first entry.
     participants: Vec<ParticipantView>,
 }
 
-#[derive(Serialize)]
+/// A participant of a conversation and their stints, oldest first.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantView {
     identity: String,
@@ -52,13 +56,18 @@ pub struct ParticipantView {
     #[serde(rename = "type")]
     kind: String,
     stints: Vec<StintView>,
+    /// The sum of the stints' `durationSeconds`.
+    #[schema(minimum = 0)]
     total_seconds: f64,
 }
 
-#[derive(Serialize)]
+/// One continuous presence; an open stint has `leftAt: null` and lasts until now.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StintView {
+    /// Present in an agent's history across conversations (SPEC 4.4).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     conversation_id: Option<String>,
     #[serde(serialize_with = "timestamp::serialize")]
     joined_at: OffsetDateTime,
@@ -66,6 +75,8 @@ pub struct StintView {
     left_at: Option<OffsetDateTime>,
     entry_type: crate::domain::TransferType,
     exit_type: Option<crate::domain::ExitType>,
+    /// Rounded to milliseconds.
+    #[schema(minimum = 0)]
     duration_seconds: f64,
 }
 
@@ -106,6 +117,30 @@ fn round_millis(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
 }
 
+/// Path parameters shared by the conversation queries.
+const BOT_ID: &str =
+    "The bot. A bot the app may not read answers 404, like a missing conversation.";
+
+#[utoipa::path(
+    get,
+    path = paths::CONVERSATION,
+    tag = "query",
+    operation_id = "getConversation",
+    summary = "A conversation with every participant's stints",
+    params(
+        ("botId" = String, Path, description = BOT_ID),
+        ("conversationId" = String, Path, description = "The conversation."),
+    ),
+    responses(
+        (status = 200, description = "The conversation.", body = ConversationDetail),
+        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such conversation, or a bot the app may not read.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+    security(("token" = []))
+)]
 pub async fn conversation(
     caller: Caller,
     State(state): State<AppState>,
@@ -129,13 +164,50 @@ pub async fn conversation(
     }))
 }
 
-#[derive(Serialize)]
+/// SPEC 4.2: a page of stored events.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventPage {
+    /// In `seq` order.
     events: Vec<StoredEvent>,
+    /// Pass as `afterSeq` for the next page; `null` on the last page.
     next_after_seq: Option<i64>,
 }
 
+/// Query parameters of the events query (parsed by [`QueryParams`]; this describes them).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, style = Form)]
+pub struct EventsQuery {
+    /// Only events with a greater `seq`.
+    #[param(rename = "afterSeq", minimum = 0, default = 0)]
+    pub after_seq: Option<i64>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(
+    get,
+    path = paths::EVENTS,
+    tag = "query",
+    operation_id = "listEvents",
+    summary = "A conversation's stored events, in seq order",
+    params(
+        ("botId" = String, Path, description = BOT_ID),
+        ("conversationId" = String, Path, description = "The conversation."),
+        EventsQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of events.", body = EventPage),
+        (status = 400, description = "A query parameter is out of range (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such conversation, or a bot the app may not read.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+    security(("token" = []))
+)]
 pub async fn events(
     caller: Caller,
     State(state): State<AppState>,
@@ -161,13 +233,57 @@ pub async fn events(
     }))
 }
 
-#[derive(Serialize)]
+/// A page of a keyset-paginated list.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     items: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
 }
 
+/// Query parameters of the conversation list (parsed by [`QueryParams`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, style = Form)]
+pub struct ConversationsQuery {
+    /// Only conversations with this status.
+    pub status: Option<Status>,
+    /// Only conversations where this identity ever had a stint.
+    #[param(min_length = 1)]
+    pub participant: Option<String>,
+    /// Conversations whose lifetime `[startedAt, endedAt or now]` overlaps `[from, to)`
+    /// (RFC 3339).
+    pub from: Option<OffsetDateTime>,
+    /// Must be after `from`.
+    pub to: Option<OffsetDateTime>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page (opaque).
+    #[param(min_length = 1)]
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = paths::CONVERSATIONS,
+    tag = "query",
+    operation_id = "listConversations",
+    summary = "A bot's conversations, newest lastEventAt first",
+    description = "Keyset-paginated: new conversations arriving while you page never make an \
+item repeat or go missing.",
+    params(("botId" = String, Path, description = BOT_ID), ConversationsQuery),
+    responses(
+        (status = 200, description = "A page of conversations (each without `participants`).", body = Page<ConversationSummary>),
+        (status = 400, description = "A query parameter is invalid (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A bot the app may not read.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+    security(("token" = []))
+)]
 pub async fn list(
     caller: Caller,
     State(state): State<AppState>,
@@ -210,6 +326,44 @@ pub async fn list(
     }))
 }
 
+/// Query parameters of an agent's stints (parsed by [`QueryParams`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, style = Form)]
+pub struct StintsQuery {
+    /// Stints overlapping `[from, to)` (RFC 3339); an open stint lasts until now.
+    pub from: Option<OffsetDateTime>,
+    /// Must be after `from`.
+    pub to: Option<OffsetDateTime>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page (opaque).
+    #[param(min_length = 1)]
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = paths::STINTS,
+    tag = "query",
+    operation_id = "listParticipantStints",
+    summary = "An agent's stints across conversations, newest joinedAt first",
+    params(
+        ("botId" = String, Path, description = BOT_ID),
+        ("identity" = String, Path, description = "The participant's `identity`."),
+        StintsQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of stints, each with its `conversationId`.", body = Page<StintView>),
+        (status = 400, description = "A query parameter is invalid (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A bot the app may not read.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+    security(("token" = []))
+)]
 pub async fn participant_stints(
     caller: Caller,
     State(state): State<AppState>,
@@ -242,6 +396,27 @@ pub async fn participant_stints(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = paths::TRANSFER_DATA,
+    tag = "query",
+    operation_id = "getTransferData",
+    summary = "The latest transferData sent in a conversation",
+    description = "Last writer wins, as in the agent-desktop API it mirrors.",
+    params(
+        ("botId" = String, Path, description = BOT_ID),
+        ("conversationId" = String, Path, description = "The conversation."),
+    ),
+    responses(
+        (status = 200, description = "The latest transfer data.", body = TransferData),
+        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No transfer data was sent, no such conversation, or a bot the app may not read.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+    security(("token" = []))
+)]
 pub async fn transfer_data(
     caller: Caller,
     State(state): State<AppState>,

@@ -24,6 +24,7 @@ where
         };
         verified.map_err(|failure| {
             tracing::info!(reason = failure.reason(), "authentication failed");
+            crate::metrics::auth_failure(failure.reason());
             ApiError::Unauthorized
         })
     }

@@ -1,21 +1,56 @@
-//! Liveness and readiness.
+//! Operator endpoints: liveness, readiness, metrics and the API description.
 
-use super::AppState;
-use crate::error::ApiError;
+use super::{AppState, paths};
+use crate::error::{ApiError, Problem};
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Serialize;
 use std::time::Duration;
+use utoipa::ToSchema;
+
+/// A probe's answer.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` from `/healthz`, `ready` from `/readyz`.
+    #[schema(value_type = String, example = "ok")]
+    status: &'static str,
+}
 
 /// 200 while the process runs.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = paths::HEALTHZ,
+    tag = "operations",
+    operation_id = "healthz",
+    summary = "Liveness",
+    description = "200 while the process runs; not subject to load shedding.",
+    responses((status = 200, description = "Alive.", body = Health)),
+    security(())
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// 200 only when the database answers and its migrations are applied.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = paths::READYZ,
+    tag = "operations",
+    operation_id = "readyz",
+    summary = "Readiness",
+    description = "200 only when the database answers (within 2 s) and every migration is applied; not subject to load shedding.",
+    responses(
+        (status = 200, description = "Ready to serve.", body = Health, example = json!({"status": "ready"})),
+        (status = 503, description = "The database does not answer or lacks migrations.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+    security(())
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ready()).await {
-        Ok(Ok(())) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
         Ok(Err(error)) => {
             tracing::warn!(error = %error, "not ready");
             Err(ApiError::Unavailable)
@@ -25,4 +60,48 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             Err(ApiError::Unavailable)
         }
     }
+}
+
+/// The Prometheus text exposition, with the database pools sampled now.
+#[utoipa::path(
+    get,
+    path = paths::METRICS,
+    tag = "operations",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "The Prometheus text exposition format (0.0.4): requests and latency by route \
+template and status, events stored, anomalies, authentication failures by reason, idempotent \
+replays, shed requests and database pool use. Unauthenticated and not subject to load \
+shedding: keep it on an internal network (firewall it, or turn it off with \
+`server.metrics = false`, which makes it 404).",
+    responses((status = 200, description = "The metrics.", body = String, content_type = "text/plain")),
+    security(())
+)]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(state.store.as_ref()),
+    )
+}
+
+/// This service's OpenAPI document.
+#[utoipa::path(
+    get,
+    path = paths::OPENAPI,
+    tag = "operations",
+    operation_id = "openapi",
+    summary = "This OpenAPI document",
+    description = "The OpenAPI 3.1 description of every endpoint; no token needed. The same \
+document is committed as `docs/openapi.json` and printed by `agentassist-hooks openapi`.",
+    responses((status = 200, description = "The document.", body = Object, content_type = "application/json")),
+    security(())
+)]
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::json(),
+    )
 }

@@ -1,13 +1,15 @@
 //! `POST /agentassist/api/v1/hooks/{botId}` and its aliases (SPEC 1), with
 //! `Idempotency-Key` (SPEC 1.5).
 
-use super::AppState;
 use super::extract::PathParams;
+use super::{AppState, paths};
 use crate::auth::Caller;
 use crate::config::Permission;
 use crate::domain::idempotency::{IdempotencyKey, body_fingerprint};
 use crate::domain::{BodyError, IngestBatch, Status};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
+use crate::metrics;
+use crate::openapi::HookRequest;
 use crate::store::{Appended, KeyRecord, Keyed, Outcome, Previous};
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -16,20 +18,29 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// The SPEC 1.2 success body; `STATUS: "OK"` mirrors the vendor's.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestResponse {
+    /// Always `OK`.
     #[serde(rename = "STATUS")]
+    #[schema(value_type = String, pattern = "^OK$", example = "OK")]
     pub status: &'static str,
     pub conversation_id: String,
+    /// Events stored by this request.
+    #[schema(minimum = 1, maximum = 100)]
     pub accepted: i64,
+    /// The `seq` of the first and the last of them (gap-free per conversation, from 1).
+    #[schema(minimum = 1)]
     pub first_seq: i64,
+    #[schema(minimum = 1)]
     pub last_seq: i64,
+    /// The conversation's status after them.
     pub conversation_status: Status,
 }
 
@@ -46,6 +57,45 @@ impl From<Outcome> for IngestResponse {
     }
 }
 
+/// SPEC 1: validate and append events to a conversation's timeline.
+#[utoipa::path(
+    post,
+    path = paths::HOOKS,
+    tag = "ingest",
+    operation_id = "ingest",
+    summary = "Append hook events",
+    description = "Validates the events (every problem is reported) and appends them to the \
+conversation's timeline, all or none. Also mounted at `/agentai/api/v1/hooks/{botId}` and \
+`/api/v1/hooks/{botId}`. Checks run in this order: token (401), permission for the path's \
+bot (403), content type (415), `Idempotency-Key` format (400), body size (413), the key's \
+earlier use (422) and the body (400).",
+    params(
+        ("botId" = String, Path, description = "The bot; the body's `botId` must equal it.", example = "st-XXXX-XXXX-XXXX-XXXX"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
+            description = "1–255 visible ASCII characters, scoped by bot and kept 24 h: a retry \
+with the same key and body replays the first response; another body gets 422; a retry while \
+the first request runs gets 409."),
+    ),
+    request_body(content = HookRequest, content_type = "application/json",
+        description = "1–100 events of one conversation. `Content-Type: application/json` (a \
+UTF-8 charset parameter is fine); at most 256 KiB by default."),
+    responses(
+        (status = 200, description = "Stored, or replayed for a repeated `Idempotency-Key`.", body = IngestResponse,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier request with the same key.")),
+            example = json!({"STATUS": "OK", "conversationId": "c-xxxx", "accepted": 1, "firstSeq": 1, "lastSeq": 1, "conversationStatus": "active"})),
+        (status = 400, description = "Not JSON, failed validation (every problem in `errors`), path and body `botId` differ, or a malformed `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The app may not ingest for this bot.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The path names no bot (e.g. it does not decode).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`Content-Type` is not JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The `Idempotency-Key` was used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, or the database is unavailable; nothing was stored.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+    security(("token" = []))
+)]
 pub async fn ingest(
     caller: Caller,
     State(state): State<AppState>,
@@ -67,6 +117,7 @@ pub async fn ingest(
     let Some(key) = key else {
         let batch = parsed?;
         let appended = state.store.append(&batch).await?;
+        metrics::stored(&batch, &appended.anomalies);
         return Ok(success(outcome(&batch, appended), false));
     };
     let now = OffsetDateTime::now_utc();
@@ -88,8 +139,14 @@ pub async fn ingest(
         }
     };
     match state.store.append_keyed(&batch, &key).await? {
-        Keyed::Stored(appended) => Ok(success(outcome(&batch, appended), false)),
-        Keyed::Used(Previous::SameBody(previous)) => Ok(success(previous, true)),
+        Keyed::Stored(appended) => {
+            metrics::stored(&batch, &appended.anomalies);
+            Ok(success(outcome(&batch, appended), false))
+        }
+        Keyed::Used(Previous::SameBody(previous)) => {
+            metrics::idempotent_replay();
+            Ok(success(previous, true))
+        }
         Keyed::Used(Previous::OtherBody) => Err(ApiError::IdempotencyMismatch),
         Keyed::InFlight => Err(ApiError::IdempotencyInFlight),
     }

@@ -13,6 +13,7 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{FromRef, MatchedPath, Request};
 use axum::http::{HeaderName, header};
+use axum::middleware;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,11 +59,31 @@ impl FromRef<AppState> for Arc<AppRegistry> {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Route templates, shared by the router and the OpenAPI document so the two cannot drift.
+pub mod paths {
+    /// Ingest, as the vendor's curl sample and JavaScript code post it.
+    pub const HOOKS: &str = "/agentassist/api/v1/hooks/{botId}";
+    /// Ingest aliases the vendor's documentation also uses.
+    pub const HOOKS_ALIASES: [&str; 2] = ["/agentai/api/v1/hooks/{botId}", "/api/v1/hooks/{botId}"];
+    pub const CONVERSATIONS: &str = "/api/v1/bots/{botId}/conversations";
+    pub const CONVERSATION: &str = "/api/v1/bots/{botId}/conversations/{conversationId}";
+    pub const EVENTS: &str = "/api/v1/bots/{botId}/conversations/{conversationId}/events";
+    pub const TRANSFER_DATA: &str =
+        "/api/v1/bots/{botId}/conversations/{conversationId}/transfer-data";
+    pub const STINTS: &str = "/api/v1/bots/{botId}/participants/{identity}/stints";
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const METRICS: &str = "/metrics";
+    pub const OPENAPI: &str = "/openapi.json";
+}
+
 /// The whole service: routes, error fallbacks and the production middleware.
 pub fn router(state: AppState, server: &ServerSettings) -> Router {
+    crate::metrics::install();
     let overload = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
             tracing::warn!(error = %error, "request shed or timed out");
+            crate::metrics::overloaded(&error);
             ApiError::Unavailable
         }))
         .load_shed()
@@ -76,53 +97,45 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         header::COOKIE,
     ]);
 
-    Router::new()
-        .route("/agentassist/api/v1/hooks/{bot_id}", post(hooks::ingest))
-        .route("/agentai/api/v1/hooks/{bot_id}", post(hooks::ingest))
-        .route("/api/v1/hooks/{bot_id}", post(hooks::ingest))
-        .route(
-            "/api/v1/bots/{bot_id}/conversations",
-            get(conversations::list),
-        )
-        .route(
-            "/api/v1/bots/{bot_id}/conversations/{conversation_id}",
-            get(conversations::conversation),
-        )
-        .route(
-            "/api/v1/bots/{bot_id}/conversations/{conversation_id}/events",
-            get(conversations::events),
-        )
-        .route(
-            "/api/v1/bots/{bot_id}/conversations/{conversation_id}/transfer-data",
-            get(conversations::transfer_data),
-        )
-        .route(
-            "/api/v1/bots/{bot_id}/participants/{identity}/stints",
-            get(conversations::participant_stints),
-        )
+    let mut app = Router::new()
+        .route(paths::HOOKS, post(hooks::ingest))
+        .route(paths::HOOKS_ALIASES[0], post(hooks::ingest))
+        .route(paths::HOOKS_ALIASES[1], post(hooks::ingest))
+        .route(paths::CONVERSATIONS, get(conversations::list))
+        .route(paths::CONVERSATION, get(conversations::conversation))
+        .route(paths::EVENTS, get(conversations::events))
+        .route(paths::TRANSFER_DATA, get(conversations::transfer_data))
+        .route(paths::STINTS, get(conversations::participant_stints))
+        .route(paths::OPENAPI, get(health::openapi))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(overload)
-        // Probes bypass load shedding: a busy instance is alive and still serving.
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(|_| {
-                    axum::response::IntoResponse::into_response(ApiError::Internal(
-                        anyhow::anyhow!("handler panicked"),
-                    ))
-                }))
-                .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(request_span)
-                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
-                )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
-        )
+        // Probes and metrics bypass load shedding: a busy instance is alive, and its
+        // metrics matter most then.
+        .route(paths::HEALTHZ, get(health::healthz))
+        .route(paths::READYZ, get(health::readyz));
+    if server.metrics {
+        app = app.route(paths::METRICS, get(health::metrics));
+    }
+    app.with_state(state).layer(
+        ServiceBuilder::new()
+            // Outermost, so that it counts the 503s of the overload layer and the 500 of
+            // a caught panic.
+            .layer(middleware::from_fn(crate::metrics::track_requests))
+            .layer(CatchPanicLayer::custom(|_| {
+                axum::response::IntoResponse::into_response(ApiError::Internal(anyhow::anyhow!(
+                    "handler panicked"
+                )))
+            }))
+            .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+    )
 }
 
 /// The request's span: method, route template (never the raw URI) and request id.

@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,9 @@ pub struct Appended {
     pub first_seq: i64,
     pub last_seq: i64,
     pub status: Status,
+    /// Every anomaly the appended events raised, in `seq` order (for metrics); empty for
+    /// an outcome replayed from an `Idempotency-Key`, which stored nothing.
+    pub anomalies: Vec<Anomaly>,
 }
 
 /// A stint to write, keyed by participant and ordinal.
@@ -115,7 +119,7 @@ pub fn changed_stints(before: &Timeline, after: &Timeline) -> Vec<ChangedStint> 
 }
 
 /// A conversation without its participants: a SPEC 4.3 list item.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationSummary {
     pub bot_id: String,
@@ -164,7 +168,7 @@ pub struct Conversation {
 }
 
 /// A stored event as the events query returns it (SPEC 4.2).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredEvent {
     pub seq: i64,
@@ -178,6 +182,7 @@ pub struct StoredEvent {
     pub participant: Option<Participant>,
     pub anomalies: Vec<Anomaly>,
     /// The event exactly as received.
+    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
 }
 
@@ -190,13 +195,15 @@ pub struct ParticipantStint {
 }
 
 /// The latest `transferData` of a conversation (SPEC 4.5).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransferData {
     pub seq: i64,
     #[serde(serialize_with = "timestamp::serialize")]
     pub received_at: OffsetDateTime,
     pub participant: Option<Participant>,
+    /// The `transferData` exactly as sent: any JSON value.
+    #[schema(value_type = serde_json::Value)]
     pub data: Box<RawValue>,
 }
 
@@ -272,9 +279,43 @@ pub enum Keyed {
     InFlight,
 }
 
+/// How one connection pool is used right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Which pool: `primary` (PostgreSQL), or SQLite's `writer` and `reader`.
+    pub pool: &'static str,
+    /// Open connections, idle or in use.
+    pub size: u32,
+    pub idle: u32,
+    /// The most connections the pool will open.
+    pub max: u32,
+}
+
+impl PoolStats {
+    fn of<DB: sqlx::Database>(pool: &'static str, connections: &sqlx::Pool<DB>) -> Self {
+        Self {
+            pool,
+            size: connections.size(),
+            idle: u32::try_from(connections.num_idle()).unwrap_or(u32::MAX),
+            max: connections.options().get_max_connections(),
+        }
+    }
+}
+
+/// Connection-pool use, sampled when `/metrics` is scraped.
+pub trait PoolUse {
+    fn pool_stats(&self) -> Vec<PoolStats>;
+}
+
+impl PoolUse for PgStore {
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        vec![PoolStats::of("primary", self.pool())]
+    }
+}
+
 /// Where events are appended and timelines read.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: PoolUse + Send + Sync + 'static {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
 

@@ -327,6 +327,7 @@ async fn append_in(
         first_seq,
         last_seq,
         status: timeline.status,
+        anomalies: anomalies.concat(),
     })
 }
 

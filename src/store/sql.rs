@@ -367,6 +367,7 @@ impl KeyRow {
                 last_seq: self.last_seq,
                 status: Status::parse(&self.conversation_status)
                     .context("unknown stored status")?,
+                anomalies: Vec::new(),
             },
         }))
     }

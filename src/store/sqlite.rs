@@ -5,8 +5,8 @@
 use super::sql::{self, Bind, EventRow, KeyRow, StintRow, SummaryRow, convert};
 use super::{
     Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary, KeyRecord,
-    Keyed, ParticipantStint, Previous, StintKey, Store, StoreError, StoredEvent, TransferData,
-    Window, changed_stints,
+    Keyed, ParticipantStint, PoolStats, PoolUse, Previous, StintKey, Store, StoreError,
+    StoredEvent, TransferData, Window, changed_stints,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::{IngestBatch, Participant, Timeline};
@@ -146,6 +146,15 @@ where
         };
     }
     query.fetch_all(pool).await
+}
+
+impl PoolUse for SqliteStore {
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        vec![
+            PoolStats::of("writer", &self.writer),
+            PoolStats::of("reader", &self.reader),
+        ]
+    }
 }
 
 #[async_trait]
@@ -430,6 +439,7 @@ async fn append_in(
         first_seq,
         last_seq,
         status: timeline.status,
+        anomalies: anomalies.concat(),
     })
 }
 

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Ingest benchmark: the release binary on PostgreSQL, driven over HTTP by wrk, against
+# pgbench doing the same durable writes per event, at the same concurrency, in one run.
+#
+#   bench/run.sh                          # PostgreSQL at postgres://postgres@127.0.0.1:5432
+#   DURATION=30 CONNECTIONS="16 64" bench/run.sh
+#   ADMIN_URL=postgres://me@127.0.0.1:5432/postgres bench/run.sh
+#
+# Needs: cargo, psql, pgbench, wrk (Debian: apt-get install wrk), curl, python3.
+# Drops and creates the databases hooks_bench (service) and hooks_bench_pgbench.
+# Prints, per concurrency: service events/s and p50/p99 latency, pgbench tps and p50/p99,
+# their ratio; then the service's peak RSS, the targets, and whether every acknowledged
+# event is stored (seqs gap-free, summaries equal to the events). Exits 1 if a
+# correctness check fails. Only ever talks to 127.0.0.1.
+set -euo pipefail
+
+ADMIN_URL=${ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+DURATION=${DURATION:-20}        # seconds per measured run
+WARMUP=${WARMUP:-5}             # seconds of warm-up before each measured run
+CONNECTIONS=${CONNECTIONS:-"16 64"}
+SERVICE_DB=hooks_bench
+PGBENCH_DB=hooks_bench_pgbench
+
+cd "$(dirname "$0")/.."
+case $ADMIN_URL in
+    postgres://*@127.0.0.1:* | postgresql://*@127.0.0.1:* | postgres://*@localhost:*) ;;
+    *) echo "ADMIN_URL must point at 127.0.0.1" >&2; exit 2 ;;
+esac
+for tool in cargo psql pgbench wrk curl python3; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
+done
+
+admin_base=${ADMIN_URL%%\?*}
+service_url="${admin_base%/*}/${SERVICE_DB}"
+pgbench_url="${admin_base%/*}/${PGBENCH_DB}"
+work=$(mktemp -d)
+service_pid=
+
+cleanup() {
+    if [[ -n $service_pid ]] && kill -0 "$service_pid" 2>/dev/null; then
+        kill "$service_pid" 2>/dev/null || true
+        wait "$service_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+psql_q() { psql "$1" -X -q -v ON_ERROR_STOP=1 -At "${@:2}"; }
+
+echo "== machine"
+echo "cpus: $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+echo "memory: $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
+echo "kernel: $(uname -sr)"
+echo "postgres: $(psql_q "$ADMIN_URL" -c 'SHOW server_version') (synchronous_commit=$(psql_q "$ADMIN_URL" -c 'SHOW synchronous_commit'), fsync=$(psql_q "$ADMIN_URL" -c 'SHOW fsync'), shared_buffers=$(psql_q "$ADMIN_URL" -c 'SHOW shared_buffers'))"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "== build"
+cargo build --release --locked --quiet
+binary=target/release/agentassist-hooks
+
+echo "== databases"
+for db in "$SERVICE_DB" "$PGBENCH_DB"; do
+    psql_q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+done
+for migration in migrations/postgres/*.sql; do
+    psql_q "$pgbench_url" -f "$migration"
+done
+
+echo "== service"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+HOOKS_BENCH_SECRET=$(head -c 32 /dev/urandom | base64)
+export HOOKS_BENCH_SECRET
+cat >"$work/bench.toml" <<EOF
+[server]
+bind = "127.0.0.1:$port"
+
+[[apps]]
+app_id = "bench"
+secret_env = "HOOKS_BENCH_SECRET"
+bots = ["st-bench"]
+permissions = ["ingest", "read"]
+EOF
+env -u RUST_LOG DATABASE_URL="$service_url" HOOKS__LOG__FILTER=warn \
+    "$binary" --config "$work/bench.toml" serve >"$work/service.log" 2>&1 &
+service_pid=$!
+base="http://127.0.0.1:$port"
+for _ in $(seq 100); do
+    curl -fs "$base/readyz" >/dev/null && break
+    kill -0 "$service_pid" 2>/dev/null || { cat "$work/service.log" >&2; exit 1; }
+    sleep 0.1
+done
+curl -fs "$base/readyz" >/dev/null || { echo "service not ready" >&2; exit 1; }
+token=$("$binary" token --app-id bench --secret-env HOOKS_BENCH_SECRET --ttl 3600)
+echo "release binary on $base, database $SERVICE_DB, pid $service_pid"
+
+# wrk at $1 connections for $2 seconds under tag $3; prints wrk's RESULT line.
+drive() {
+    wrk -t2 -c"$1" -d"$2"s --timeout 10s -s bench/ingest.lua "$base/agentassist/api/v1/hooks/st-bench" \
+        -- "$3" "$token" "$work/acks-$3" >"$work/wrk-$3.txt" 2>"$work/wrk-$3.err"
+    grep '^RESULT' "$work/wrk-$3.txt"
+}
+
+# pgbench at $1 clients for $2 seconds, logging each transaction under tag $3.
+pgbench_run() {
+    rm -f "$work/pgb-$3".*
+    pgbench -n -M prepared -c "$1" -j 2 -T "$2" -l --log-prefix="$work/pgb-$3" \
+        -D k=0 -D payload="$payload" -D participant="$participant" -D timeline="$timeline" \
+        -f bench/pgbench-event.sql "$pgbench_url" >"$work/pgbench-$3.txt" 2>&1 \
+        || { cat "$work/pgbench-$3.txt" >&2; exit 1; }
+}
+
+# One event as bench/ingest.lua sends it, and a timeline snapshot of the size the
+# service stores mid-conversation (three participants).
+payload='{"name":"INTERNAL_TRANSFER_EVENT","transfertype":"COLD","transition":"entry","isExtAD":"true","language":"en","experience":"voice","participant":{"identity":"agent-0421","name":"Agent 0421","type":"agent","customFields":{"agentEmail":"agent-0421@example.com","queueId":"q-21","queueName":"Billing and payments"}}}'
+participant='{"identity":"agent-0421","name":"Agent 0421","type":"agent"}'
+timeline='{"status":"active","experience":"voice","language":"en","started_at":"2026-03-01T09:00:00.123456Z","ended_at":null,"last_event_at":"2026-03-01T09:04:10.654321Z","event_count":4,"anomaly_count":0,"transfers":{"cold":1,"warm":1,"redial":0},"participants":[{"identity":"agent-0013","name":"Agent 0013","kind":"agent","stints":[{"joined_at":"2026-03-01T09:00:00.123456Z","left_at":"2026-03-01T09:01:30.5Z","entry_type":"NA","exit_type":"COLD"}]},{"identity":"agent-0421","name":"Agent 0421","kind":"agent","stints":[{"joined_at":"2026-03-01T09:02:00.25Z","left_at":null,"entry_type":"COLD","exit_type":null}]},{"identity":"agent-1239","name":"Agent 1239","kind":"supervisor","stints":[{"joined_at":"2026-03-01T09:04:10.654321Z","left_at":null,"entry_type":"WARM","exit_type":null}]}]}'
+
+# Percentile $2 (0-100) of the pgbench transaction latencies (µs, field 3) of tag $1.
+pgbench_percentile() {
+    cat "$work/pgb-$1".* | awk '{print $3}' | sort -n | awk -v p="$2" \
+        '{v[NR] = $1} END {i = int(NR * p / 100 + 0.999999); if (i < 1) i = 1; print v[i]}'
+}
+
+field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+
+declare -A service_eps service_p50 service_p99 pg_tps pg_p50 pg_p99 load
+total_ok=0
+total_refused=0
+for c in $CONNECTIONS; do
+    echo "== $c connections"
+    psql_q "$ADMIN_URL" -c CHECKPOINT
+    drive "$c" "$WARMUP" "warm$c" >/dev/null
+    result=$(drive "$c" "$DURATION" "run$c")
+    echo "service: $result"
+    load[$c]=$(cut -d' ' -f1 /proc/loadavg)
+    ok=$(field ok "$result")
+    service_eps[$c]=$(awk -v n="$ok" -v us="$(field duration_us "$result")" 'BEGIN {printf "%.0f", n / (us / 1e6)}')
+    service_p50[$c]=$(awk -v us="$(field p50_us "$result")" 'BEGIN {printf "%.1f", us / 1000}')
+    service_p99[$c]=$(awk -v us="$(field p99_us "$result")" 'BEGIN {printf "%.1f", us / 1000}')
+
+    psql_q "$ADMIN_URL" -c CHECKPOINT
+    pgbench_run "$c" "$WARMUP" "warm$c"
+    pgbench_run "$c" "$DURATION" "run$c"
+    pg_tps[$c]=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$work/pgbench-run$c.txt" | head -1)
+    pg_p50[$c]=$(awk -v us="$(pgbench_percentile "run$c" 50)" 'BEGIN {printf "%.1f", us / 1000}')
+    pg_p99[$c]=$(awk -v us="$(pgbench_percentile "run$c" 99)" 'BEGIN {printf "%.1f", us / 1000}')
+    echo "pgbench: tps=${pg_tps[$c]} p50=${pg_p50[$c]}ms p99=${pg_p99[$c]}ms" \
+        "failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$work/pgbench-run$c.txt")"
+done
+
+peak_rss_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$service_pid/status")
+rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$service_pid/status")
+kill -TERM "$service_pid"
+wait "$service_pid" || { echo "service exited with $?" >&2; cat "$work/service.log" >&2; exit 1; }
+service_pid=
+if [[ -s $work/service.log ]]; then
+    echo "== service log (warnings and errors)"
+    head -20 "$work/service.log"
+fi
+
+echo "== every acknowledged event is stored"
+for file in "$work"/wrk-*.txt; do
+    result=$(grep '^RESULT' "$file")
+    total_ok=$((total_ok + $(field ok "$result")))
+    total_refused=$((total_refused + $(field refused "$result")))
+done
+cat "$work"/acks-*.tsv >"$work/acks.tsv"
+acks=$(wc -l <"$work/acks.tsv")
+check=$(psql_q "$service_url" <<SQL
+CREATE TEMP TABLE acks (conversation_id text, seq bigint);
+\copy acks FROM '$work/acks.tsv'
+SELECT (SELECT count(*) FROM events),
+       (SELECT count(*) FROM acks a WHERE NOT EXISTS (SELECT 1 FROM events e
+            WHERE e.bot_id = 'st-bench' AND e.conversation_id = a.conversation_id AND e.seq = a.seq)),
+       (SELECT count(*) FROM (SELECT 1 FROM acks GROUP BY conversation_id, seq HAVING count(*) > 1) d),
+       (SELECT count(*) FROM conversations c LEFT JOIN (
+            SELECT bot_id, conversation_id, count(*) AS n, min(seq) AS lo, max(seq) AS hi
+            FROM events GROUP BY 1, 2) e USING (bot_id, conversation_id)
+        WHERE e.n IS NULL OR e.lo <> 1 OR e.hi <> e.n OR c.last_seq <> e.n OR c.event_count <> e.n),
+       (SELECT count(*) FROM conversations c
+        WHERE jsonb_array_length(c.participants_present) <> (SELECT count(*) FROM stints s
+            WHERE s.bot_id = c.bot_id AND s.conversation_id = c.conversation_id AND s.left_at IS NULL)),
+       (SELECT count(*) FROM conversations);
+SQL
+)
+IFS='|' read -r stored missing duplicated gapped unmatched conversations <<<"$check"
+echo "acknowledged (200): $total_ok, refused (non-200): $total_refused, ack lines: $acks"
+echo "stored events: $stored in $conversations conversations" \
+    "(stored - acknowledged = $((stored - total_ok)): requests still in flight when wrk stopped)"
+echo "acknowledged but not stored: $missing; seq acknowledged twice: $duplicated;" \
+    "conversations with a seq gap or a count off: $gapped; open stints != participantsPresent: $unmatched"
+correct=yes
+if ((missing != 0 || duplicated != 0 || gapped != 0 || unmatched != 0 || total_refused != 0 \
+    || acks != total_ok || stored < total_ok)); then
+    correct=no
+fi
+
+echo
+echo "== summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), ${DURATION}s per run after ${WARMUP}s warm-up)"
+printf '%-12s %12s %10s %10s %12s %10s %10s %8s %6s\n' connections "service ev/s" "p50 ms" "p99 ms" \
+    "pgbench tps" "p50 ms" "p99 ms" ratio load
+for c in $CONNECTIONS; do
+    ratio=$(awk -v a="${service_eps[$c]}" -v b="${pg_tps[$c]}" 'BEGIN {printf "%.2f", a / b}')
+    printf '%-12s %12s %10s %10s %12.0f %10s %10s %8s %6s\n' "$c" "${service_eps[$c]}" "${service_p50[$c]}" \
+        "${service_p99[$c]}" "${pg_tps[$c]}" "${pg_p50[$c]}" "${pg_p99[$c]}" "$ratio" "${load[$c]}"
+done
+awk -v k="$peak_rss_kib" -v r="$rss_kib" 'BEGIN {printf "service peak RSS (VmHWM): %.1f MiB (RSS at the end: %.1f MiB)\n", k / 1024, r / 1024}'
+
+echo
+echo "== targets"
+verdict() { if (($(awk "BEGIN {print ($1) ? 1 : 0}"))); then echo met; else echo "NOT MET"; fi; }
+last=${CONNECTIONS##* }
+first=${CONNECTIONS%% *}
+ratio_last=$(awk -v a="${service_eps[$last]}" -v b="${pg_tps[$last]}" 'BEGIN {printf "%.2f", a / b}')
+echo "throughput at $last connections >= 0.8 x pgbench: $ratio_last  $(verdict "$ratio_last >= 0.8")"
+echo "p99 at $first connections <= 25 ms: ${service_p99[$first]} ms  $(verdict "${service_p99[$first]} <= 25")"
+peak_mib=$(awk -v k="$peak_rss_kib" 'BEGIN {printf "%.1f", k / 1024}')
+echo "peak RSS <= 100 MiB: $peak_mib MiB  $(verdict "$peak_mib <= 100")"
+echo "every acknowledged event stored, seqs gap-free: $correct"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+[[ $correct == yes ]]

@@ -1,0 +1,220 @@
+//! Prometheus metrics: the names, their descriptions, and the functions that record them.
+//!
+//! One recorder per process (installed by the first [`install`]), rendered by `GET /metrics`.
+//! Labels take values from small fixed sets only — route templates, status codes, event
+//! names, anomaly codes, failure reasons — never ids or raw URIs.
+
+use crate::domain::{Anomaly, IngestBatch};
+use crate::store::PoolUse;
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Requests answered, by `method`, `route` (template) and `status`.
+pub const HTTP_REQUESTS: &str = "agentassist_hooks_http_requests_total";
+/// Time to answer (until the response head), by `method`, `route` and `status`.
+pub const HTTP_REQUEST_DURATION: &str = "agentassist_hooks_http_request_duration_seconds";
+/// Requests refused with 503 because `server.concurrency_limit` requests were in flight.
+pub const REQUESTS_SHED: &str = "agentassist_hooks_requests_shed_total";
+/// Requests answered 503 at `server.request_timeout_seconds`.
+pub const REQUEST_TIMEOUTS: &str = "agentassist_hooks_request_timeouts_total";
+/// Events stored, by `name`, `transfer_type` and `transition` (`none` where they do not apply).
+pub const EVENTS_STORED: &str = "agentassist_hooks_events_stored_total";
+/// Anomalies flagged on stored events, by `code`.
+pub const ANOMALIES: &str = "agentassist_hooks_anomalies_total";
+/// Refused tokens, by `reason` (the client only hears "invalid token").
+pub const AUTH_FAILURES: &str = "agentassist_hooks_auth_failures_total";
+/// Ingest requests answered from an earlier request with the same `Idempotency-Key`.
+pub const IDEMPOTENT_REPLAYS: &str = "agentassist_hooks_idempotent_replays_total";
+/// Database connections by `pool` and `state` (`idle`, `in_use`), sampled at scrape time.
+pub const DB_POOL_CONNECTIONS: &str = "agentassist_hooks_db_pool_connections";
+/// The most connections each `pool` will open.
+pub const DB_POOL_MAX_CONNECTIONS: &str = "agentassist_hooks_db_pool_max_connections";
+
+/// Latency buckets, in seconds: an append takes milliseconds; 30 s is the request timeout.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// How often histograms are drained when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The process's recorder, installed on first use.
+pub fn install() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(HTTP_REQUEST_DURATION.to_owned()),
+                &LATENCY_BUCKETS,
+            )
+            .expect("the latency buckets are not empty");
+        match builder.install_recorder() {
+            Ok(handle) => {
+                describe();
+                handle
+            }
+            Err(error) => {
+                tracing::warn!(%error, "another metrics recorder is installed; /metrics stays empty");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        }
+    })
+}
+
+fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS,
+        Unit::Count,
+        "HTTP requests answered, by route template and status"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time to answer an HTTP request, by route template and status"
+    );
+    describe_counter!(
+        REQUESTS_SHED,
+        Unit::Count,
+        "Requests shed with 503 because the concurrency limit was reached"
+    );
+    describe_counter!(
+        REQUEST_TIMEOUTS,
+        Unit::Count,
+        "Requests answered 503 at the request timeout"
+    );
+    describe_counter!(
+        EVENTS_STORED,
+        Unit::Count,
+        "Hook events stored, by name, transfer type and transition"
+    );
+    describe_counter!(
+        ANOMALIES,
+        Unit::Count,
+        "Timeline anomalies flagged on stored events, by code"
+    );
+    describe_counter!(AUTH_FAILURES, Unit::Count, "Refused tokens, by reason");
+    describe_counter!(
+        IDEMPOTENT_REPLAYS,
+        Unit::Count,
+        "Ingest requests answered by replaying an earlier one with the same Idempotency-Key"
+    );
+    describe_gauge!(
+        DB_POOL_CONNECTIONS,
+        Unit::Count,
+        "Open database connections, by pool and state (idle, in_use)"
+    );
+    describe_gauge!(
+        DB_POOL_MAX_CONNECTIONS,
+        Unit::Count,
+        "Most database connections each pool will open"
+    );
+    // Series that exist before their first event, so that rate() sees them start at zero.
+    counter!(REQUESTS_SHED).absolute(0);
+    counter!(REQUEST_TIMEOUTS).absolute(0);
+    counter!(IDEMPOTENT_REPLAYS).absolute(0);
+    for anomaly in Anomaly::ALL {
+        counter!(ANOMALIES, "code" => anomaly.as_str()).absolute(0);
+    }
+}
+
+/// Drains histogram buckets now and then (the recorder has no task of its own).
+pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
+    let handle = install();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}
+
+/// The Prometheus text exposition, with the pools' use sampled now.
+pub fn render(store: &dyn PoolUse) -> String {
+    for stats in store.pool_stats() {
+        let in_use = stats.size.saturating_sub(stats.idle);
+        gauge!(DB_POOL_CONNECTIONS, "pool" => stats.pool, "state" => "idle").set(stats.idle);
+        gauge!(DB_POOL_CONNECTIONS, "pool" => stats.pool, "state" => "in_use").set(in_use);
+        gauge!(DB_POOL_MAX_CONNECTIONS, "pool" => stats.pool).set(stats.max);
+    }
+    install().render()
+}
+
+/// Middleware: counts and times every request by its route template and status. It runs
+/// after routing (so it sees the template) and outside the load-shed layer (so it sees 503s).
+pub async fn track_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    counter!(HTTP_REQUESTS, &labels).increment(1);
+    histogram!(HTTP_REQUEST_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Standard methods by name; anything else is `other`, so a client cannot mint series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// A request refused by the overload layer: shed at the concurrency limit, or timed out.
+pub fn overloaded(error: &tower::BoxError) {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        counter!(REQUESTS_SHED).increment(1);
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        counter!(REQUEST_TIMEOUTS).increment(1);
+    }
+}
+
+/// The events of a stored batch and the anomalies they raised.
+pub fn stored(batch: &IngestBatch, anomalies: &[Anomaly]) {
+    for event in &batch.events {
+        counter!(
+            EVENTS_STORED,
+            "name" => event.name().as_str(),
+            "transfer_type" => event.transfer_type().map_or("none", |kind| kind.as_str()),
+            "transition" => event.transition().map_or("none", |transition| transition.as_str()),
+        )
+        .increment(1);
+    }
+    for anomaly in anomalies {
+        counter!(ANOMALIES, "code" => anomaly.as_str()).increment(1);
+    }
+}
+
+/// A refused token, by [`crate::auth::AuthFailure::reason`].
+pub fn auth_failure(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+/// An ingest request answered from its `Idempotency-Key`.
+pub fn idempotent_replay() {
+    counter!(IDEMPOTENT_REPLAYS).increment(1);
+}
