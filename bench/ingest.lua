@@ -3,11 +3,12 @@
 --
 --   wrk -t2 -c16 -d20s -s bench/ingest.lua URL -- TAG TOKEN ACKS_PREFIX
 --
--- Each wrk thread cycles through SLOTS conversations; a slot is revisited only after
--- SLOTS requests, long after its previous request was answered, so no two requests in
--- flight touch the same conversation. Each conversation gets the six events of STEPS
--- (first agent, cold transfer, warm consult, last agent leaves) and is then replaced
--- by a fresh one, so stints open and close and conversations stay realistically short.
+-- Each wrk thread cycles through SLOTS conversations (2000 in progress with -t2, as in
+-- bench/pgbench-event.sql); a slot is revisited only after SLOTS requests, long after
+-- its previous request was answered, so no two requests in flight touch the same
+-- conversation. Each conversation gets the six events of STEPS (first agent, cold
+-- transfer, warm consult, last agent leaves) and is then replaced by a fresh one, so
+-- stints open and close and conversations stay realistically short.
 -- Every 200 response's (conversationId, seq) goes to ACKS_PREFIX-<thread>.tsv so that
 -- run.sh can check that every acknowledged event is stored.
 

@@ -5,6 +5,7 @@
 #   bench/run.sh                          # PostgreSQL at postgres://postgres@127.0.0.1:5432
 #   DURATION=30 CONNECTIONS="16 64" bench/run.sh
 #   ADMIN_URL=postgres://me@127.0.0.1:5432/postgres bench/run.sh
+#   BINARY=/tmp/agentassist-hooks bench/run.sh   # a given build instead of cargo build
 #
 # Needs: cargo, psql, pgbench, wrk (Debian: apt-get install wrk), curl, python3.
 # Drops and creates the databases hooks_bench (service) and hooks_bench_pgbench.
@@ -52,12 +53,17 @@ echo "== machine"
 echo "cpus: $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 echo "memory: $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
 echo "kernel: $(uname -sr)"
-echo "postgres: $(psql_q "$ADMIN_URL" -c 'SHOW server_version') (synchronous_commit=$(psql_q "$ADMIN_URL" -c 'SHOW synchronous_commit'), fsync=$(psql_q "$ADMIN_URL" -c 'SHOW fsync'), shared_buffers=$(psql_q "$ADMIN_URL" -c 'SHOW shared_buffers'))"
+echo "postgres: $(psql_q "$ADMIN_URL" -c 'SHOW server_version') (synchronous_commit=$(psql_q "$ADMIN_URL" -c 'SHOW synchronous_commit'), fsync=$(psql_q "$ADMIN_URL" -c 'SHOW fsync'), shared_buffers=$(psql_q "$ADMIN_URL" -c 'SHOW shared_buffers'), autovacuum=$(psql_q "$ADMIN_URL" -c 'SHOW autovacuum'))"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "code: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes')"
 
-echo "== build"
-cargo build --release --locked --quiet
-binary=target/release/agentassist-hooks
+if [[ -n ${BINARY:-} ]]; then
+    binary=$BINARY
+else
+    echo "== build"
+    cargo build --release --locked --quiet
+    binary=${CARGO_TARGET_DIR:-target}/release/agentassist-hooks
+fi
 
 echo "== databases"
 for db in "$SERVICE_DB" "$PGBENCH_DB"; do
@@ -105,7 +111,7 @@ drive() {
 pgbench_run() {
     rm -f "$work/pgb-$3".*
     pgbench -n -M prepared -c "$1" -j 2 -T "$2" -l --log-prefix="$work/pgb-$3" \
-        -D k=0 -D payload="$payload" -D participant="$participant" -D timeline="$timeline" \
+        -D k=0 -D slots=$((2000 / $1)) -D tag="$3" -D payload="$payload" -D participant="$participant" -D timeline="$timeline" \
         -f bench/pgbench-event.sql "$pgbench_url" >"$work/pgbench-$3.txt" 2>&1 \
         || { cat "$work/pgbench-$3.txt" >&2; exit 1; }
 }
@@ -124,25 +130,60 @@ pgbench_percentile() {
 
 field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
-declare -A service_eps service_p50 service_p99 pg_tps pg_p50 pg_p99 load
+# CPU ticks (1/100 s) used so far: by the service; by all postgres processes, counting
+# exited backends through their parent's cutime/cstime; by this script's children (the
+# load generator); by the whole machine (busy, total).
+service_ticks() { awk '{print $14 + $15}' "/proc/$service_pid/stat"; }
+postgres_ticks() {
+    local total=0 stat f
+    for stat in /proc/[0-9]*/stat; do
+        { read -r -a f <"$stat"; } 2>/dev/null || continue
+        [[ ${f[1]} == "(postgres)" ]] && total=$((total + f[13] + f[14] + f[15] + f[16]))
+    done
+    echo "$total"
+}
+children_ticks() { awk '{print $16 + $17}' "/proc/$$/stat"; }
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
+cpu_sample() { echo "$(service_ticks) $(postgres_ticks) $(children_ticks) $(machine_ticks)"; }
+# Between two samples, per unit of work $3: "app_ms postgres_ms loadgen_ms rest_ms busy%",
+# where rest is interrupts and every other process on the machine.
+cpu_use() {
+    awk -v n="$3" -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        app = y[1] - x[1]; pg = y[2] - x[2]; gen = y[3] - x[3]; busy = y[4] - x[4]
+        printf "%.3f %.3f %.3f %.3f %.0f", app * 10 / n, pg * 10 / n, gen * 10 / n,
+            (busy - app - pg - gen) * 10 / n, 100 * busy / (y[5] - x[5]) }'
+}
+
+declare -A service_eps service_p50 service_p99 pg_tps pg_p50 pg_p99 service_cpu pgbench_cpu
 total_ok=0
 total_refused=0
 for c in $CONNECTIONS; do
     echo "== $c connections"
-    psql_q "$ADMIN_URL" -c CHECKPOINT
     drive "$c" "$WARMUP" "warm$c" >/dev/null
+    # Statistics and no dead rows, as autovacuum would keep them (it may be off here);
+    # then a checkpoint, so that both runs start with the same full-page-write load.
+    psql_q "$service_url" -c "VACUUM ANALYZE"
+    psql_q "$ADMIN_URL" -c CHECKPOINT
+    before=$(cpu_sample)
     result=$(drive "$c" "$DURATION" "run$c")
+    after=$(cpu_sample)
     echo "service: $result"
-    load[$c]=$(cut -d' ' -f1 /proc/loadavg)
     ok=$(field ok "$result")
     service_eps[$c]=$(awk -v n="$ok" -v us="$(field duration_us "$result")" 'BEGIN {printf "%.0f", n / (us / 1e6)}')
     service_p50[$c]=$(awk -v us="$(field p50_us "$result")" 'BEGIN {printf "%.1f", us / 1000}')
     service_p99[$c]=$(awk -v us="$(field p99_us "$result")" 'BEGIN {printf "%.1f", us / 1000}')
+    service_cpu[$c]=$(cpu_use "$before" "$after" "$ok")
 
-    psql_q "$ADMIN_URL" -c CHECKPOINT
     pgbench_run "$c" "$WARMUP" "warm$c"
+    psql_q "$pgbench_url" -c "VACUUM ANALYZE"
+    psql_q "$ADMIN_URL" -c CHECKPOINT
+    before=$(cpu_sample)
     pgbench_run "$c" "$DURATION" "run$c"
+    after=$(cpu_sample)
     pg_tps[$c]=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$work/pgbench-run$c.txt" | head -1)
+    transactions=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$work/pgbench-run$c.txt")
+    pgbench_cpu[$c]=$(cpu_use "$before" "$after" "$transactions")
     pg_p50[$c]=$(awk -v us="$(pgbench_percentile "run$c" 50)" 'BEGIN {printf "%.1f", us / 1000}')
     pg_p99[$c]=$(awk -v us="$(pgbench_percentile "run$c" 99)" 'BEGIN {printf "%.1f", us / 1000}')
     echo "pgbench: tps=${pg_tps[$c]} p50=${pg_p50[$c]}ms p99=${pg_p99[$c]}ms" \
@@ -155,16 +196,22 @@ kill -TERM "$service_pid"
 wait "$service_pid" || { echo "service exited with $?" >&2; cat "$work/service.log" >&2; exit 1; }
 service_pid=
 if [[ -s $work/service.log ]]; then
-    echo "== service log (warnings and errors)"
-    head -20 "$work/service.log"
+    echo "== service log: $(wc -l <"$work/service.log") warnings and errors, the first ones:"
+    head -5 "$work/service.log"
 fi
 
 echo "== every acknowledged event is stored"
+total_unanswered=0
+total_connections=0
 for file in "$work"/wrk-*.txt; do
     result=$(grep '^RESULT' "$file")
     total_ok=$((total_ok + $(field ok "$result")))
     total_refused=$((total_refused + $(field refused "$result")))
+    for error in connect_errors read_errors write_errors timeouts; do
+        total_unanswered=$((total_unanswered + $(field "$error" "$result")))
+    done
 done
+for c in $CONNECTIONS; do total_connections=$((total_connections + 2 * c)); done
 cat "$work"/acks-*.tsv >"$work/acks.tsv"
 acks=$(wc -l <"$work/acks.tsv")
 check=$(psql_q "$service_url" <<SQL
@@ -185,25 +232,40 @@ SELECT (SELECT count(*) FROM events),
 SQL
 )
 IFS='|' read -r stored missing duplicated gapped unmatched conversations <<<"$check"
-echo "acknowledged (200): $total_ok, refused (non-200): $total_refused, ack lines: $acks"
-echo "stored events: $stored in $conversations conversations" \
-    "(stored - acknowledged = $((stored - total_ok)): requests still in flight when wrk stopped)"
+echo "acknowledged (200): $total_ok, refused (non-200): $total_refused," \
+    "socket errors and timeouts: $total_unanswered, ack lines: $acks"
+echo "stored events: $stored in $conversations conversations; stored but not acknowledged:" \
+    "$((stored - total_ok)) (requests in flight when wrk stopped: at most $total_connections)"
 echo "acknowledged but not stored: $missing; seq acknowledged twice: $duplicated;" \
     "conversations with a seq gap or a count off: $gapped; open stints != participantsPresent: $unmatched"
 correct=yes
 if ((missing != 0 || duplicated != 0 || gapped != 0 || unmatched != 0 || total_refused != 0 \
-    || acks != total_ok || stored < total_ok)); then
+    || total_unanswered != 0 || acks != total_ok || stored < total_ok \
+    || stored - total_ok > total_connections)); then
     correct=no
 fi
 
 echo
 echo "== summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), ${DURATION}s per run after ${WARMUP}s warm-up)"
-printf '%-12s %12s %10s %10s %12s %10s %10s %8s %6s\n' connections "service ev/s" "p50 ms" "p99 ms" \
-    "pgbench tps" "p50 ms" "p99 ms" ratio load
+printf '%-12s %12s %10s %10s %12s %10s %10s %8s\n' connections "service ev/s" "p50 ms" "p99 ms" \
+    "pgbench tps" "p50 ms" "p99 ms" ratio
 for c in $CONNECTIONS; do
     ratio=$(awk -v a="${service_eps[$c]}" -v b="${pg_tps[$c]}" 'BEGIN {printf "%.2f", a / b}')
-    printf '%-12s %12s %10s %10s %12.0f %10s %10s %8s %6s\n' "$c" "${service_eps[$c]}" "${service_p50[$c]}" \
-        "${service_p99[$c]}" "${pg_tps[$c]}" "${pg_p50[$c]}" "${pg_p99[$c]}" "$ratio" "${load[$c]}"
+    printf '%-12s %12s %10s %10s %12.0f %10s %10s %8s\n' "$c" "${service_eps[$c]}" "${service_p50[$c]}" \
+        "${service_p99[$c]}" "${pg_tps[$c]}" "${pg_p50[$c]}" "${pg_p99[$c]}" "$ratio"
+done
+echo
+echo "CPU ms per event: service (app = the service), pgbench (app = none); gen = wrk or pgbench;"
+echo "rest = interrupts and any other process on the machine"
+printf '%-8s %-8s %8s %9s %8s %8s %8s %6s\n' conns run app postgres gen rest total busy
+for c in $CONNECTIONS; do
+    for run in service pgbench; do
+        if [[ $run == service ]]; then use=${service_cpu[$c]}; else use=${pgbench_cpu[$c]}; fi
+        read -r app pg gen rest busy <<<"$use"
+        [[ $run == pgbench ]] && app=-
+        printf '%-8s %-8s %8s %9s %8s %8s %8.3f %5s%%\n' "$c" "$run" "$app" "$pg" "$gen" "$rest" \
+            "$(awk -v a="${app/-/0}" -v p="$pg" -v g="$gen" -v r="$rest" 'BEGIN {print a + p + g + r}')" "$busy"
+    done
 done
 awk -v k="$peak_rss_kib" -v r="$rss_kib" 'BEGIN {printf "service peak RSS (VmHWM): %.1f MiB (RSS at the end: %.1f MiB)\n", k / 1024, r / 1024}'
 

@@ -81,41 +81,54 @@ pub struct Appended {
 
 /// A stint to write, keyed by participant and ordinal.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChangedStint {
-    pub identity: String,
+pub struct ChangedStint<'a> {
+    pub identity: &'a str,
     pub ordinal: i32,
-    pub stint: Stint,
+    pub stint: &'a Stint,
 }
 
-/// The stint rows that `after` adds or changes relative to `before`: new stints, and
-/// stints that were open before (they may have closed).
-pub fn changed_stints(before: &Timeline, after: &Timeline) -> Vec<ChangedStint> {
-    after
-        .participants
-        .iter()
-        .flat_map(|participant| {
-            let previous = before
+/// Taken before an append, tells which stint rows the append added or changed: new
+/// stints, and stints that were open (they may have closed). The fold only ever appends
+/// participants and their stints, so a participant's position and its stints' ordinals
+/// stay put.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StintMarks(Vec<usize>);
+
+impl StintMarks {
+    pub fn of(before: &Timeline) -> Self {
+        Self(
+            before
                 .participants
                 .iter()
-                .find(|known| known.identity == participant.identity)
-                .map(|known| &known.stints[..])
-                .unwrap_or_default();
-            let first_changed = match previous.last() {
-                Some(last) if last.is_open() => previous.len() - 1,
-                _ => previous.len(),
-            };
-            participant
-                .stints
-                .iter()
-                .enumerate()
-                .skip(first_changed)
-                .map(|(ordinal, stint)| ChangedStint {
-                    identity: participant.identity.clone(),
-                    ordinal: ordinal as i32,
-                    stint: stint.clone(),
+                .map(|participant| match participant.stints.last() {
+                    Some(last) if last.is_open() => participant.stints.len() - 1,
+                    _ => participant.stints.len(),
                 })
-        })
-        .collect()
+                .collect(),
+        )
+    }
+
+    /// The stint rows of `after` (the marked timeline after the append) to write.
+    pub fn changed<'a>(&self, after: &'a Timeline) -> Vec<ChangedStint<'a>> {
+        after
+            .participants
+            .iter()
+            .enumerate()
+            .flat_map(|(index, participant)| {
+                let first_changed = self.0.get(index).copied().unwrap_or(0);
+                participant
+                    .stints
+                    .iter()
+                    .enumerate()
+                    .skip(first_changed)
+                    .map(|(ordinal, stint)| ChangedStint {
+                        identity: &participant.identity,
+                        ordinal: ordinal as i32,
+                        stint,
+                    })
+            })
+            .collect()
+    }
 }
 
 /// A conversation without its participants: a SPEC 4.3 list item.

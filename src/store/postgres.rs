@@ -3,26 +3,30 @@
 use super::sql::{self, Bind, EventRow, KeyRow, StintRow, SummaryRow, convert};
 use super::{
     Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary, KeyRecord,
-    Keyed, ParticipantStint, Previous, StintKey, Store, StoreError, StoredEvent, TransferData,
-    Window, changed_stints,
+    Keyed, ParticipantStint, Previous, StintKey, StintMarks, Store, StoreError, StoredEvent,
+    TransferData, Window,
 };
 use crate::config::DatabaseSettings;
-use crate::domain::{Anomaly, Event, IngestBatch, Participant, Timeline};
+use crate::domain::{Anomaly, IngestBatch, Participant, Timeline};
 use anyhow::Context;
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, Connection, FromRow, PgConnection, PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Timelines in PostgreSQL. Concurrency is decided by the conversation row's lock, so
-/// any number of replicas can share one database.
+/// A pooled connection idle for longer is pinged before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
+/// Timelines in PostgreSQL. Concurrency is decided by the conversation row (a
+/// compare-and-set on its `last_seq`, else its lock), so any number of replicas can share
+/// one database.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -38,6 +42,17 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_seconds))
+            // sqlx pings a connection on every checkout by default: a round trip per
+            // request. A connection used moments ago is alive; only test idle ones.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_BEFORE_PING {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
         Ok(Self { pool })
     }
@@ -74,7 +89,16 @@ impl Store for PgStore {
     }
 
     async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // Appends to one conversation rarely race, so first optimistically: read, fold,
+        // and write only if nobody appended meanwhile — two round trips, no transaction.
+        // The loser of a race takes the row lock instead.
+        let mut connection = self.pool.acquire().await?;
+        let found = read_conversation(&mut connection, batch).await?;
+        let expected = found.last_seq;
+        if let Some(appended) = write_appended(&mut *connection, batch, found, expected).await? {
+            return Ok(appended);
+        }
+        let mut tx = connection.begin().await?;
         let appended = append_in(&mut tx, batch).await;
         finish(tx, appended, |_| true).await
     }
@@ -285,61 +309,96 @@ async fn append_keyed_in(
     Ok(Keyed::Stored(appended))
 }
 
+/// A conversation as an append finds it.
+struct Found {
+    /// The seq of its last event; 0 for a new conversation.
+    last_seq: i64,
+    timeline: Timeline,
+    /// When the new events are received: the database's clock, never before the last event.
+    received_at: OffsetDateTime,
+}
+
+/// Reads the conversation without locking it (it may not exist yet).
+async fn read_conversation(
+    connection: &mut PgConnection,
+    batch: &IngestBatch,
+) -> Result<Found, StoreError> {
+    let (last_seq, timeline, received_at): (Option<i64>, Option<Json<Timeline>>, OffsetDateTime) =
+        sqlx::query_as(
+            "SELECT c.last_seq, c.timeline, GREATEST(clock_timestamp(), c.last_event_at)
+             FROM (VALUES (1)) AS one
+             LEFT JOIN conversations c ON c.bot_id = $1 AND c.conversation_id = $2",
+        )
+        .bind(batch.bot_id.as_str())
+        .bind(batch.conversation_id.as_str())
+        .fetch_one(connection)
+        .await?;
+    Ok(Found {
+        last_seq: last_seq.unwrap_or(0),
+        timeline: timeline.map(|Json(timeline)| timeline).unwrap_or_default(),
+        received_at,
+    })
+}
+
+/// Appends under the conversation's row lock, inside `tx`.
 async fn append_in(
     tx: &mut Transaction<'_, Postgres>,
     batch: &IngestBatch,
 ) -> Result<Appended, StoreError> {
-    let bot_id = batch.bot_id.as_str();
-    let conversation_id = batch.conversation_id.as_str();
     let count = batch.events.len() as i64;
-
     // Creates or locks the conversation row and reserves `count` seqs in one statement;
     // the clock is read after the lock is held, so `receivedAt` follows `seq`.
-    let (last_seq, stored, received_at): (i64, Option<Json<Timeline>>, OffsetDateTime) =
+    let (reserved, timeline, received_at): (i64, Option<Json<Timeline>>, OffsetDateTime) =
         sqlx::query_as(
             "INSERT INTO conversations AS c
                  (bot_id, conversation_id, last_seq, status, started_at, last_event_at)
              VALUES ($1, $2, $3, 'idle', now(), now())
              ON CONFLICT (bot_id, conversation_id)
                  DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
-             RETURNING c.last_seq, c.timeline, clock_timestamp()",
+             RETURNING c.last_seq, c.timeline, GREATEST(clock_timestamp(), c.last_event_at)",
         )
-        .bind(bot_id)
-        .bind(conversation_id)
+        .bind(batch.bot_id.as_str())
+        .bind(batch.conversation_id.as_str())
         .bind(count)
         .fetch_one(&mut **tx)
         .await?;
-    let first_seq = last_seq - count + 1;
+    let found = Found {
+        last_seq: reserved - count,
+        timeline: timeline.map(|Json(timeline)| timeline).unwrap_or_default(),
+        received_at,
+    };
+    write_appended(&mut **tx, batch, found, reserved)
+        .await?
+        .context("the locked conversation row changed")
+        .map_err(StoreError::from)
+}
 
-    let before = stored.map(|Json(timeline)| timeline).unwrap_or_default();
-    let mut timeline = before.clone();
-    let anomalies: Vec<_> = batch
+/// Folds `batch` into the conversation as `found` and writes the result in one statement:
+/// the conversation row, if its `last_seq` is still `expected`; then, only if it was
+/// written, the event rows and the stints that opened or closed. `None` when the row had
+/// moved on and nothing was written.
+async fn write_appended<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    batch: &IngestBatch,
+    found: Found,
+    expected: i64,
+) -> Result<Option<Appended>, StoreError> {
+    let Found {
+        last_seq: previous_seq,
+        mut timeline,
+        received_at,
+    } = found;
+    let first_seq = previous_seq + 1;
+    let last_seq = previous_seq + batch.events.len() as i64;
+    let marks = StintMarks::of(&timeline);
+    let anomalies: Vec<Vec<Anomaly>> = batch
         .events
         .iter()
         .map(|event| timeline.apply(received_at, event))
         .collect();
+    let stints = marks.changed(&timeline);
 
-    insert_events(tx, batch, first_seq, received_at, &anomalies).await?;
-    update_conversation(tx, bot_id, conversation_id, &timeline).await?;
-    upsert_stints(tx, bot_id, conversation_id, &before, &timeline).await?;
-
-    Ok(Appended {
-        first_seq,
-        last_seq,
-        status: timeline.status,
-        anomalies: anomalies.concat(),
-    })
-}
-
-async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &IngestBatch,
-    first_seq: i64,
-    received_at: OffsetDateTime,
-    anomalies: &[Vec<Anomaly>],
-) -> Result<(), StoreError> {
     let events = &batch.events;
-    let seqs: Vec<i64> = (first_seq..).take(events.len()).collect();
     let names: Vec<&str> = events.iter().map(|event| event.name().as_str()).collect();
     let transfer_types: Vec<Option<&str>> = events
         .iter()
@@ -357,127 +416,116 @@ async fn insert_events(
                 .map(|participant| participant.identity.as_str())
         })
         .collect();
-    let participants: Vec<Option<String>> = events.iter().map(participant_json).collect();
-    let anomalies: Vec<String> = anomalies
+    let participants: Vec<Option<Json<&Participant>>> = events
         .iter()
-        .map(|codes| serde_json::to_string(codes).unwrap_or_else(|_| "[]".to_owned()))
+        .map(|event| event.participant().map(Json))
         .collect();
+    let anomaly_codes: Vec<Json<&[Anomaly]>> =
+        anomalies.iter().map(|codes| Json(&codes[..])).collect();
     let transfer_data: Vec<Option<&str>> = events
         .iter()
         .map(|event| event.transfer_data.as_ref().map(|data| data.get()))
         .collect();
     let payloads: Vec<&str> = events.iter().map(|event| event.payload.get()).collect();
 
-    sqlx::query(
-        "INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
-             transition, participant_identity, participant, anomalies, transfer_data, payload)
-         SELECT $1, $2, seq, $3, name, transfer_type, transition, identity,
-                participant::jsonb, anomalies::jsonb, transfer_data::json, payload::json
-         FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                     $10::text[], $11::text[], $12::text[])
-              AS e(seq, name, transfer_type, transition, identity, participant, anomalies,
-                   transfer_data, payload)",
+    let stint_identities: Vec<&str> = stints.iter().map(|row| row.identity).collect();
+    let ordinals: Vec<i32> = stints.iter().map(|row| row.ordinal).collect();
+    let joined: Vec<OffsetDateTime> = stints.iter().map(|row| row.stint.joined_at).collect();
+    let left: Vec<Option<OffsetDateTime>> = stints.iter().map(|row| row.stint.left_at).collect();
+    let entry_types: Vec<&str> = stints
+        .iter()
+        .map(|row| row.stint.entry_type.as_str())
+        .collect();
+    let exit_types: Vec<Option<&str>> = stints
+        .iter()
+        .map(|row| row.stint.exit_type.map(|exit| exit.as_str()))
+        .collect();
+    let present: Vec<&str> = timeline.present().collect();
+
+    let written: i64 = sqlx::query_scalar(
+        "WITH conversation AS (
+             INSERT INTO conversations AS c
+                 (bot_id, conversation_id, last_seq, status, experience, language, started_at,
+                  ended_at, last_event_at, event_count, anomaly_count, cold_transfers,
+                  warm_transfers, redial_transfers, participants_present, timeline)
+             VALUES ($1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
+                 last_seq = EXCLUDED.last_seq, status = EXCLUDED.status,
+                 experience = EXCLUDED.experience, language = EXCLUDED.language,
+                 started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at,
+                 last_event_at = EXCLUDED.last_event_at, event_count = EXCLUDED.event_count,
+                 anomaly_count = EXCLUDED.anomaly_count,
+                 cold_transfers = EXCLUDED.cold_transfers,
+                 warm_transfers = EXCLUDED.warm_transfers,
+                 redial_transfers = EXCLUDED.redial_transfers,
+                 participants_present = EXCLUDED.participants_present,
+                 timeline = EXCLUDED.timeline
+             WHERE c.last_seq = $3
+             RETURNING 1
+         ), new_events AS (
+             INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
+                 transition, participant_identity, participant, anomalies, transfer_data,
+                 payload)
+             SELECT $1, $2, $18 + e.n - 1, $10, e.name, e.transfer_type, e.transition,
+                    e.identity, e.participant, e.anomalies, e.transfer_data::json,
+                    e.payload::json
+             FROM conversation,
+                  UNNEST($19::text[], $20::text[], $21::text[], $22::text[], $23::jsonb[],
+                         $24::jsonb[], $25::text[], $26::text[])
+                      WITH ORDINALITY AS e(name, transfer_type, transition, identity,
+                                           participant, anomalies, transfer_data, payload, n)
+         ), changed_stints AS (
+             INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
+                 entry_type, exit_type)
+             SELECT $1, $2, s.* FROM conversation,
+                  UNNEST($27::text[], $28::integer[], $29::timestamptz[], $30::timestamptz[],
+                         $31::text[], $32::text[])
+                      AS s(identity, ordinal, joined_at, left_at, entry_type, exit_type)
+             ON CONFLICT (bot_id, conversation_id, identity, ordinal)
+                 DO UPDATE SET left_at = EXCLUDED.left_at, exit_type = EXCLUDED.exit_type
+         )
+         SELECT count(*) FROM conversation",
     )
     .bind(batch.bot_id.as_str())
     .bind(batch.conversation_id.as_str())
-    .bind(received_at)
-    .bind(seqs)
-    .bind(names)
-    .bind(transfer_types)
-    .bind(transitions)
-    .bind(identities)
-    .bind(participants)
-    .bind(anomalies)
-    .bind(transfer_data)
-    .bind(payloads)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-fn participant_json(event: &Event) -> Option<String> {
-    event
-        .participant()
-        .and_then(|participant| serde_json::to_string(participant).ok())
-}
-
-async fn update_conversation(
-    tx: &mut Transaction<'_, Postgres>,
-    bot_id: &str,
-    conversation_id: &str,
-    timeline: &Timeline,
-) -> Result<(), StoreError> {
-    let present: Vec<&str> = timeline.present().collect();
-    sqlx::query(
-        "UPDATE conversations SET
-             status = $3, experience = $4, language = $5, started_at = $6, ended_at = $7,
-             last_event_at = $8, event_count = $9, anomaly_count = $10, cold_transfers = $11,
-             warm_transfers = $12, redial_transfers = $13, participants_present = $14,
-             timeline = $15
-         WHERE bot_id = $1 AND conversation_id = $2",
-    )
-    .bind(bot_id)
-    .bind(conversation_id)
+    .bind(expected)
+    .bind(last_seq)
     .bind(timeline.status.as_str())
     .bind(timeline.experience.map(|experience| experience.as_str()))
     .bind(timeline.language.as_deref())
     .bind(timeline.started_at)
     .bind(timeline.ended_at)
-    .bind(timeline.last_event_at)
+    .bind(received_at)
     .bind(timeline.event_count)
     .bind(timeline.anomaly_count)
     .bind(timeline.transfers.cold)
     .bind(timeline.transfers.warm)
     .bind(timeline.transfers.redial)
     .bind(Json(present))
-    .bind(Json(timeline))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn upsert_stints(
-    tx: &mut Transaction<'_, Postgres>,
-    bot_id: &str,
-    conversation_id: &str,
-    before: &Timeline,
-    after: &Timeline,
-) -> Result<(), StoreError> {
-    let rows = changed_stints(before, after);
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let identities: Vec<&str> = rows.iter().map(|row| row.identity.as_str()).collect();
-    let ordinals: Vec<i32> = rows.iter().map(|row| row.ordinal).collect();
-    let joined: Vec<OffsetDateTime> = rows.iter().map(|row| row.stint.joined_at).collect();
-    let left: Vec<Option<OffsetDateTime>> = rows.iter().map(|row| row.stint.left_at).collect();
-    let entry_types: Vec<&str> = rows
-        .iter()
-        .map(|row| row.stint.entry_type.as_str())
-        .collect();
-    let exit_types: Vec<Option<&str>> = rows
-        .iter()
-        .map(|row| row.stint.exit_type.map(|exit| exit.as_str()))
-        .collect();
-    sqlx::query(
-        "INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
-             entry_type, exit_type)
-         SELECT $1, $2, * FROM UNNEST($3::text[], $4::integer[], $5::timestamptz[],
-                                      $6::timestamptz[], $7::text[], $8::text[])
-         ON CONFLICT (bot_id, conversation_id, identity, ordinal)
-             DO UPDATE SET left_at = EXCLUDED.left_at, exit_type = EXCLUDED.exit_type",
-    )
-    .bind(bot_id)
-    .bind(conversation_id)
+    .bind(Json(&timeline))
+    .bind(first_seq)
+    .bind(names)
+    .bind(transfer_types)
+    .bind(transitions)
     .bind(identities)
+    .bind(participants)
+    .bind(anomaly_codes)
+    .bind(transfer_data)
+    .bind(payloads)
+    .bind(stint_identities)
     .bind(ordinals)
     .bind(joined)
     .bind(left)
     .bind(entry_types)
     .bind(exit_types)
-    .execute(&mut **tx)
+    .fetch_one(executor)
     .await?;
-    Ok(())
+    Ok((written == 1).then(|| Appended {
+        first_seq,
+        last_seq,
+        status: timeline.status,
+        anomalies: anomalies.concat(),
+    }))
 }
 
 async fn read_key(

@@ -5,8 +5,8 @@
 use super::sql::{self, Bind, EventRow, KeyRow, StintRow, SummaryRow, convert};
 use super::{
     Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary, KeyRecord,
-    Keyed, ParticipantStint, PoolStats, PoolUse, Previous, StintKey, Store, StoreError,
-    StoredEvent, TransferData, Window, changed_stints,
+    Keyed, ParticipantStint, PoolStats, PoolUse, Previous, StintKey, StintMarks, Store, StoreError,
+    StoredEvent, TransferData, Window,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::{IngestBatch, Participant, Timeline};
@@ -382,7 +382,8 @@ async fn append_in(
     let first_seq = previous_seq + 1;
     let last_seq = previous_seq + batch.events.len() as i64;
 
-    let mut timeline = before.clone();
+    let marks = StintMarks::of(&before);
+    let mut timeline = before;
     let anomalies: Vec<_> = batch
         .events
         .iter()
@@ -415,7 +416,7 @@ async fn append_in(
         .execute(&mut **tx)
         .await?;
     }
-    for changed in changed_stints(&before, &timeline) {
+    for changed in marks.changed(&timeline) {
         sqlx::query(
             "INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
                  entry_type, exit_type)
@@ -425,7 +426,7 @@ async fn append_in(
         )
         .bind(bot_id)
         .bind(conversation_id)
-        .bind(&changed.identity)
+        .bind(changed.identity)
         .bind(changed.ordinal)
         .bind(micros(changed.stint.joined_at))
         .bind(optional_micros(changed.stint.left_at))
