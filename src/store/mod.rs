@@ -88,11 +88,20 @@ pub struct ChangedStint<'a> {
 }
 
 /// Taken before an append, tells which stint rows the append added or changed: new
-/// stints, and stints that were open (they may have closed). The fold only ever appends
-/// participants and their stints, so a participant's position and its stints' ordinals
-/// stay put.
+/// stints, and the stint that was open if it closed. The fold only ever appends
+/// participants and their stints, and an open stint changes only by closing, so a
+/// participant's position and its stints' ordinals stay put.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StintMarks(Vec<usize>);
+pub struct StintMarks(Vec<StintMark>);
+
+/// Where a participant's stints may have changed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct StintMark {
+    /// Stints before this ordinal were closed before the append, and stay as they are.
+    first_changed: usize,
+    /// Whether the stint at `first_changed` was already there, open.
+    was_open: bool,
+}
 
 impl StintMarks {
     pub fn of(before: &Timeline) -> Self {
@@ -101,8 +110,14 @@ impl StintMarks {
                 .participants
                 .iter()
                 .map(|participant| match participant.stints.last() {
-                    Some(last) if last.is_open() => participant.stints.len() - 1,
-                    _ => participant.stints.len(),
+                    Some(last) if last.is_open() => StintMark {
+                        first_changed: participant.stints.len() - 1,
+                        was_open: true,
+                    },
+                    _ => StintMark {
+                        first_changed: participant.stints.len(),
+                        was_open: false,
+                    },
                 })
                 .collect(),
         )
@@ -115,12 +130,20 @@ impl StintMarks {
             .iter()
             .enumerate()
             .flat_map(|(index, participant)| {
-                let first_changed = self.0.get(index).copied().unwrap_or(0);
+                let mark = self.0.get(index).copied().unwrap_or(StintMark {
+                    first_changed: 0,
+                    was_open: false,
+                });
                 participant
                     .stints
                     .iter()
                     .enumerate()
-                    .skip(first_changed)
+                    .skip(mark.first_changed)
+                    .filter(move |(ordinal, stint)| {
+                        let still_open =
+                            mark.was_open && *ordinal == mark.first_changed && stint.is_open();
+                        !still_open
+                    })
                     .map(|(ordinal, stint)| ChangedStint {
                         identity: &participant.identity,
                         ordinal: ordinal as i32,
@@ -437,5 +460,154 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Stor
         Some(_) => anyhow::bail!(
             "unsupported database URL scheme; expected postgres://, postgresql:// or sqlite://"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Event, ExitType};
+    use serde_json::{Value, json};
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2025-03-01 09:00:00 UTC);
+
+    fn events(events: Value) -> Vec<Event> {
+        let body = json!({ "conversationId": "c-1", "botId": "st-1", "events": events });
+        IngestBatch::parse(body.to_string().as_bytes(), "st-1")
+            .expect("the test body is a valid hooks request")
+            .events
+    }
+
+    fn transfer(transfer_type: &str, transition: &str, agent: &str) -> Value {
+        json!({
+            "name": "INTERNAL_TRANSFER_EVENT", "transfertype": transfer_type,
+            "transition": transition, "isExtAD": "true", "experience": "voice",
+            "participant": { "identity": agent, "name": agent, "type": "agent" }
+        })
+    }
+
+    fn apply(timeline: &mut Timeline, batch: &[Event]) {
+        for event in batch {
+            timeline.apply(T0, event);
+        }
+    }
+
+    /// `(identity, ordinal, still open)` of each row an append of `batch` writes.
+    fn rows_written(timeline: &mut Timeline, batch: Value) -> Vec<(String, i32, bool)> {
+        let marks = StintMarks::of(timeline);
+        apply(timeline, &events(batch));
+        marks
+            .changed(timeline)
+            .iter()
+            .map(|row| (row.identity.to_owned(), row.ordinal, row.stint.is_open()))
+            .collect()
+    }
+
+    fn row(identity: &str, ordinal: i32, open: bool) -> (String, i32, bool) {
+        (identity.to_owned(), ordinal, open)
+    }
+
+    #[test]
+    fn a_new_conversation_writes_every_stint_it_opened() {
+        let mut timeline = Timeline::default();
+
+        let rows = rows_written(
+            &mut timeline,
+            json!([
+                transfer("NA", "entry", "a1"),
+                transfer("COLD", "entry", "a2")
+            ]),
+        );
+
+        assert_eq!(rows, [row("a1", 0, true), row("a2", 0, true)]);
+    }
+
+    #[test]
+    fn closing_a_stint_rewrites_only_that_stint() {
+        let mut timeline = Timeline::default();
+        apply(
+            &mut timeline,
+            &events(json!([
+                transfer("NA", "entry", "a1"),
+                transfer("COLD", "exit", "a1"),
+                transfer("COLD", "entry", "a1"),
+                transfer("WARM", "entry", "a2"),
+            ])),
+        );
+
+        let rows = rows_written(&mut timeline, json!([transfer("WARM", "exit", "a2")]));
+
+        assert_eq!(rows, [row("a2", 0, false)]);
+    }
+
+    #[test]
+    fn a_returning_participant_gets_a_new_ordinal_and_the_closed_ones_stay_untouched() {
+        let mut timeline = Timeline::default();
+        apply(
+            &mut timeline,
+            &events(json!([
+                transfer("NA", "entry", "a1"),
+                transfer("COLD", "exit", "a1"),
+                transfer("COLD", "entry", "a2"),
+            ])),
+        );
+
+        let rows = rows_written(&mut timeline, json!([transfer("WARM", "entry", "a1")]));
+
+        assert_eq!(rows, [row("a1", 1, true)]);
+    }
+
+    #[test]
+    fn events_that_change_no_presence_write_no_stint() {
+        let mut timeline = Timeline::default();
+        apply(
+            &mut timeline,
+            &events(json!([transfer("NA", "entry", "a1")])),
+        );
+
+        let rows = rows_written(
+            &mut timeline,
+            json!([
+                transfer("COLD", "entry", "a1"),
+                transfer("COLD", "exit", "nobody"),
+                { "name": "TRIGGER_SUMMARY_EVENT", "data": {} }
+            ]),
+        );
+
+        assert_eq!(rows, []);
+    }
+
+    #[test]
+    fn end_of_conversation_rewrites_every_open_stint_it_closed() {
+        let mut timeline = Timeline::default();
+        apply(
+            &mut timeline,
+            &events(json!([
+                transfer("NA", "entry", "a1"),
+                transfer("COLD", "exit", "a1"),
+                transfer("COLD", "entry", "a2"),
+                transfer("WARM", "entry", "a3"),
+            ])),
+        );
+
+        let marks = StintMarks::of(&timeline);
+        apply(
+            &mut timeline,
+            &events(json!([{ "name": "END_OF_CONVERSATION" }])),
+        );
+        let rows = marks.changed(&timeline);
+
+        let closed: Vec<_> = rows
+            .iter()
+            .map(|row| (row.identity, row.ordinal, row.stint.exit_type))
+            .collect();
+        assert_eq!(
+            closed,
+            [
+                ("a2", 0, Some(ExitType::End)),
+                ("a3", 0, Some(ExitType::End))
+            ]
+        );
     }
 }

@@ -542,3 +542,109 @@ async fn read_key(
         .map(|row| row.into_previous(&key.fingerprint))
         .transpose()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn batch(events: Value) -> IngestBatch {
+        let body = json!({ "conversationId": "c-race", "botId": "st-1", "events": events });
+        IngestBatch::parse(body.to_string().as_bytes(), "st-1")
+            .expect("the test body is a valid hooks request")
+    }
+
+    fn transfer(transfer_type: &str, transition: &str, agent: &str) -> Value {
+        json!({
+            "name": "INTERNAL_TRANSFER_EVENT", "transfertype": transfer_type,
+            "transition": transition, "isExtAD": true, "experience": "chat",
+            "participant": { "identity": agent, "name": agent, "type": "agent" }
+        })
+    }
+
+    /// `(seq, participant identity)` of every stored event of the conversation.
+    async fn stored(pool: &PgPool) -> Vec<(i64, String)> {
+        sqlx::query_as(
+            "SELECT seq, participant_identity FROM events
+             WHERE conversation_id = 'c-race' ORDER BY seq",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+
+    async fn open_stints(pool: &PgPool) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT identity FROM stints
+             WHERE conversation_id = 'c-race' AND left_at IS NULL ORDER BY identity",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+
+    #[sqlx::test(migrator = "MIGRATOR")]
+    async fn an_append_that_lost_the_race_writes_nothing_and_then_appends_after_the_winner(
+        pool: PgPool,
+    ) {
+        let store = PgStore::from_pool(pool.clone());
+        store
+            .append(&batch(json!([transfer("NA", "entry", "a1")])))
+            .await
+            .unwrap();
+        let late = batch(json!([transfer("COLD", "entry", "a2")]));
+        let mut connection = pool.acquire().await.unwrap();
+        let found = read_conversation(&mut connection, &late).await.unwrap();
+        let expected = found.last_seq;
+
+        store
+            .append(&batch(json!([transfer("WARM", "entry", "a3")])))
+            .await
+            .unwrap();
+        let lost = write_appended(&mut *connection, &late, found, expected)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            lost, None,
+            "the conversation moved on: nothing may be written"
+        );
+        assert_eq!(stored(&pool).await, [(1, "a1".into()), (2, "a3".into())]);
+        assert_eq!(open_stints(&pool).await, ["a1", "a3"]);
+
+        let appended = store.append(&late).await.unwrap();
+        assert_eq!((appended.first_seq, appended.last_seq), (3, 3));
+        assert_eq!(
+            stored(&pool).await,
+            [(1, "a1".into()), (2, "a3".into()), (3, "a2".into())]
+        );
+        assert_eq!(open_stints(&pool).await, ["a1", "a2", "a3"]);
+    }
+
+    #[sqlx::test(migrator = "MIGRATOR")]
+    async fn two_first_appends_to_a_new_conversation_cannot_both_create_it(pool: PgPool) {
+        let store = PgStore::from_pool(pool.clone());
+        let late = batch(json!([transfer("NA", "entry", "a2")]));
+        let mut connection = pool.acquire().await.unwrap();
+        let found = read_conversation(&mut connection, &late).await.unwrap();
+        assert_eq!(found.last_seq, 0);
+
+        store
+            .append(&batch(json!([transfer("NA", "entry", "a1")])))
+            .await
+            .unwrap();
+        let lost = write_appended(&mut *connection, &late, found, 0)
+            .await
+            .unwrap();
+
+        assert_eq!(lost, None);
+        assert_eq!(stored(&pool).await, [(1, "a1".into())]);
+        let last_seq: i64 = sqlx::query_scalar(
+            "SELECT last_seq FROM conversations WHERE conversation_id = 'c-race'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(last_seq, 1);
+    }
+}
