@@ -55,7 +55,11 @@ echo "memory: $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
 echo "kernel: $(uname -sr)"
 echo "postgres: $(psql_q "$ADMIN_URL" -c 'SHOW server_version') (synchronous_commit=$(psql_q "$ADMIN_URL" -c 'SHOW synchronous_commit'), fsync=$(psql_q "$ADMIN_URL" -c 'SHOW fsync'), shared_buffers=$(psql_q "$ADMIN_URL" -c 'SHOW shared_buffers'), autovacuum=$(psql_q "$ADMIN_URL" -c 'SHOW autovacuum'))"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "code: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes')"
+if [[ -n ${BINARY:-} ]]; then
+    echo "code: the given binary $BINARY (benchmark scripts from $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+else
+    echo "code: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes')"
+fi
 
 if [[ -n ${BINARY:-} ]]; then
     binary=$BINARY
