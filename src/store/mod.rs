@@ -493,6 +493,12 @@ mod tests {
         }
     }
 
+    fn timeline_of(batch: Value) -> Timeline {
+        let mut timeline = Timeline::default();
+        apply(&mut timeline, &events(batch));
+        timeline
+    }
+
     /// `(identity, ordinal, still open)` of each row an append of `batch` writes.
     fn rows_written(timeline: &mut Timeline, batch: Value) -> Vec<(String, i32, bool)> {
         let marks = StintMarks::of(timeline);
@@ -525,16 +531,12 @@ mod tests {
 
     #[test]
     fn closing_a_stint_rewrites_only_that_stint() {
-        let mut timeline = Timeline::default();
-        apply(
-            &mut timeline,
-            &events(json!([
-                transfer("NA", "entry", "a1"),
-                transfer("COLD", "exit", "a1"),
-                transfer("COLD", "entry", "a1"),
-                transfer("WARM", "entry", "a2"),
-            ])),
-        );
+        let mut timeline = timeline_of(json!([
+            transfer("NA", "entry", "a1"),
+            transfer("COLD", "exit", "a1"),
+            transfer("COLD", "entry", "a1"),
+            transfer("WARM", "entry", "a2"),
+        ]));
 
         let rows = rows_written(&mut timeline, json!([transfer("WARM", "exit", "a2")]));
 
@@ -543,15 +545,11 @@ mod tests {
 
     #[test]
     fn a_returning_participant_gets_a_new_ordinal_and_the_closed_ones_stay_untouched() {
-        let mut timeline = Timeline::default();
-        apply(
-            &mut timeline,
-            &events(json!([
-                transfer("NA", "entry", "a1"),
-                transfer("COLD", "exit", "a1"),
-                transfer("COLD", "entry", "a2"),
-            ])),
-        );
+        let mut timeline = timeline_of(json!([
+            transfer("NA", "entry", "a1"),
+            transfer("COLD", "exit", "a1"),
+            transfer("COLD", "entry", "a2"),
+        ]));
 
         let rows = rows_written(&mut timeline, json!([transfer("WARM", "entry", "a1")]));
 
@@ -560,11 +558,7 @@ mod tests {
 
     #[test]
     fn events_that_change_no_presence_write_no_stint() {
-        let mut timeline = Timeline::default();
-        apply(
-            &mut timeline,
-            &events(json!([transfer("NA", "entry", "a1")])),
-        );
+        let mut timeline = timeline_of(json!([transfer("NA", "entry", "a1")]));
 
         let rows = rows_written(
             &mut timeline,
@@ -580,16 +574,12 @@ mod tests {
 
     #[test]
     fn end_of_conversation_rewrites_every_open_stint_it_closed() {
-        let mut timeline = Timeline::default();
-        apply(
-            &mut timeline,
-            &events(json!([
-                transfer("NA", "entry", "a1"),
-                transfer("COLD", "exit", "a1"),
-                transfer("COLD", "entry", "a2"),
-                transfer("WARM", "entry", "a3"),
-            ])),
-        );
+        let mut timeline = timeline_of(json!([
+            transfer("NA", "entry", "a1"),
+            transfer("COLD", "exit", "a1"),
+            transfer("COLD", "entry", "a2"),
+            transfer("WARM", "entry", "a3"),
+        ]));
 
         let marks = StintMarks::of(&timeline);
         apply(
