@@ -94,8 +94,8 @@ pub struct ChangedStint<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StintMarks(Vec<StintMark>);
 
-/// Where a participant's stints may have changed.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Where a participant's stints may have changed; a new participant's all changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct StintMark {
     /// Stints before this ordinal were closed before the append, and stay as they are.
     first_changed: usize,
@@ -130,10 +130,7 @@ impl StintMarks {
             .iter()
             .enumerate()
             .flat_map(|(index, participant)| {
-                let mark = self.0.get(index).copied().unwrap_or(StintMark {
-                    first_changed: 0,
-                    was_open: false,
-                });
+                let mark = self.0.get(index).copied().unwrap_or_default();
                 participant
                     .stints
                     .iter()

@@ -529,7 +529,7 @@ async fn write_appended<'e>(
 }
 
 async fn read_key(
-    connection: &mut sqlx::PgConnection,
+    connection: &mut PgConnection,
     key: &KeyRecord,
 ) -> Result<Option<Previous>, StoreError> {
     let row: Option<KeyRow> = sqlx::query_as(sql::READ_KEY)
