@@ -147,6 +147,11 @@ impl AppRegistry {
         let Some(Value::String(name)) = header.get("alg") else {
             return Err(AuthFailure::Malformed);
         };
+        // RFC 7515 §4.1.11: a token must be refused if `crit` names an extension the
+        // recipient does not understand, and this one understands none.
+        if header.contains_key("crit") {
+            return Err(AuthFailure::CriticalExtension);
+        }
         // Only HMAC algorithms are ever configured, so `none` and asymmetric ones fail here.
         name.parse::<Algorithm>()
             .ok()
@@ -233,6 +238,9 @@ pub enum AuthFailure {
     /// `alg` is `none`, asymmetric, unknown or not among the configured algorithms.
     #[error("signature algorithm not allowed")]
     AlgorithmNotAllowed,
+    /// The header's `crit` names extensions, and none is understood here.
+    #[error("critical header extension not understood")]
+    CriticalExtension,
     /// Neither `appId` nor `iss` names a configured app.
     #[error("unknown app")]
     UnknownApp,
@@ -266,6 +274,7 @@ impl AuthFailure {
             Self::MissingToken => "missing_token",
             Self::Malformed => "malformed",
             Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::CriticalExtension => "critical_extension",
             Self::UnknownApp => "unknown_app",
             Self::BadSignature => "bad_signature",
             Self::Expired => "expired",
@@ -648,6 +657,26 @@ mod tests {
             refusal(&registry(), &token),
             AuthFailure::AlgorithmNotAllowed
         );
+    }
+
+    #[test]
+    fn refuses_a_correctly_signed_token_whose_crit_names_extensions() {
+        for crit in [json!(["exp"]), json!(["urn:example:extension"]), json!([])] {
+            let message = format!(
+                "{}.{}",
+                b64(json!({ "alg": "HS256", "crit": crit, "urn:example:extension": true })),
+                b64(json!({ "appId": APP }))
+            );
+            let key = EncodingKey::from_secret(SECRET.as_bytes());
+            let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256)
+                .expect("signed");
+
+            assert_eq!(
+                refusal(&registry(), &format!("{message}.{signature}")),
+                AuthFailure::CriticalExtension,
+                "{crit}"
+            );
+        }
     }
 
     #[test]

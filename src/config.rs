@@ -36,6 +36,13 @@ pub struct ServerSettings {
     pub request_timeout_seconds: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_seconds: u64,
+    /// Client connections held open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// A request head must arrive whole within this long of the connection opening or of
+    /// its previous response (so it is also how long an idle keep-alive connection lasts).
+    pub header_read_timeout_seconds: u64,
+    /// A response the client reads nothing of for this long is abandoned.
+    pub write_timeout_seconds: u64,
     /// Serve `GET /metrics` (unauthenticated: keep it off the public network).
     pub metrics: bool,
 }
@@ -48,6 +55,9 @@ impl Default for ServerSettings {
             concurrency_limit: 512,
             request_timeout_seconds: 30,
             shutdown_timeout_seconds: 30,
+            max_connections: 10_000,
+            header_read_timeout_seconds: 10,
+            write_timeout_seconds: 30,
             metrics: true,
         }
     }

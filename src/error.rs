@@ -33,6 +33,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("unsupported content type")]
     UnsupportedMediaType,
+    #[error("request headers too large")]
+    HeadersTooLarge,
     #[error("a request with this Idempotency-Key is still in progress")]
     IdempotencyInFlight,
     #[error("the Idempotency-Key was used with another body")]
@@ -88,6 +90,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::IdempotencyInFlight => StatusCode::CONFLICT,
             Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -114,6 +117,10 @@ impl ApiError {
             Self::UnsupportedMediaType => (
                 "/problems/unsupported-media-type",
                 "Content-Type must be application/json",
+            ),
+            Self::HeadersTooLarge => (
+                "/problems/headers-too-large",
+                "Request header fields too large",
             ),
             Self::IdempotencyInFlight => (
                 "/problems/idempotency-key-in-flight",
@@ -144,6 +151,11 @@ impl ApiError {
                 format!("the request body exceeds the limit of {limit} bytes")
             }
             Self::UnsupportedMediaType => "send the body as application/json".to_owned(),
+            Self::HeadersTooLarge => format!(
+                "send at most {} header fields and {} bytes of headers",
+                crate::routes::MAX_HEADERS,
+                crate::routes::MAX_HEADER_BYTES
+            ),
             Self::IdempotencyInFlight => {
                 "the first request with this Idempotency-Key has not finished; retry shortly"
                     .to_owned()

@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod openapi;
 /// Routes and the router with its middleware.
 pub mod routes;
+/// The HTTP/1 server: connection limit, header, idle and write timeouts.
+pub mod server;
 /// Building and serving the application.
 pub mod startup;
 /// The storage trait and its backends.

@@ -33,6 +33,11 @@ pub const ANOMALIES: &str = "agentassist_hooks_anomalies_total";
 pub const AUTH_FAILURES: &str = "agentassist_hooks_auth_failures_total";
 /// Ingest requests answered from an earlier request with the same `Idempotency-Key`.
 pub const IDEMPOTENT_REPLAYS: &str = "agentassist_hooks_idempotent_replays_total";
+/// Client connections open now.
+pub const HTTP_CONNECTIONS: &str = "agentassist_hooks_http_connections";
+/// The most client connections the server holds open (`server.max_connections`, or what
+/// the open-file limit allows).
+pub const HTTP_MAX_CONNECTIONS: &str = "agentassist_hooks_http_max_connections";
 /// Database connections by `pool` and `state` (`idle`, `in_use`), sampled at scrape time.
 pub const DB_POOL_CONNECTIONS: &str = "agentassist_hooks_db_pool_connections";
 /// The most connections each `pool` will open.
@@ -105,6 +110,12 @@ fn describe() {
         IDEMPOTENT_REPLAYS,
         Unit::Count,
         "Ingest requests answered by replaying an earlier one with the same Idempotency-Key"
+    );
+    describe_gauge!(HTTP_CONNECTIONS, Unit::Count, "Client connections open now");
+    describe_gauge!(
+        HTTP_MAX_CONNECTIONS,
+        Unit::Count,
+        "Most client connections the server holds open; more wait in the listen backlog"
     );
     describe_gauge!(
         DB_POOL_CONNECTIONS,
@@ -217,4 +228,19 @@ pub fn auth_failure(reason: &'static str) {
 /// An ingest request answered from its `Idempotency-Key`.
 pub fn idempotent_replay() {
     counter!(IDEMPOTENT_REPLAYS).increment(1);
+}
+
+/// The most client connections the server will hold open.
+pub fn connection_limit(max: usize) {
+    gauge!(HTTP_MAX_CONNECTIONS).set(max as f64);
+}
+
+/// A client connection was accepted.
+pub fn connection_opened() {
+    gauge!(HTTP_CONNECTIONS).increment(1);
+}
+
+/// A client connection closed.
+pub fn connection_closed() {
+    gauge!(HTTP_CONNECTIONS).decrement(1);
 }

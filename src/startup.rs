@@ -3,6 +3,7 @@
 use crate::auth::AppRegistry;
 use crate::config::Settings;
 use crate::routes::{AppState, router};
+use crate::server;
 use crate::store::{self, Store};
 use anyhow::Context;
 use std::sync::Arc;
@@ -44,15 +45,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.server.bind))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
 
+    let limits = server::Limits::of(&settings.server)
+        .fit_descriptor_limit(settings.database.max_connections);
+
     let (stopping, stopped) = tokio::sync::oneshot::channel();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = server::Server::new(limits);
+    let serving = server.serve(listener, app, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stopping.send(());
     });
     let grace = Duration::from_secs(settings.server.shutdown_timeout_seconds);
     tokio::select! {
-        result = server => result.context("server failed")?,
+        () = serving => {}
         () = async {
             if stopped.await.is_ok() {
                 tokio::time::sleep(grace).await;

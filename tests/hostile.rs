@@ -633,7 +633,7 @@ async fn hostile_headers_are_refused_with_a_4xx_problem(backend: Backend) {
 
     let mut many_tokens = post_bytes(valid_text());
     many_tokens.headers_mut().remove("token");
-    for index in 0..100 {
+    for index in 0..90 {
         many_tokens
             .headers_mut()
             .append("token", text(&format!("garbage-{index}")));
@@ -641,20 +641,20 @@ async fn hostile_headers_are_refused_with_a_4xx_problem(backend: Backend) {
     many_tokens
         .headers_mut()
         .append("token", text(&ingest_token()));
-    let response = refused(&app, "100 garbage token headers first", many_tokens).await;
+    let response = refused(&app, "90 garbage token headers first", many_tokens).await;
     assert_eq!(response.status, StatusCode::UNAUTHORIZED);
 
     let mut many_content_types = post_bytes(valid_text());
     many_content_types.headers_mut().remove("content-type");
-    for _ in 0..100 {
+    for _ in 0..90 {
         many_content_types
             .headers_mut()
             .append("content-type", text("text/plain"));
     }
-    refused(&app, "100 text/plain Content-Types", many_content_types).await;
+    refused(&app, "90 text/plain Content-Types", many_content_types).await;
 
     let mut many_headers_and_garbage = post_bytes("{garbage");
-    for index in 0..100 {
+    for index in 0..90 {
         many_headers_and_garbage.headers_mut().insert(
             HeaderName::from_bytes(format!("x-junk-{index}").as_bytes()).unwrap(),
             text(&big[..600]),
@@ -662,7 +662,7 @@ async fn hostile_headers_are_refused_with_a_4xx_problem(backend: Backend) {
     }
     refused(
         &app,
-        "100 headers and a garbage body",
+        "90 headers and a garbage body",
         many_headers_and_garbage,
     )
     .await;
@@ -675,13 +675,13 @@ async fn huge_and_numerous_unrelated_headers_do_not_disturb_a_valid_request(back
     let headers = request.headers_mut();
     headers.insert(
         "x-huge",
-        HeaderValue::from_str(&"x".repeat(60 * 1024)).unwrap(),
+        HeaderValue::from_str(&"x".repeat(30 * 1024)).unwrap(),
     );
     headers.insert(
         "x-binary",
         HeaderValue::from_bytes(b"\xff\xfe\x80").unwrap(),
     );
-    for index in 0..100 {
+    for index in 0..90 {
         headers.insert(
             HeaderName::from_bytes(format!("x-extra-{index}").as_bytes()).unwrap(),
             HeaderValue::from_static("value"),

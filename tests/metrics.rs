@@ -20,7 +20,6 @@ use common::*;
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::time::Duration;
 use tokio::sync::Mutex;
 use tower::ServiceExt;
 
@@ -381,7 +380,11 @@ async fn a_shed_request_is_counted_while_metrics_and_probes_still_answer(backend
     let held = hooks_request(BOT, &ingest_token(), String::new())
         .map(|_| Body::from_stream(tokio_stream(receiver)));
     let holding = tokio::spawn(app.router.clone().oneshot(held));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The channel holds one chunk: a second is taken only once the handler reads the body,
+    // and so holds the slot.
+    for _ in 0..2 {
+        sender.send(Ok(Bytes::from_static(b" "))).await.unwrap();
+    }
 
     // Act
     let shed = app

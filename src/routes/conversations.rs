@@ -13,7 +13,10 @@ use crate::store::{
     Window,
 };
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
@@ -174,6 +177,34 @@ pub struct EventPage {
     next_after_seq: Option<i64>,
 }
 
+/// A page ends early once its payloads reach this many bytes, so that one request for a
+/// thousand large events cannot hold hundreds of MiB.
+pub const EVENTS_PAGE_BYTES: i64 = 4 * 1024 * 1024;
+
+impl IntoResponse for EventPage {
+    /// Written an event at a time as the client reads, so an event's memory goes as it is sent.
+    fn into_response(self) -> Response {
+        let next_after_seq = serde_json::to_string(&self.next_after_seq).unwrap_or_default();
+        let head = std::iter::once(Ok::<_, serde_json::Error>(Bytes::from_static(
+            b"{\"events\":[",
+        )));
+        let events = self.events.into_iter().enumerate().map(|(index, event)| {
+            let mut chunk = if index == 0 { Vec::new() } else { vec![b','] };
+            serde_json::to_writer(&mut chunk, &event)?;
+            Ok(Bytes::from(chunk))
+        });
+        let tail = std::iter::once(Ok(Bytes::from(format!(
+            "],\"nextAfterSeq\":{next_after_seq}}}"
+        ))));
+        let chunks = futures_util::stream::iter(head.chain(events).chain(tail));
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from_stream(chunks),
+        )
+            .into_response()
+    }
+}
+
 /// Query parameters of the events query (parsed by [`QueryParams`]; this describes them).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query, style = Form)]
@@ -213,24 +244,31 @@ pub async fn events(
     State(state): State<AppState>,
     PathParams((bot_id, conversation_id)): PathParams<(String, String)>,
     params: QueryParams,
-) -> Result<Json<EventPage>, ApiError> {
+) -> Result<EventPage, ApiError> {
     authorize_read(&caller, &bot_id)?;
     let mut problems = Vec::new();
     let limit = params.limit(EVENTS_LIMIT, &mut problems);
     let after_seq = params.non_negative("afterSeq", &mut problems).unwrap_or(0);
     reject(problems)?;
 
-    let mut events = state
+    let page = state
         .store
-        .events(&bot_id, &conversation_id, after_seq, limit + 1)
+        .events(
+            &bot_id,
+            &conversation_id,
+            after_seq,
+            limit,
+            EVENTS_PAGE_BYTES,
+        )
         .await?
         .ok_or(ApiError::NotFound)?;
-    let more = events.len() as i64 > limit;
-    events.truncate(limit as usize);
-    Ok(Json(EventPage {
-        next_after_seq: more.then(|| events.last().map(|event| event.seq)).flatten(),
-        events,
-    }))
+    Ok(EventPage {
+        next_after_seq: page
+            .more
+            .then(|| page.events.last().map(|event| event.seq))
+            .flatten(),
+        events: page.events,
+    })
 }
 
 /// A page of a keyset-paginated list.
@@ -567,5 +605,64 @@ impl QueryParams {
             problems.push(problem("cursor", "is not a cursor this API returned"));
         }
         key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EventName, Participant};
+    use http_body_util::BodyExt;
+    use serde_json::value::RawValue;
+
+    fn event(seq: i64, payload: &str) -> StoredEvent {
+        StoredEvent {
+            seq,
+            received_at: OffsetDateTime::UNIX_EPOCH,
+            name: EventName::InternalTransferEvent,
+            transfer_type: None,
+            transition: None,
+            participant: Some(Participant {
+                identity: "a1".to_owned(),
+                name: "<b>A</b>".to_owned(),
+                kind: "agent".to_owned(),
+            }),
+            anomalies: Vec::new(),
+            payload: RawValue::from_string(payload.to_owned()).unwrap(),
+        }
+    }
+
+    async fn streamed(page: EventPage) -> Vec<u8> {
+        let body = page.into_response().into_body();
+        body.collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_streamed_page_is_the_same_json_as_the_page_serialised_whole() {
+        for (events, next_after_seq) in [
+            (vec![], None),
+            (vec![event(1, r#"{"a":1}"#)], None),
+            (
+                vec![event(7, r#"{"x":"\u00e9"}"#), event(8, "[1, 2]")],
+                Some(8),
+            ),
+        ] {
+            let whole = serde_json::to_vec(&EventPage {
+                events: events.clone(),
+                next_after_seq,
+            })
+            .unwrap();
+
+            let bytes = streamed(EventPage {
+                events,
+                next_after_seq,
+            })
+            .await;
+
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                String::from_utf8(whole).unwrap()
+            );
+        }
     }
 }

@@ -117,6 +117,8 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
     if server.metrics {
         app = app.route(paths::METRICS, get(health::metrics));
     }
+    // Again for the routes added after the overload layer (it only reaches those before).
+    app = app.method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     app.with_state(state).layer(
         ServiceBuilder::new()
             // Outermost, so that it counts the 503s of the overload layer and the 500 of
@@ -134,8 +136,28 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
                     .make_span_with(request_span)
                     .on_response(DefaultOnResponse::new().level(Level::INFO)),
             )
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(middleware::from_fn(refuse_large_heads)),
     )
+}
+
+/// Header fields a request may carry; more get a problem+json 431.
+pub const MAX_HEADERS: usize = 100;
+/// Bytes of header names and values a request may carry; more get a problem+json 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses a request with more headers than [`MAX_HEADERS`] or [`MAX_HEADER_BYTES`], before
+/// anything else looks at them.
+async fn refuse_large_heads(request: Request, next: middleware::Next) -> axum::response::Response {
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return axum::response::IntoResponse::into_response(ApiError::HeadersTooLarge);
+    }
+    next.run(request).await
 }
 
 /// The request's span: method, route template (never the raw URI) and request id.

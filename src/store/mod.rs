@@ -42,7 +42,8 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Connection loss, pool exhaustion and the server refusing work are worth a retry.
+/// Connection loss, pool exhaustion, a full disk, the server refusing work and a schema
+/// not (or not yet) migrated are worth a retry.
 fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)
@@ -51,20 +52,129 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database_error) => database_error.code().is_some_and(|code| {
-            // PostgreSQL — 08: connection exception; 53: insufficient resources; 57P0x:
-            // shutting down; 40001/40P01: serialization failure or deadlock.
-            // SQLite — primary codes 5 and 6: the file is busy or locked.
-            code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57P0")
-                || code == "40001"
-                || code == "40P01"
-                || code
-                    .parse::<i32>()
-                    .is_ok_and(|sqlite_code| matches!(sqlite_code & 0xff, 5 | 6))
-        }),
+        sqlx::Error::Database(database_error) => match sqlite_code(database_error.as_ref()) {
+            // Busy or locked; a disk that is full or failing; a missing table or column
+            // (SQLite says so only in the message of its catch-all code 1).
+            Some(code) => {
+                matches!(
+                    code,
+                    SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL
+                ) || database_error.message().starts_with("no such table")
+                    || database_error.message().starts_with("no such column")
+            }
+            // PostgreSQL — 08: connection exception; 53: insufficient resources (53100 is
+            // a full disk); 57P0x: shutting down; 40001/40P01: serialization failure or
+            // deadlock; 42P01/42703/3F000: a table, column or schema the binary needs is
+            // missing (migrations not applied yet).
+            None => database_error.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P0")
+                    || ["40001", "40P01", "42P01", "42703", "3F000"].contains(&code.as_ref())
+            }),
+        },
         _ => false,
+    }
+}
+
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+
+/// The primary result code of an SQLite error (sqlx reports the extended one); `None` for
+/// an error of another database.
+fn sqlite_code(error: &dyn sqlx::error::DatabaseError) -> Option<i32> {
+    error.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    let extended: i32 = error.code()?.parse().ok()?;
+    Some(extended & 0xff)
+}
+
+/// Whether `error` says the disk is full or failing: the embedded store then stops
+/// reporting ready until a write succeeds again.
+fn is_disk_failure(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(sqlite_code)
+        .is_some_and(|code| matches!(code, SQLITE_IOERR | SQLITE_FULL))
+}
+
+/// A pooled connection that goes back to the pool only when the work using it finished
+/// ([`Checkout::reuse`]); otherwise it is closed. sqlx cannot know the state of a
+/// connection whose work was cancelled or failed half way: a `BEGIN` sent but never
+/// acknowledged leaves PostgreSQL inside a transaction sqlx believes closed, so every
+/// later autocommit write on that connection would be acknowledged and then lost; a
+/// failed SQLite `COMMIT` (a full disk) leaves sqlx's transaction depth stuck above zero.
+struct Checkout<DB: sqlx::Database> {
+    connection: sqlx::pool::PoolConnection<DB>,
+    reusable: bool,
+}
+
+impl<DB: sqlx::Database> Checkout<DB> {
+    async fn acquire(pool: &sqlx::Pool<DB>) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            connection: pool.acquire().await?,
+            reusable: false,
+        })
+    }
+
+    /// The work is done and the connection is in a known state.
+    fn reuse(mut self) {
+        self.reusable = true;
+    }
+}
+
+impl<DB: sqlx::Database> Checkout<DB> {
+    /// Reuses the connection if `result` is a success, else closes it.
+    fn reuse_if_ok<T>(self, result: &Result<T, StoreError>) {
+        if result.is_ok() {
+            self.reuse();
+        }
+    }
+}
+
+/// Ends `tx`: commits when `keep` says the result is worth it, else rolls back at once (a
+/// dropped transaction would hold its locks until its connection is next used). A
+/// transaction that did not end cleanly is an error, so its [`Checkout`] is closed.
+async fn finish<DB: sqlx::Database, T>(
+    tx: sqlx::Transaction<'_, DB>,
+    result: Result<T, StoreError>,
+    keep: impl Fn(&T) -> bool,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(value) if keep(&value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        result => match tx.rollback().await {
+            Ok(()) => result,
+            Err(error) => {
+                tracing::warn!(error = %error, "rollback failed; the connection is discarded");
+                result.and(Err(error.into()))
+            }
+        },
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Checkout<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.connection
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Checkout<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.connection
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Checkout<DB> {
+    fn drop(&mut self) {
+        if !self.reusable {
+            self.connection.close_on_drop();
+        }
     }
 }
 
@@ -217,6 +327,14 @@ pub struct StoredEvent {
     /// The event exactly as received.
     #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
+}
+
+/// A page of a conversation's events (SPEC 4.2).
+#[derive(Debug)]
+pub struct EventsPage {
+    pub events: Vec<StoredEvent>,
+    /// Whether more events follow the last one.
+    pub more: bool,
 }
 
 /// One stint of a participant, with the conversation it belongs to (SPEC 4.4).
@@ -376,7 +494,8 @@ pub trait Store: PoolUse + Send + Sync + 'static {
         conversation_id: &str,
     ) -> Result<Option<Conversation>, StoreError>;
 
-    /// Up to `limit` events with `seq > after_seq`, in `seq` order; `None` when the
+    /// Up to `limit` events with `seq > after_seq`, in `seq` order, ending early once
+    /// their payloads reach `max_bytes` (the first event always comes); `None` when the
     /// conversation does not exist.
     async fn events(
         &self,
@@ -384,7 +503,8 @@ pub trait Store: PoolUse + Send + Sync + 'static {
         conversation_id: &str,
         after_seq: i64,
         limit: i64,
-    ) -> Result<Option<Vec<StoredEvent>>, StoreError>;
+        max_bytes: i64,
+    ) -> Result<Option<EventsPage>, StoreError>;
 
     /// Up to `limit` conversations after `after`, newest `lastEventAt` first; `now` ends
     /// the lifetime of conversations that have not ended.
@@ -433,6 +553,35 @@ fn require_migrations(
         Ok(())
     } else {
         Err(anyhow::anyhow!("{missing} migration(s) not applied").into())
+    }
+}
+
+/// The versions every backend's readiness and migration checks read.
+const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+
+/// Logs the `applied` versions this binary does not know: a newer release migrated the
+/// database. Its migrations are written expand-then-contract, so this one serves on.
+fn report_unknown_migrations(migrator: &sqlx::migrate::Migrator, applied: &[i64]) {
+    let unknown: Vec<i64> = applied
+        .iter()
+        .copied()
+        .filter(|version| !migrator.version_exists(*version))
+        .collect();
+    if !unknown.is_empty() {
+        tracing::warn!(
+            ?unknown,
+            "the database has migrations this binary does not know (applied by a newer \
+             release); serving with the schema as it is"
+        );
+    }
+}
+
+/// A failed migration: unavailable if the database could not be reached, else a bug or a
+/// changed migration file.
+fn migration_failed(error: sqlx::migrate::MigrateError) -> StoreError {
+    match error {
+        sqlx::migrate::MigrateError::Execute(error) => StoreError::from(error),
+        other => StoreError::Other(anyhow::Error::new(other).context("migration failed")),
     }
 }
 

@@ -1,10 +1,10 @@
 //! The PostgreSQL store: the production backend.
 
-use super::sql::{self, Bind, EventRow, KeyRow, StintRow, SummaryRow, convert};
+use super::sql::{self, Bind, KeyRow, PagedEventRow, StintRow, SummaryRow, convert};
 use super::{
-    Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary, KeyRecord,
-    Keyed, ParticipantStint, Previous, StintKey, StintMarks, Store, StoreError, StoredEvent,
-    TransferData, Window,
+    Appended, Checkout, Conversation, ConversationFilter, ConversationKey, ConversationSummary,
+    EventsPage, KeyRecord, Keyed, ParticipantStint, Previous, StintKey, StintMarks, Store,
+    StoreError, TransferData, Window, finish,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::{Anomaly, IngestBatch, Participant, Timeline};
@@ -19,7 +19,11 @@ use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// An older binary keeps serving a database that a newer release migrated further.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations/postgres")
+};
 
 /// A pooled connection idle for longer is pinged before use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
@@ -74,33 +78,29 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(|error| match error {
-            sqlx::migrate::MigrateError::Execute(error) => StoreError::from(error),
-            other => StoreError::Other(anyhow::Error::new(other).context("migration failed")),
-        })
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(super::migration_failed)?;
+        let applied: Vec<i64> = sqlx::query_scalar(super::APPLIED_MIGRATIONS)
+            .fetch_all(&self.pool)
+            .await?;
+        super::report_unknown_migrations(&MIGRATOR, &applied);
+        Ok(())
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await?;
+        let applied: Vec<i64> = sqlx::query_scalar(super::APPLIED_MIGRATIONS)
+            .fetch_all(&self.pool)
+            .await?;
         super::require_migrations(&MIGRATOR, &applied)
     }
 
     async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
-        // Appends to one conversation rarely race, so first optimistically: read, fold,
-        // and write only if nobody appended meanwhile — two round trips, no transaction.
-        // The loser of a race takes the row lock instead.
-        let mut connection = self.pool.acquire().await?;
-        let found = read_conversation(&mut connection, batch).await?;
-        let expected = found.last_seq;
-        if let Some(appended) = write_appended(&mut *connection, batch, found, expected).await? {
-            return Ok(appended);
-        }
-        let mut tx = connection.begin().await?;
-        let appended = append_in(&mut tx, batch).await;
-        finish(tx, appended, |_| true).await
+        let mut connection = Checkout::acquire(&self.pool).await?;
+        let appended = append_on(&mut connection, batch).await;
+        connection.reuse_if_ok(&appended);
+        appended
     }
 
     async fn append_keyed(
@@ -108,9 +108,15 @@ impl Store for PgStore {
         batch: &IngestBatch,
         key: &KeyRecord,
     ) -> Result<Keyed, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let keyed = append_keyed_in(&mut tx, batch, key).await;
-        finish(tx, keyed, |keyed| matches!(keyed, Keyed::Stored(_))).await
+        let mut connection = Checkout::acquire(&self.pool).await?;
+        let keyed = async {
+            let mut tx = connection.begin().await?;
+            let keyed = append_keyed_in(&mut tx, batch, key).await;
+            finish(tx, keyed, |keyed| matches!(keyed, Keyed::Stored(_))).await
+        }
+        .await;
+        connection.reuse_if_ok(&keyed);
+        keyed
     }
 
     async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError> {
@@ -151,24 +157,20 @@ impl Store for PgStore {
         conversation_id: &str,
         after_seq: i64,
         limit: i64,
-    ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
-        let rows: Vec<EventRow<OffsetDateTime>> = sqlx::query_as(
-            "SELECT seq, received_at, name, transfer_type, transition, participant, anomalies,
-                    payload::text AS payload
-             FROM events
-             WHERE bot_id = $1 AND conversation_id = $2 AND seq > $3
-             ORDER BY seq LIMIT $4",
-        )
-        .bind(bot_id)
-        .bind(conversation_id)
-        .bind(after_seq)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        max_bytes: i64,
+    ) -> Result<Option<EventsPage>, StoreError> {
+        let rows: Vec<PagedEventRow<OffsetDateTime>> = sqlx::query_as(sql::EVENTS_PAGE)
+            .bind(bot_id)
+            .bind(conversation_id)
+            .bind(after_seq)
+            .bind(limit + 1)
+            .bind(max_bytes)
+            .fetch_all(&self.pool)
+            .await?;
         if rows.is_empty() && !self.exists(bot_id, conversation_id).await? {
             return Ok(None);
         }
-        convert(rows, EventRow::into_event).map(Some)
+        sql::events_page(rows, limit).map(Some)
     }
 
     async fn conversations(
@@ -257,25 +259,21 @@ where
     query.fetch_all(pool).await
 }
 
-/// Commits when `keep` says the result is worth it, else rolls back at once: a dropped
-/// transaction would hold its locks until its connection is next used.
-async fn finish<T>(
-    tx: Transaction<'_, Postgres>,
-    result: Result<T, StoreError>,
-    keep: impl Fn(&T) -> bool,
-) -> Result<T, StoreError> {
-    match result {
-        Ok(value) if keep(&value) => {
-            tx.commit().await?;
-            Ok(value)
-        }
-        other => {
-            if let Err(error) = tx.rollback().await {
-                tracing::warn!(error = %error, "rollback failed; the connection is discarded");
-            }
-            other
-        }
+/// Appends optimistically first: appends to one conversation rarely race, so read, fold,
+/// and write only if nobody appended meanwhile — two round trips, no transaction. The
+/// loser of a race takes the row lock instead.
+async fn append_on(
+    connection: &mut PgConnection,
+    batch: &IngestBatch,
+) -> Result<Appended, StoreError> {
+    let found = read_conversation(connection, batch).await?;
+    let expected = found.last_seq;
+    if let Some(appended) = write_appended(&mut *connection, batch, found, expected).await? {
+        return Ok(appended);
     }
+    let mut tx = connection.begin().await?;
+    let appended = append_in(&mut tx, batch).await;
+    finish(tx, appended, |_| true).await
 }
 
 async fn append_keyed_in(

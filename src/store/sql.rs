@@ -2,8 +2,8 @@
 //! the rows they read, generic over how each backend stores a time.
 
 use super::{
-    ConversationFilter, ConversationKey, ConversationSummary, ParticipantStint, StintKey,
-    StoredEvent, Window,
+    ConversationFilter, ConversationKey, ConversationSummary, EventsPage, ParticipantStint,
+    StintKey, StoreError, StoredEvent, Window,
 };
 use crate::domain::{
     Anomaly, EventName, ExitType, Experience, Participant, Status, Stint, TransferType, Transfers,
@@ -218,6 +218,45 @@ pub struct EventRow<T> {
     pub participant: Option<Json<Participant>>,
     pub anomalies: Json<Vec<Anomaly>>,
     pub payload: String,
+}
+
+/// SPEC 4.2: up to `$4` events with `seq > $3`, cut short once the payloads before an
+/// event reach `$5` bytes (so the first event always comes). `in_window` is how many the
+/// count alone would have given, so that a page cut by bytes knows that more follow.
+/// Payload sizes are read without reading the payloads themselves.
+pub const EVENTS_PAGE: &str = "
+    SELECT seq, received_at, name, transfer_type, transition, participant, anomalies, payload,
+           in_window
+    FROM (SELECT e.*,
+                 sum(octet_length(e.payload)) OVER (ORDER BY e.seq ROWS UNBOUNDED PRECEDING)
+                     - octet_length(e.payload) AS bytes_before,
+                 count(*) OVER () AS in_window
+          FROM (SELECT seq, received_at, name, transfer_type, transition, participant,
+                       anomalies, CAST(payload AS TEXT) AS payload
+                FROM events
+                WHERE bot_id = $1 AND conversation_id = $2 AND seq > $3
+                ORDER BY seq LIMIT $4) e) page
+    WHERE bytes_before < $5
+    ORDER BY seq";
+
+/// A row of [`EVENTS_PAGE`].
+#[derive(FromRow)]
+pub struct PagedEventRow<T> {
+    #[sqlx(flatten)]
+    pub event: EventRow<T>,
+    pub in_window: i64,
+}
+
+/// The page that [`EVENTS_PAGE`] rows make, asked for with a count of `limit + 1`.
+pub fn events_page<T: Into<OffsetDateTime>>(
+    rows: Vec<PagedEventRow<T>>,
+    limit: i64,
+) -> Result<EventsPage, StoreError> {
+    let in_window = rows.first().map_or(0, |row| row.in_window);
+    let mut events = convert(rows, |row| row.event.into_event())?;
+    events.truncate(usize::try_from(limit).unwrap_or(0));
+    let more = usize::try_from(in_window).unwrap_or(0) > events.len();
+    Ok(EventsPage { events, more })
 }
 
 impl<T: Into<OffsetDateTime>> EventRow<T> {

@@ -2,11 +2,11 @@
 //! PostgreSQL. Writes go through a one-connection pool and `BEGIN IMMEDIATE`, so there is
 //! one writer at a time even across processes sharing the file.
 
-use super::sql::{self, Bind, EventRow, KeyRow, StintRow, SummaryRow, convert};
+use super::sql::{self, Bind, KeyRow, PagedEventRow, StintRow, SummaryRow, convert};
 use super::{
-    Appended, Conversation, ConversationFilter, ConversationKey, ConversationSummary, KeyRecord,
-    Keyed, ParticipantStint, PoolStats, PoolUse, Previous, StintKey, StintMarks, Store, StoreError,
-    StoredEvent, TransferData, Window,
+    Appended, Checkout, Conversation, ConversationFilter, ConversationKey, ConversationSummary,
+    EventsPage, KeyRecord, Keyed, ParticipantStint, PoolStats, PoolUse, Previous, StintKey,
+    StintMarks, Store, StoreError, TransferData, Window, finish, is_disk_failure,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::{IngestBatch, Participant, Timeline};
@@ -19,13 +19,19 @@ use sqlx::sqlite::{
     SqliteValueRef,
 };
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Decode, Sqlite, SqlitePool, Transaction, Type};
+use sqlx::{AssertSqlSafe, Connection, Decode, Sqlite, SqlitePool, Transaction, Type};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// An older binary keeps serving a database that a newer release migrated further.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations/sqlite")
+};
 
 /// Where the embedded store keeps its file when no database URL is configured.
 pub const DEFAULT_SQLITE_FILE: &str = "data/agentassist-hooks.db";
@@ -35,6 +41,9 @@ pub const DEFAULT_SQLITE_FILE: &str = "data/agentassist-hooks.db";
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Set when a write failed for a full or failing disk, cleared when one succeeds:
+    /// reads still work then, so readiness must look at writes.
+    disk_failing: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -82,7 +91,11 @@ impl SqliteStore {
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(acquire_timeout)
             .connect_lazy_with(options.read_only(true));
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            disk_failing: Arc::default(),
+        })
     }
 
     /// The writer pool (tests inspect the tables through it).
@@ -160,23 +173,32 @@ impl PoolUse for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.writer).await.map_err(|error| {
-            StoreError::Other(anyhow::Error::new(error).context("migration failed"))
-        })
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(super::migration_failed)?;
+        let applied: Vec<i64> = sqlx::query_scalar(super::APPLIED_MIGRATIONS)
+            .fetch_all(&self.writer)
+            .await?;
+        super::report_unknown_migrations(&MIGRATOR, &applied);
+        Ok(())
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.reader)
+        let applied: Vec<i64> = sqlx::query_scalar(super::APPLIED_MIGRATIONS)
+            .fetch_all(&self.reader)
+            .await?;
+        super::require_migrations(&MIGRATOR, &applied)?;
+        if self.disk_failing.load(Ordering::Relaxed) {
+            self.write(async |tx| probe_write(tx).await, |_| true)
                 .await?;
-        super::require_migrations(&MIGRATOR, &applied)
+        }
+        Ok(())
     }
 
     async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let appended = append_in(&mut tx, batch).await;
-        finish(tx, appended, |_| true).await
+        self.write(async |tx| append_in(tx, batch).await, |_| true)
+            .await
     }
 
     async fn append_keyed(
@@ -184,9 +206,11 @@ impl Store for SqliteStore {
         batch: &IngestBatch,
         key: &KeyRecord,
     ) -> Result<Keyed, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let keyed = append_keyed_in(&mut tx, batch, key).await;
-        finish(tx, keyed, |keyed| matches!(keyed, Keyed::Stored(_))).await
+        self.write(
+            async |tx| append_keyed_in(tx, batch, key).await,
+            |keyed| matches!(keyed, Keyed::Stored(_)),
+        )
+        .await
     }
 
     async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError> {
@@ -227,24 +251,20 @@ impl Store for SqliteStore {
         conversation_id: &str,
         after_seq: i64,
         limit: i64,
-    ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
-        let rows: Vec<EventRow<Micros>> = sqlx::query_as(
-            "SELECT seq, received_at, name, transfer_type, transition, participant, anomalies,
-                    payload
-             FROM events
-             WHERE bot_id = $1 AND conversation_id = $2 AND seq > $3
-             ORDER BY seq LIMIT $4",
-        )
-        .bind(bot_id)
-        .bind(conversation_id)
-        .bind(after_seq)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
+        max_bytes: i64,
+    ) -> Result<Option<EventsPage>, StoreError> {
+        let rows: Vec<PagedEventRow<Micros>> = sqlx::query_as(sql::EVENTS_PAGE)
+            .bind(bot_id)
+            .bind(conversation_id)
+            .bind(after_seq)
+            .bind(limit + 1)
+            .bind(max_bytes)
+            .fetch_all(&self.reader)
+            .await?;
         if rows.is_empty() && self.conversation(bot_id, conversation_id).await?.is_none() {
             return Ok(None);
         }
-        convert(rows, EventRow::into_event).map(Some)
+        sql::events_page(rows, limit).map(Some)
     }
 
     async fn conversations(
@@ -306,25 +326,51 @@ impl Store for SqliteStore {
     }
 }
 
-/// Commits when `keep` says the result is worth it, else rolls back at once: a dropped
-/// transaction would hold its locks until its connection is next used.
-async fn finish<T>(
-    tx: Transaction<'_, Sqlite>,
-    result: Result<T, StoreError>,
-    keep: impl Fn(&T) -> bool,
-) -> Result<T, StoreError> {
-    match result {
-        Ok(value) if keep(&value) => {
-            tx.commit().await?;
-            Ok(value)
+impl SqliteStore {
+    /// Runs `work` in a write transaction, committed if `keep` says its result is worth it.
+    async fn write<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut Transaction<'_, Sqlite>) -> Result<T, StoreError>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<T, StoreError> {
+        let mut connection = Checkout::acquire(&self.writer).await?;
+        let result = async {
+            let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
+            let result = work(&mut tx).await;
+            finish(tx, result, keep).await
         }
-        other => {
-            if let Err(error) = tx.rollback().await {
-                tracing::warn!(error = %error, "rollback failed; the connection is discarded");
-            }
-            other
-        }
+        .await;
+        self.observe(connection, result)
     }
+
+    /// Notes whether the disk took the write, and keeps the connection only if it did.
+    fn observe<T>(
+        &self,
+        connection: Checkout<Sqlite>,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &result {
+            Ok(_) => self.disk_failing.store(false, Ordering::Relaxed),
+            Err(StoreError::Unavailable(error)) if is_disk_failure(error) => {
+                self.disk_failing.store(true, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+        connection.reuse_if_ok(&result);
+        result
+    }
+}
+
+/// A write that needs the disk to take a page, for readiness after a disk failure.
+async fn probe_write(tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO write_probe (id, probed_at) VALUES (1, $1)
+         ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+    )
+    .bind(micros(OffsetDateTime::now_utc()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn append_keyed_in(

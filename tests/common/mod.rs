@@ -220,6 +220,16 @@ impl TestApp {
         .expect("count query runs")
     }
 
+    /// Runs one statement, as written, on the app's database.
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.db {
+            Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+            Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        }
+        .expect("the statement runs");
+    }
+
     pub async fn event_count(&self) -> i64 {
         self.count("SELECT count(*) FROM events").await
     }
