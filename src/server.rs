@@ -143,7 +143,7 @@ impl Server {
                 stream,
                 app.clone(),
                 http.clone(),
-                self.limits.write_stall_timeout,
+                self.limits,
                 closing_watch.clone(),
             );
             let open = self.open.clone();
@@ -168,12 +168,23 @@ async fn serve_connection(
     stream: TcpStream,
     app: Router,
     http: http1::Builder,
-    write_stall_timeout: Duration,
+    limits: Limits,
     mut closing: watch::Receiver<bool>,
 ) {
+    // hyper allocates its buffers as soon as it starts reading, so until a connection's
+    // first byte arrives it holds only its socket (thousands of idle ones stay cheap).
+    let mut first_byte = [0; 1];
+    tokio::select! {
+        arrived = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first_byte)) => {
+            if !matches!(arrived, Ok(Ok(1))) {
+                return;
+            }
+        }
+        _ = closing.changed() => return,
+    }
     // Responses are written whole; waiting for more to send would only add latency.
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(StallLimit::new(stream, write_stall_timeout));
+    let io = TokioIo::new(StallLimit::new(stream, limits.write_stall_timeout));
     let connection = http.serve_connection(io, TowerToHyperService::new(app));
     tokio::pin!(connection);
     tokio::select! {

@@ -223,6 +223,8 @@ pub struct EventsQuery {
     tag = "query",
     operation_id = "listEvents",
     summary = "A conversation's stored events, in seq order",
+    description = "Up to `limit` events; a page also ends early, with `nextAfterSeq` set, at \
+the event whose payload takes it past 4 MiB (the first event always comes).",
     params(
         ("botId" = String, Path, description = BOT_ID),
         ("conversationId" = String, Path, description = "The conversation."),
