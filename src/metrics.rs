@@ -5,7 +5,7 @@
 //! names, anomaly codes, failure reasons — never ids or raw URIs.
 
 use crate::domain::{Anomaly, IngestBatch};
-use crate::store::PoolUse;
+use crate::store::Store;
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
@@ -149,7 +149,7 @@ pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
 }
 
 /// The Prometheus text exposition, with the pools' use sampled now.
-pub fn render(store: &dyn PoolUse) -> String {
+pub fn render(store: &Store) -> String {
     for stats in store.pool_stats() {
         let in_use = stats.size.saturating_sub(stats.idle);
         gauge!(DB_POOL_CONNECTIONS, "pool" => stats.pool, "state" => "idle").set(stats.idle);

@@ -33,7 +33,7 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
 /// closes the database pool.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let state = build_state(&settings).await?;
-    let store: Arc<dyn Store> = state.store.clone();
+    let store = state.store.clone();
     let purging = tokio::spawn(purge_expired_keys(
         store.clone(),
         Duration::from_secs(settings.idempotency.retention_seconds),
@@ -74,7 +74,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// Forgets idempotency keys past their retention, every few minutes.
-async fn purge_expired_keys(store: Arc<dyn Store>, retention: Duration) {
+async fn purge_expired_keys(store: Store, retention: Duration) {
     let mut every = tokio::time::interval(Duration::from_secs(300));
     loop {
         every.tick().await;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use agentassist_hooks::store::{SqliteStore, Store};
+use agentassist_hooks::store::SqliteStore;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::*;

@@ -19,12 +19,11 @@ use tower::ServiceExt;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_agentassist-hooks");
 
-async fn sqlite_app(file: &Path) -> (Router, Arc<SqliteStore>) {
-    let store = Arc::new(
-        SqliteStore::open_file(file, &DatabaseSettings::default())
-            .await
-            .unwrap(),
-    );
+async fn sqlite_app(file: &Path) -> (Router, Store) {
+    let store: Store = SqliteStore::open_file(file, &DatabaseSettings::default())
+        .await
+        .unwrap()
+        .into();
     store.migrate().await.unwrap();
     let apps = AppRegistry::from_settings(&Default::default(), &test_apps()).unwrap();
     let state = AppState::new(

@@ -1,20 +1,16 @@
-//! The materialised tables agree with the events they came from: for random histories
-//! posted in random batches, the `conversations` row and the `stints` rows equal what a
-//! fresh fold of the stored events gives (SPEC 3 is a pure function of the events).
+//! The materialised rows agree with the events they came from: for random histories
+//! posted in random batches, on both stores, the conversation's summary, its participants
+//! and their stints equal what a fresh fold of the stored events gives (SPEC 3 is a pure
+//! function of the events).
 
 mod common;
 
-use agentassist_hooks::domain::{Anomaly, Event, Experience, Status, Timeline, Transfers};
-use agentassist_hooks::store::ConversationSummary;
+use agentassist_hooks::domain::{Anomaly, Event, Status, Timeline};
 use common::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use sqlx::PgPool;
-use sqlx::types::Json;
-use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 const CASES: usize = 40;
@@ -81,134 +77,45 @@ fn batches(events: Vec<Value>, sizes: &[usize]) -> Vec<Vec<Value>> {
 /// The stored events, parsed again from their payloads, with their `receivedAt` and
 /// the anomalies ingest recorded for them.
 async fn stored_events(
-    pool: &PgPool,
+    app: &TestApp,
     conversation: &str,
 ) -> Vec<(OffsetDateTime, Event, Vec<Anomaly>)> {
-    let rows: Vec<(OffsetDateTime, String, Json<Vec<Anomaly>>)> = sqlx::query_as(
-        "SELECT received_at, payload::text, anomalies FROM events
-         WHERE bot_id = $1 AND conversation_id = $2 ORDER BY seq",
-    )
-    .bind(BOT)
-    .bind(conversation)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(received_at, payload, Json(anomalies))| {
-            let payload = RawValue::from_string(payload).unwrap();
-            let event = Event::reparse(&payload).expect("a stored event parses again");
-            (received_at, event, anomalies)
+    let page = app
+        .store
+        .events(BOT, conversation, 0, 1000, i64::MAX)
+        .await
+        .unwrap()
+        .expect("the conversation exists");
+    assert!(
+        !page.more,
+        "one page holds every event of a test conversation"
+    );
+    page.events
+        .into_iter()
+        .map(|record| {
+            let event = Event::reparse(&record.payload).expect("a stored event parses again");
+            (record.received_at, event, record.anomalies)
         })
         .collect()
 }
 
-/// The summary columns of a `conversations` row, and the timeline they came from.
-#[derive(sqlx::FromRow)]
-struct ConversationRow {
-    status: String,
-    experience: Option<String>,
-    language: Option<String>,
-    started_at: OffsetDateTime,
-    ended_at: Option<OffsetDateTime>,
-    last_event_at: OffsetDateTime,
-    event_count: i64,
-    anomaly_count: i64,
-    cold_transfers: i64,
-    warm_transfers: i64,
-    redial_transfers: i64,
-    participants_present: Json<Vec<String>>,
-    timeline: Json<Timeline>,
-}
-
-async fn stored_summary(pool: &PgPool, conversation: &str) -> (ConversationSummary, Timeline) {
-    let row: ConversationRow = sqlx::query_as(
-        "SELECT status, experience, language, started_at, ended_at, last_event_at,
-                event_count, anomaly_count, cold_transfers, warm_transfers,
-                redial_transfers, participants_present, timeline
-         FROM conversations WHERE bot_id = $1 AND conversation_id = $2",
-    )
-    .bind(BOT)
-    .bind(conversation)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    let summary = ConversationSummary {
-        bot_id: BOT.to_owned(),
-        conversation_id: conversation.to_owned(),
-        status: Status::parse(&row.status).expect("a known status"),
-        experience: row
-            .experience
-            .map(|text| Experience::parse(&text).expect("a known experience")),
-        language: row.language,
-        started_at: row.started_at,
-        ended_at: row.ended_at,
-        last_event_at: row.last_event_at,
-        event_count: row.event_count,
-        anomaly_count: row.anomaly_count,
-        transfers: Transfers {
-            cold: row.cold_transfers,
-            warm: row.warm_transfers,
-            redial: row.redial_transfers,
-        },
-        participants_present: row.participants_present.0,
-    };
-    (summary, row.timeline.0)
-}
-
-/// `(identity, ordinal, joined_at, left_at, entry_type, exit_type)`, in key order.
-type StintColumns = (
-    String,
-    i32,
-    OffsetDateTime,
-    Option<OffsetDateTime>,
-    String,
-    Option<String>,
-);
-
-async fn stored_stints(pool: &PgPool, conversation: &str) -> Vec<StintColumns> {
-    sqlx::query_as(
-        "SELECT identity, ordinal, joined_at, left_at, entry_type, exit_type FROM stints
-         WHERE bot_id = $1 AND conversation_id = $2 ORDER BY identity, ordinal",
-    )
-    .bind(BOT)
-    .bind(conversation)
-    .fetch_all(pool)
-    .await
-    .unwrap()
-}
-
-fn stints_of(timeline: &Timeline) -> Vec<StintColumns> {
-    let mut rows: Vec<StintColumns> = timeline
-        .participants
-        .iter()
-        .flat_map(|participant| {
-            participant
-                .stints
-                .iter()
-                .enumerate()
-                .map(|(ordinal, stint)| {
-                    (
-                        participant.identity.clone(),
-                        ordinal as i32,
-                        stint.joined_at,
-                        stint.left_at,
-                        stint.entry_type.as_str().to_owned(),
-                        stint.exit_type.map(|exit| exit.as_str().to_owned()),
-                    )
-                })
-        })
-        .collect();
-    rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-    rows
-}
-
-/// Asserts that what is stored for `conversation` is what folding its stored events
-/// gives, after `posted` events; returns the status, to see which states were covered.
-async fn assert_materialised(pool: &PgPool, conversation: &str, posted: usize) -> Status {
-    let stored = stored_events(pool, conversation).await;
+/// Asserts that what is stored for `conversation` — the summary row, the participants and
+/// their stints, who is present — is what folding its stored events gives, after `posted`
+/// events; returns the status, to see which states were covered.
+async fn assert_materialised(app: &TestApp, conversation: &str, posted: usize) -> Status {
+    let stored = stored_events(app, conversation).await;
     let (refolded, anomalies) = Timeline::fold(stored.iter().map(|(at, event, _)| (*at, event)));
-    let (summary, timeline) = stored_summary(pool, conversation).await;
-    let stints = stored_stints(pool, conversation).await;
+    let record = app
+        .store
+        .conversation(BOT, conversation)
+        .await
+        .unwrap()
+        .expect("the conversation exists");
+    let participants = app
+        .store
+        .participants(BOT, conversation, -1, 1000)
+        .await
+        .unwrap();
 
     assert_eq!(stored.len(), posted, "{conversation}: every event stored");
     let recorded: Vec<&Vec<Anomaly>> = stored.iter().map(|(_, _, codes)| codes).collect();
@@ -218,37 +125,36 @@ async fn assert_materialised(pool: &PgPool, conversation: &str, posted: usize) -
         "{conversation}: each event's anomalies"
     );
     assert_eq!(
-        summary,
-        ConversationSummary::of(BOT, conversation, &refolded),
+        record.summary,
+        refolded.summary(),
         "{conversation}: the summary columns"
     );
-    assert_eq!(timeline, refolded, "{conversation}: the stored timeline");
     assert_eq!(
-        stints,
-        stints_of(&refolded),
-        "{conversation}: the stints table"
+        participants, refolded.participants,
+        "{conversation}: the participants and their stints"
+    );
+    assert_eq!(
+        record.present,
+        refolded.present().collect::<Vec<_>>(),
+        "{conversation}: who is present, in order of first entry"
     );
 
-    let mut open_by_identity: BTreeMap<&str, usize> = BTreeMap::new();
-    for (identity, _, _, left_at, _, _) in &stints {
-        if left_at.is_none() {
-            *open_by_identity.entry(identity).or_default() += 1;
-        }
+    for participant in &participants {
+        let open = participant
+            .stints
+            .iter()
+            .filter(|stint| stint.is_open())
+            .count();
+        assert!(
+            open <= 1,
+            "{conversation}: {} has {open} open stints",
+            participant.identity
+        );
     }
-    assert!(
-        open_by_identity.values().all(|open| *open == 1),
-        "{conversation}: nobody has two open stints: {open_by_identity:?}"
-    );
-    let mut present = summary.participants_present.clone();
-    present.sort();
-    assert_eq!(
-        present,
-        open_by_identity.keys().copied().collect::<Vec<_>>(),
-        "{conversation}: present means an open stint"
-    );
+    let summary = &record.summary;
     assert_eq!(
         summary.status == Status::Active,
-        !present.is_empty(),
+        !record.present.is_empty(),
         "{conversation}: active exactly when someone is present"
     );
     assert_eq!(
@@ -259,9 +165,10 @@ async fn assert_materialised(pool: &PgPool, conversation: &str, posted: usize) -
     summary.status
 }
 
-#[sqlx::test(migrations = "migrations/postgres")]
-async fn stored_summaries_and_stints_equal_a_fresh_fold_of_the_stored_events(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+on_both_backends!(stored_summaries_and_stints_equal_a_fresh_fold_of_the_stored_events);
+
+async fn stored_summaries_and_stints_equal_a_fresh_fold_of_the_stored_events(backend: Backend) {
+    let app = backend.app().await;
     let mut runner = TestRunner::deterministic();
     let mut statuses_seen = Vec::new();
 
@@ -280,7 +187,7 @@ async fn stored_summaries_and_stints_equal_a_fresh_fold_of_the_stored_events(poo
 
             // After every request, not only the last: each append continues the stored
             // timeline, and must land where a fold from scratch does.
-            let status = assert_materialised(&pool, &conversation, posted).await;
+            let status = assert_materialised(&app, &conversation, posted).await;
             statuses_seen.push(status);
         }
     }

@@ -31,6 +31,7 @@ on_both_backends!(
     an_ingest_only_app_is_forbidden_from_the_query_api,
     the_query_api_needs_a_valid_token,
     transfer_data_is_returned_byte_for_byte,
+    a_conversation_with_many_participants_is_read_a_part_at_a_time,
 );
 
 use axum::body::Body;
@@ -1447,4 +1448,63 @@ async fn transfer_data_is_returned_byte_for_byte(backend: Backend) {
         text.ends_with(&format!("\"data\":{data}}}")),
         "data is the transferData text as sent: {text}"
     );
+}
+
+async fn a_conversation_with_many_participants_is_read_a_part_at_a_time(backend: Backend) {
+    let app = backend.app().await;
+    let entries = (0..5)
+        .map(|index| transfer("WARM", "entry", &format!("agent-{index}")))
+        .collect();
+    post(&app, "c-crowd", entries).await;
+
+    let mut identities = Vec::new();
+    let mut next = Some(format!(
+        "{}?participantsLimit=2",
+        conversation_path("c-crowd")
+    ));
+    let mut parts = 0;
+    while let Some(path) = next.take() {
+        let response = app.get(&path, &read_token()).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        let participants = response.body["participants"].as_array().unwrap();
+        assert!(participants.len() <= 2);
+        identities.extend(
+            participants
+                .iter()
+                .map(|participant| participant["identity"].as_str().unwrap().to_owned()),
+        );
+        assert_eq!(
+            response.body["participantsPresent"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5,
+            "every part carries the whole summary"
+        );
+        next = response.headers.get("link").map(|link| {
+            let link = link.to_str().unwrap();
+            assert!(link.ends_with(">; rel=\"next\""), "{link}");
+            link[1..link.find('>').unwrap()].to_owned()
+        });
+        parts += 1;
+    }
+
+    assert_eq!(parts, 3);
+    assert_eq!(
+        identities,
+        ["agent-0", "agent-1", "agent-2", "agent-3", "agent-4"]
+    );
+    let whole = app.get(&conversation_path("c-crowd"), &read_token()).await;
+    assert!(
+        !whole.headers.contains_key("link"),
+        "1000 participants fit in one part"
+    );
+    assert_eq!(whole.body["participants"].as_array().unwrap().len(), 5);
+    let refused = app
+        .get(
+            &format!("{}?participantsLimit=1001", conversation_path("c-crowd")),
+            &read_token(),
+        )
+        .await;
+    refused.assert_problem(400);
 }

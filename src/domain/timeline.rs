@@ -1,7 +1,8 @@
 //! The participant timeline: a pure fold over a conversation's events in `seq` order (SPEC 3).
 
-use super::ingest::{Action, Event};
-use super::types::{Experience, Participant, TransferType, Transition};
+use super::append::{AppendPlan, Stored, StoredParticipant, Summary, plan_append};
+use super::ingest::Event;
+use super::types::{Experience, TransferType};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -223,158 +224,103 @@ impl Timeline {
     }
 
     /// Applies the next event, received at `at`, and returns what looked wrong about it.
+    /// SPEC 3 itself lives in [`plan_append`]: this is the plan of one event, applied to
+    /// the whole timeline in memory as the stores apply it to their rows.
     pub fn apply(&mut self, at: OffsetDateTime, event: &Event) -> Vec<Anomaly> {
-        self.event_count += 1;
-        self.started_at.get_or_insert(at);
-        self.last_event_at = Some(at);
-        // TRIGGER_SUMMARY_EVENT is recorded only: a `language` on it is just an extra field.
-        if !matches!(event.action, Action::TriggerSummary) {
-            if let Some(experience) = event.experience {
-                self.experience = Some(experience);
-            }
-            if let Some(language) = &event.language {
-                self.language = Some(language.clone());
-            }
-        }
-
-        let mut anomalies = Vec::new();
-        match &event.action {
-            Action::Transfer {
-                transfer_type,
-                transition: Transition::Entry,
-                participant,
-            } => self.enter(at, *transfer_type, participant, &mut anomalies),
-            Action::Transfer {
-                transfer_type,
-                transition: Transition::Exit,
-                participant,
-            } => self.exit(at, *transfer_type, participant, &mut anomalies),
-            Action::EndOfConversation { .. } => self.end(at, &mut anomalies),
-            Action::TriggerSummary => {}
-        }
-        self.anomaly_count += anomalies.len() as i64;
+        let mut plan = plan_append(self.stored(), std::slice::from_ref(event), at);
+        let anomalies = plan.anomalies.pop().unwrap_or_default();
+        self.absorb(plan);
         anomalies
     }
 
-    fn enter(
-        &mut self,
-        at: OffsetDateTime,
-        entry_type: TransferType,
-        participant: &Participant,
-        anomalies: &mut Vec<Anomaly>,
-    ) {
-        match entry_type {
-            TransferType::Cold => self.transfers.cold += 1,
-            TransferType::Warm => self.transfers.warm += 1,
-            TransferType::Redial => self.transfers.redial += 1,
-            TransferType::Na => {}
+    /// The timeline as an append finds it, every participant included.
+    fn stored(&self) -> Stored {
+        Stored {
+            last_seq: self.event_count,
+            summary: self.summary(),
+            participants: self
+                .participants
+                .iter()
+                .enumerate()
+                .map(|(position, participant)| StoredParticipant {
+                    identity: participant.identity.clone(),
+                    name: participant.name.clone(),
+                    kind: participant.kind.clone(),
+                    position: position as i64,
+                    stint_count: participant.stints.len() as i32,
+                    open: participant
+                        .stints
+                        .last()
+                        .filter(|stint| stint.is_open())
+                        .cloned(),
+                })
+                .collect(),
         }
-        if self.status == Status::Ended {
-            if entry_type != TransferType::Redial {
-                anomalies.push(Anomaly::EntryAfterEnd);
-            }
-            self.ended_at = None;
-        }
-        if entry_type == TransferType::Na
-            && self
-                .present()
-                .any(|identity| identity != participant.identity)
-        {
-            anomalies.push(Anomaly::NaEntryWhileActive);
-        }
+    }
 
-        let stint = Stint {
-            joined_at: at,
-            left_at: None,
-            entry_type,
-            exit_type: None,
-        };
-        match self.participant_mut(&participant.identity) {
-            Some(known) => {
-                known.name.clone_from(&participant.name);
-                known.kind.clone_from(&participant.kind);
-                if known.is_present() {
-                    anomalies.push(Anomaly::DuplicateEntry);
-                } else {
-                    known.stints.push(stint);
+    /// The conversation-level part of the timeline.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            status: self.status,
+            experience: self.experience,
+            language: self.language.clone(),
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            last_event_at: self.last_event_at,
+            event_count: self.event_count,
+            anomaly_count: self.anomaly_count,
+            transfers: self.transfers,
+            present_count: self.present().count() as i64,
+            participant_count: self.participants.len() as i64,
+        }
+    }
+
+    /// Writes `plan` into the timeline, as a store writes it into its rows.
+    fn absorb(&mut self, plan: AppendPlan) {
+        let summary = plan.summary;
+        self.status = summary.status;
+        self.experience = summary.experience;
+        self.language = summary.language;
+        self.started_at = summary.started_at;
+        self.ended_at = summary.ended_at;
+        self.last_event_at = summary.last_event_at;
+        self.event_count = summary.event_count;
+        self.anomaly_count = summary.anomaly_count;
+        self.transfers = summary.transfers;
+        if let Some(at) = plan.end_open_stints_at {
+            for stint in self
+                .participants
+                .iter_mut()
+                .filter_map(|p| p.stints.last_mut())
+            {
+                if stint.is_open() {
+                    stint.left_at = Some(at);
+                    stint.exit_type = Some(ExitType::End);
                 }
             }
-            None => self.participants.push(ParticipantTimeline {
-                identity: participant.identity.clone(),
-                name: participant.name.clone(),
-                kind: participant.kind.clone(),
-                stints: vec![stint],
-            }),
         }
-        self.status = Status::Active;
-    }
-
-    fn exit(
-        &mut self,
-        at: OffsetDateTime,
-        exit_type: TransferType,
-        participant: &Participant,
-        anomalies: &mut Vec<Anomaly>,
-    ) {
-        let open_stint = self
-            .participant_mut(&participant.identity)
-            .and_then(|known| known.stints.last_mut())
-            .filter(|stint| stint.is_open());
-        let closed = match open_stint {
-            Some(stint) => {
-                stint.left_at = Some(at);
-                stint.exit_type = Some(exit_type.into());
-                true
-            }
-            None => {
-                anomalies.push(Anomaly::ExitWithoutEntry);
-                false
-            }
-        };
-
-        let anyone_present = self.present().next().is_some();
-        // An exit that closed nothing changed no presence, so only its own anomaly applies.
-        match exit_type {
-            TransferType::Na if closed && anyone_present => {
-                anomalies.push(Anomaly::NaExitWhileOthersPresent);
-            }
-            TransferType::Warm if closed && !anyone_present => {
-                anomalies.push(Anomaly::WarmExitLeftNobody);
-            }
-            _ => {}
-        }
-
-        if anyone_present {
-            self.status = Status::Active;
-        } else if self.status != Status::Ended {
-            // An NA exit is the vendor's "last agent leaves": it ends the conversation.
-            if exit_type == TransferType::Na {
-                self.status = Status::Ended;
-                self.ended_at = Some(at);
-            } else {
-                self.status = Status::Idle;
+        for row in plan.participants {
+            match self.participant_mut(&row.identity) {
+                Some(known) => {
+                    known.name = row.name;
+                    known.kind = row.kind;
+                }
+                None => self.participants.push(ParticipantTimeline {
+                    identity: row.identity,
+                    name: row.name,
+                    kind: row.kind,
+                    stints: Vec::new(),
+                }),
             }
         }
-    }
-
-    fn end(&mut self, at: OffsetDateTime, anomalies: &mut Vec<Anomaly>) {
-        let mut closed_any = false;
-        for stint in self
-            .participants
-            .iter_mut()
-            .filter_map(|participant| participant.stints.last_mut())
-            .filter(|stint| stint.is_open())
-        {
-            stint.left_at = Some(at);
-            stint.exit_type = Some(ExitType::End);
-            closed_any = true;
-        }
-        if closed_any {
-            anomalies.push(Anomaly::ClosedWithParticipantsPresent);
-        }
-        if self.status != Status::Ended {
-            self.status = Status::Ended;
-            self.ended_at = Some(at);
+        for row in plan.closed.into_iter().chain(plan.opened) {
+            let Some(participant) = self.participant_mut(&row.identity) else {
+                continue;
+            };
+            match participant.stints.get_mut(row.ordinal as usize) {
+                Some(stint) => *stint = row.stint,
+                None => participant.stints.push(row.stint),
+            }
         }
     }
 
@@ -1129,6 +1075,7 @@ mod tests {
 
     mod properties {
         use super::*;
+        use crate::domain::{Action, Participant, ParticipantRow, Transition};
         use proptest::prelude::*;
         use serde_json::value::RawValue;
 
@@ -1199,6 +1146,101 @@ mod tests {
             history.iter().map(|(at, event)| (*at, event))
         }
 
+        /// A conversation's rows as a store keeps them, written only from plans.
+        #[derive(Default)]
+        struct Rows {
+            last_seq: i64,
+            summary: Summary,
+            participants: Vec<ParticipantRow>,
+            stints: std::collections::BTreeMap<(String, i32), Stint>,
+        }
+
+        impl Rows {
+            /// What a store loads for an append of `events`: only the participants they name.
+            fn load(&self, events: &[Event]) -> Stored {
+                let named: Vec<&str> = events
+                    .iter()
+                    .filter_map(|event| event.participant())
+                    .map(|participant| participant.identity.as_str())
+                    .collect();
+                Stored {
+                    last_seq: self.last_seq,
+                    summary: self.summary.clone(),
+                    participants: self
+                        .participants
+                        .iter()
+                        .filter(|row| named.contains(&row.identity.as_str()))
+                        .map(|row| StoredParticipant {
+                            identity: row.identity.clone(),
+                            name: row.name.clone(),
+                            kind: row.kind.clone(),
+                            position: row.position,
+                            stint_count: row.stint_count,
+                            open: self
+                                .stints
+                                .get(&(row.identity.clone(), row.stint_count - 1))
+                                .filter(|stint| stint.is_open())
+                                .cloned(),
+                        })
+                        .collect(),
+                }
+            }
+
+            /// Executes `plan` in the order the stores do.
+            fn write(&mut self, plan: AppendPlan) {
+                self.last_seq = plan.last_seq();
+                self.summary = plan.summary;
+                for row in plan.closed {
+                    self.stints.insert((row.identity, row.ordinal), row.stint);
+                }
+                if let Some(at) = plan.end_open_stints_at {
+                    for stint in self.stints.values_mut().filter(|stint| stint.is_open()) {
+                        stint.left_at = Some(at);
+                        stint.exit_type = Some(ExitType::End);
+                    }
+                }
+                for row in plan.opened {
+                    self.stints.insert((row.identity, row.ordinal), row.stint);
+                }
+                for row in plan.participants {
+                    self.participants
+                        .retain(|known| known.identity != row.identity);
+                    self.participants.push(row);
+                }
+            }
+
+            /// The timeline the rows make, as the store reads it.
+            fn timeline(&self) -> Timeline {
+                let summary = &self.summary;
+                let mut participants = self.participants.clone();
+                participants.sort_by_key(|row| row.position);
+                Timeline {
+                    status: summary.status,
+                    experience: summary.experience,
+                    language: summary.language.clone(),
+                    started_at: summary.started_at,
+                    ended_at: summary.ended_at,
+                    last_event_at: summary.last_event_at,
+                    event_count: summary.event_count,
+                    anomaly_count: summary.anomaly_count,
+                    transfers: summary.transfers,
+                    participants: participants
+                        .into_iter()
+                        .map(|row| ParticipantTimeline {
+                            stints: (0..row.stint_count)
+                                .filter_map(|ordinal| {
+                                    self.stints.get(&(row.identity.clone(), ordinal)).cloned()
+                                })
+                                .collect(),
+                            identity: row.identity,
+                            name: row.name,
+                            kind: row.kind,
+                        })
+                        .collect(),
+                }
+            }
+        }
+
         fn check_invariants(
             timeline: &Timeline,
             events_seen: usize,
@@ -1261,30 +1303,33 @@ mod tests {
             }
 
             #[test]
-            fn a_timeline_survives_a_json_round_trip(history in history()) {
-                let (timeline, _) = Timeline::fold(events(&history));
-
-                let json = serde_json::to_string(&timeline).unwrap();
-                let restored: Timeline = serde_json::from_str(&json).unwrap();
-
-                prop_assert_eq!(restored, timeline);
-            }
-
-            #[test]
-            fn a_stored_timeline_continues_like_a_full_fold(
+            fn appends_that_read_only_the_participants_they_name_build_the_full_fold(
                 history in history(),
-                split in any::<prop::sample::Index>(),
+                sizes in prop::collection::vec(1usize..=6, 60),
             ) {
-                let split = split.index(history.len() + 1);
-                let (stored, _) = Timeline::fold(events(&history[..split]));
-                let mut continued: Timeline =
-                    serde_json::from_str(&serde_json::to_string(&stored).unwrap()).unwrap();
-
-                for (at, event) in events(&history[split..]) {
-                    continued.apply(at, event);
+                let mut rows = Rows::default();
+                let mut appended_anomalies = Vec::new();
+                let mut timed = Vec::new();
+                let mut rest = &history[..];
+                for size in sizes.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (batch, after) = rest.split_at((*size).min(rest.len()));
+                    rest = after;
+                    // One request: its events share the time it was received.
+                    let at = batch[0].0;
+                    let events: Vec<Event> = batch.iter().map(|(_, event)| event.clone()).collect();
+                    let plan = plan_append(rows.load(&events), &events, at);
+                    appended_anomalies.extend(plan.anomalies.clone());
+                    rows.write(plan);
+                    timed.extend(events.into_iter().map(|event| (at, event)));
                 }
 
-                prop_assert_eq!(continued, Timeline::fold(events(&history)).0);
+                let (folded, anomalies) = Timeline::fold(events(&timed));
+
+                prop_assert_eq!(rows.timeline(), folded);
+                prop_assert_eq!(appended_anomalies, anomalies);
             }
 
             #[test]

@@ -6,11 +6,14 @@ use super::{AppState, paths};
 use crate::auth::Caller;
 use crate::config::Permission;
 use crate::domain::timestamp;
-use crate::domain::{FieldError, ParticipantTimeline, Status, Stint};
+use crate::domain::{
+    Anomaly, EventName, Experience, FieldError, Participant, ParticipantTimeline, Status, Stint,
+    TransferType, Transfers, Transition,
+};
 use crate::error::{ApiError, Problem};
 use crate::store::{
-    ConversationFilter, ConversationKey, ConversationSummary, StintKey, StoredEvent, TransferData,
-    Window,
+    ConversationFilter, ConversationKey, ConversationRecord, EventRecord, StintKey,
+    TransferDataRecord, Window,
 };
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -21,6 +24,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
@@ -28,6 +32,9 @@ use utoipa::{IntoParams, ToSchema};
 /// `limit` of the events query and of the lists: (default, max).
 pub(crate) const EVENTS_LIMIT: (i64, i64) = (100, 1000);
 pub(crate) const LIST_LIMIT: (i64, i64) = (50, 500);
+/// `participantsLimit` of a conversation (SPEC 4.1): (default, max). A conversation with
+/// more participants is read a part at a time.
+pub(crate) const PARTICIPANTS_LIMIT: (i64, i64) = (1000, 1000);
 
 /// A conversation of a bot the app cannot read is answered like a missing one: 404.
 fn authorize_read(caller: &Caller, bot_id: &str) -> Result<(), ApiError> {
@@ -40,13 +47,58 @@ fn authorize_read(caller: &Caller, bot_id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// SPEC 4.1: the conversation with every participant's stints.
+/// A conversation without its participants: a SPEC 4.3 list item.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationSummary {
+    bot_id: String,
+    conversation_id: String,
+    status: Status,
+    experience: Option<Experience>,
+    language: Option<String>,
+    #[serde(serialize_with = "timestamp::serialize")]
+    started_at: OffsetDateTime,
+    #[serde(serialize_with = "timestamp::option::serialize")]
+    ended_at: Option<OffsetDateTime>,
+    #[serde(serialize_with = "timestamp::serialize")]
+    last_event_at: OffsetDateTime,
+    event_count: i64,
+    anomaly_count: i64,
+    transfers: Transfers,
+    /// Identities with an open stint, in order of first entry.
+    participants_present: Vec<String>,
+}
+
+impl From<ConversationRecord> for ConversationSummary {
+    fn from(record: ConversationRecord) -> Self {
+        let summary = record.summary;
+        let epoch = OffsetDateTime::UNIX_EPOCH;
+        Self {
+            bot_id: record.bot_id,
+            conversation_id: record.conversation_id,
+            status: summary.status,
+            experience: summary.experience,
+            language: summary.language,
+            started_at: summary.started_at.unwrap_or(epoch),
+            ended_at: summary.ended_at,
+            last_event_at: summary.last_event_at.unwrap_or(epoch),
+            event_count: summary.event_count,
+            anomaly_count: summary.anomaly_count,
+            transfers: summary.transfers,
+            participants_present: record.present,
+        }
+    }
+}
+
+/// SPEC 4.1: the conversation with its participants' stints.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationDetail {
     #[serde(flatten)]
     summary: ConversationSummary,
-    /// In order of first entry.
+    /// In order of first entry: up to `participantsLimit` of them (all, for any
+    /// conversation of at most 1000 participants), each with every stint. When more
+    /// follow, a `Link` header with `rel="next"` gives the URL of the next part.
     participants: Vec<ParticipantView>,
 }
 
@@ -124,6 +176,24 @@ fn round_millis(seconds: f64) -> f64 {
 const BOT_ID: &str =
     "The bot. A bot the app may not read answers 404, like a missing conversation.";
 
+/// Query parameters of a conversation (parsed by [`QueryParams`]; this describes them).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, style = Form)]
+pub struct ConversationQuery {
+    /// Only participants after this position in the order of first entry (from 0): the
+    /// value the `Link` header of the previous part carries.
+    #[param(rename = "participantsAfter", minimum = 0)]
+    pub participants_after: Option<i64>,
+    /// How many participants, at most.
+    #[param(
+        rename = "participantsLimit",
+        minimum = 1,
+        maximum = 1000,
+        default = 1000
+    )]
+    pub participants_limit: Option<i64>,
+}
+
 #[utoipa::path(
     get,
     path = paths::CONVERSATION,
@@ -133,9 +203,12 @@ const BOT_ID: &str =
     params(
         ("botId" = String, Path, description = BOT_ID),
         ("conversationId" = String, Path, description = "The conversation."),
+        ConversationQuery,
     ),
     responses(
-        (status = 200, description = "The conversation.", body = ConversationDetail),
+        (status = 200, description = "The conversation.", body = ConversationDetail,
+            headers(("Link" = String, description = "When more participants follow: `<url>; rel=\"next\"`, the URL of the next part."))),
+        (status = 400, description = "A query parameter is out of range (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such conversation, or a bot the app may not read.", body = Problem, content_type = "application/problem+json"),
@@ -148,23 +221,88 @@ pub async fn conversation(
     caller: Caller,
     State(state): State<AppState>,
     PathParams((bot_id, conversation_id)): PathParams<(String, String)>,
-) -> Result<Json<ConversationDetail>, ApiError> {
+    params: QueryParams,
+) -> Result<Response, ApiError> {
     authorize_read(&caller, &bot_id)?;
-    let conversation = state
+    let mut problems = Vec::new();
+    let limit = params.limit_named("participantsLimit", PARTICIPANTS_LIMIT, &mut problems);
+    let after = params.non_negative("participantsAfter", &mut problems);
+    reject(problems)?;
+
+    let record = state
         .store
         .conversation(&bot_id, &conversation_id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    let participants = state
+        .store
+        .participants(&bot_id, &conversation_id, after.unwrap_or(-1), limit)
+        .await?;
+    let last_shown = after.unwrap_or(-1) + participants.len() as i64;
+    let more = last_shown + 1 < record.summary.participant_count;
     let now = OffsetDateTime::now_utc();
-    Ok(Json(ConversationDetail {
-        participants: conversation
-            .timeline
-            .participants
+    let detail = Json(ConversationDetail {
+        participants: participants
             .iter()
             .map(|participant| ParticipantView::of(participant, now))
             .collect(),
-        summary: conversation.summary,
-    }))
+        summary: record.into(),
+    });
+    if !more {
+        return Ok(detail.into_response());
+    }
+    let next = format!(
+        "</api/v1/bots/{}/conversations/{}?participantsAfter={last_shown}&participantsLimit={limit}>; rel=\"next\"",
+        path_segment(&bot_id),
+        path_segment(&conversation_id),
+    );
+    Ok(([(header::LINK, next)], detail).into_response())
+}
+
+/// `text` as one percent-encoded path segment.
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// A stored event (SPEC 4.2).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    seq: i64,
+    #[serde(serialize_with = "timestamp::serialize")]
+    received_at: OffsetDateTime,
+    name: EventName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transfer_type: Option<TransferType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transition: Option<Transition>,
+    participant: Option<Participant>,
+    anomalies: Vec<Anomaly>,
+    /// The event exactly as received.
+    #[schema(value_type = Object)]
+    payload: Box<RawValue>,
+}
+
+impl From<EventRecord> for StoredEvent {
+    fn from(record: EventRecord) -> Self {
+        Self {
+            seq: record.seq,
+            received_at: record.received_at,
+            name: record.name,
+            transfer_type: record.transfer_type,
+            transition: record.transition,
+            participant: record.participant,
+            anomalies: record.anomalies,
+            payload: record.payload,
+        }
+    }
 }
 
 /// SPEC 4.2: a page of stored events.
@@ -269,7 +407,7 @@ pub async fn events(
             .more
             .then(|| page.events.last().map(|event| event.seq))
             .flatten(),
-        events: page.events,
+        events: page.events.into_iter().map(StoredEvent::from).collect(),
     })
 }
 
@@ -357,11 +495,14 @@ pub async fn list(
         .conversations(&bot_id, &filter, after.as_ref(), limit + 1, now)
         .await?;
     let next = next_key(&mut items, limit, |last| ConversationKey {
-        last_event_at: last.last_event_at,
+        last_event_at: last
+            .summary
+            .last_event_at
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         conversation_id: last.conversation_id.clone(),
     });
     Ok(Json(Page {
-        items,
+        items: items.into_iter().map(ConversationSummary::from).collect(),
         next_cursor: next.map(|key| encode_cursor(&key)),
     }))
 }
@@ -436,6 +577,30 @@ pub async fn participant_stints(
     }))
 }
 
+/// The latest `transferData` of a conversation (SPEC 4.5).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferData {
+    seq: i64,
+    #[serde(serialize_with = "timestamp::serialize")]
+    received_at: OffsetDateTime,
+    participant: Option<Participant>,
+    /// The `transferData` exactly as sent: any JSON value.
+    #[schema(value_type = serde_json::Value)]
+    data: Box<RawValue>,
+}
+
+impl From<TransferDataRecord> for TransferData {
+    fn from(record: TransferDataRecord) -> Self {
+        Self {
+            seq: record.seq,
+            received_at: record.received_at,
+            participant: record.participant,
+            data: record.data,
+        }
+    }
+}
+
 #[utoipa::path(
     get,
     path = paths::TRANSFER_DATA,
@@ -467,7 +632,7 @@ pub async fn transfer_data(
         .store
         .transfer_data(&bot_id, &conversation_id)
         .await?
-        .map(Json)
+        .map(|record| Json(TransferData::from(record)))
         .ok_or(ApiError::NotFound)
 }
 
@@ -538,13 +703,22 @@ fn reject(problems: Vec<FieldError>) -> Result<(), ApiError> {
 }
 
 impl QueryParams {
-    fn limit(&self, (default, max): (i64, i64), problems: &mut Vec<FieldError>) -> i64 {
-        match self.get("limit").map(str::parse::<i64>) {
+    fn limit(&self, range: (i64, i64), problems: &mut Vec<FieldError>) -> i64 {
+        self.limit_named("limit", range, problems)
+    }
+
+    fn limit_named(
+        &self,
+        name: &str,
+        (default, max): (i64, i64),
+        problems: &mut Vec<FieldError>,
+    ) -> i64 {
+        match self.get(name).map(str::parse::<i64>) {
             None => default,
             Some(Ok(limit)) if (1..=max).contains(&limit) => limit,
             Some(_) => {
                 problems.push(problem(
-                    "limit",
+                    name,
                     &format!("must be an integer from 1 to {max}"),
                 ));
                 default

@@ -83,7 +83,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(state.store.as_ref()),
+        crate::metrics::render(&state.store),
     )
 }
 

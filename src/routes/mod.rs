@@ -28,7 +28,7 @@ use tracing::Level;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub store: Store,
     pub apps: Arc<AppRegistry>,
     pub body_limit_bytes: usize,
     /// How long an `Idempotency-Key` is remembered.
@@ -37,7 +37,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Store,
         apps: Arc<AppRegistry>,
         server: &ServerSettings,
         idempotency: &IdempotencySettings,

@@ -1,26 +1,26 @@
-//! Storage: the [`Store`] trait the routes use, with a PostgreSQL implementation (the
-//! production store) and an embedded SQLite one (the zero-install default).
+//! Storage: the [`Store`] the routes use, over PostgreSQL (the production store) or an
+//! embedded SQLite file (the zero-install default). The domain plans every append
+//! ([`crate::domain::plan_append`]); a backend only loads what the plan needs and writes
+//! what it says. The reads are shared (`sql.rs`); only SQL that differs by dialect is
+//! written per backend.
 
 mod postgres;
 mod sql;
 mod sqlite;
 
 pub use postgres::PgStore;
+pub use sql::DbTime;
 pub use sqlite::{DEFAULT_SQLITE_FILE, SqliteStore};
 
 use crate::config::DatabaseSettings;
-use crate::domain::timestamp;
 use crate::domain::{
-    Anomaly, EventName, Experience, IngestBatch, Participant, Status, Stint, Timeline,
-    TransferType, Transfers, Transition,
+    Anomaly, AppendPlan, EventName, IngestBatch, Participant, ParticipantTimeline, Status, Stint,
+    Stored, Summary, TransferType, Transition, plan_append,
 };
-use async_trait::async_trait;
 use secrecy::ExposeSecret;
-use serde::Serialize;
 use serde_json::value::RawValue;
-use std::sync::Arc;
+use sql::Reads;
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -189,150 +189,61 @@ pub struct Appended {
     pub anomalies: Vec<Anomaly>,
 }
 
-/// A stint to write, keyed by participant and ordinal.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangedStint<'a> {
-    pub identity: &'a str,
-    pub ordinal: i32,
-    pub stint: &'a Stint,
-}
-
-/// Taken before an append, tells which stint rows the append added or changed: new
-/// stints, and the stint that was open if it closed. The fold only ever appends
-/// participants and their stints, and an open stint changes only by closing, so a
-/// participant's position and its stints' ordinals stay put.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StintMarks(Vec<StintMark>);
-
-/// Where a participant's stints may have changed; a new participant's all changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct StintMark {
-    /// Stints before this ordinal were closed before the append, and stay as they are.
-    first_changed: usize,
-    /// Whether the stint at `first_changed` was already there, open.
-    was_open: bool,
-}
-
-impl StintMarks {
-    pub fn of(before: &Timeline) -> Self {
-        Self(
-            before
-                .participants
-                .iter()
-                .map(|participant| match participant.stints.last() {
-                    Some(last) if last.is_open() => StintMark {
-                        first_changed: participant.stints.len() - 1,
-                        was_open: true,
-                    },
-                    _ => StintMark {
-                        first_changed: participant.stints.len(),
-                        was_open: false,
-                    },
-                })
-                .collect(),
-        )
-    }
-
-    /// The stint rows of `after` (the marked timeline after the append) to write.
-    pub fn changed<'a>(&self, after: &'a Timeline) -> Vec<ChangedStint<'a>> {
-        after
-            .participants
-            .iter()
-            .enumerate()
-            .flat_map(|(index, participant)| {
-                let mark = self.0.get(index).copied().unwrap_or_default();
-                participant
-                    .stints
-                    .iter()
-                    .enumerate()
-                    .skip(mark.first_changed)
-                    .filter(move |(ordinal, stint)| {
-                        let still_open =
-                            mark.was_open && *ordinal == mark.first_changed && stint.is_open();
-                        !still_open
-                    })
-                    .map(|(ordinal, stint)| ChangedStint {
-                        identity: &participant.identity,
-                        ordinal: ordinal as i32,
-                        stint,
-                    })
-            })
-            .collect()
-    }
-}
-
-/// A conversation without its participants: a SPEC 4.3 list item.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConversationSummary {
-    pub bot_id: String,
-    pub conversation_id: String,
-    pub status: Status,
-    pub experience: Option<Experience>,
-    pub language: Option<String>,
-    #[serde(serialize_with = "timestamp::serialize")]
-    pub started_at: OffsetDateTime,
-    #[serde(serialize_with = "timestamp::option::serialize")]
-    pub ended_at: Option<OffsetDateTime>,
-    #[serde(serialize_with = "timestamp::serialize")]
-    pub last_event_at: OffsetDateTime,
-    pub event_count: i64,
-    pub anomaly_count: i64,
-    pub transfers: Transfers,
-    pub participants_present: Vec<String>,
-}
-
-impl ConversationSummary {
-    /// The summary columns materialised from `timeline`.
-    pub fn of(bot_id: &str, conversation_id: &str, timeline: &Timeline) -> Self {
-        let epoch = OffsetDateTime::UNIX_EPOCH;
+impl Appended {
+    fn of(plan: &AppendPlan) -> Self {
         Self {
-            bot_id: bot_id.to_owned(),
-            conversation_id: conversation_id.to_owned(),
-            status: timeline.status,
-            experience: timeline.experience,
-            language: timeline.language.clone(),
-            started_at: timeline.started_at.unwrap_or(epoch),
-            ended_at: timeline.ended_at,
-            last_event_at: timeline.last_event_at.unwrap_or(epoch),
-            event_count: timeline.event_count,
-            anomaly_count: timeline.anomaly_count,
-            transfers: timeline.transfers,
-            participants_present: timeline.present().map(str::to_owned).collect(),
+            first_seq: plan.first_seq,
+            last_seq: plan.last_seq(),
+            status: plan.summary.status,
+            anomalies: plan.all_anomalies(),
         }
     }
 }
 
-/// A conversation with its whole timeline (SPEC 4.1).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Conversation {
-    pub summary: ConversationSummary,
-    pub timeline: Timeline,
+/// Plans the append of `batch` to the conversation as `stored`, received at `received_at`.
+fn plan(batch: &IngestBatch, stored: Stored, received_at: OffsetDateTime) -> AppendPlan {
+    plan_append(stored, &batch.events, DbTime::truncated(received_at))
 }
 
-/// A stored event as the events query returns it (SPEC 4.2).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StoredEvent {
+/// The identities the events of `batch` name, each once: the participants its plan needs.
+fn named_identities(batch: &IngestBatch) -> Vec<&str> {
+    let mut identities: Vec<&str> = Vec::new();
+    for participant in batch.events.iter().filter_map(|event| event.participant()) {
+        if !identities.contains(&participant.identity.as_str()) {
+            identities.push(&participant.identity);
+        }
+    }
+    identities
+}
+
+/// A conversation's summary and who is present in it: a SPEC 4.3 list item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationRecord {
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub summary: Summary,
+    /// Identities with an open stint, in order of first entry.
+    pub present: Vec<String>,
+}
+
+/// A stored event (SPEC 4.2).
+#[derive(Debug, Clone)]
+pub struct EventRecord {
     pub seq: i64,
-    #[serde(serialize_with = "timestamp::serialize")]
     pub received_at: OffsetDateTime,
     pub name: EventName,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer_type: Option<TransferType>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub transition: Option<Transition>,
     pub participant: Option<Participant>,
     pub anomalies: Vec<Anomaly>,
     /// The event exactly as received.
-    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
 }
 
 /// A page of a conversation's events (SPEC 4.2).
 #[derive(Debug)]
 pub struct EventsPage {
-    pub events: Vec<StoredEvent>,
+    pub events: Vec<EventRecord>,
     /// Whether more events follow the last one.
     pub more: bool,
 }
@@ -346,15 +257,12 @@ pub struct ParticipantStint {
 }
 
 /// The latest `transferData` of a conversation (SPEC 4.5).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TransferData {
+#[derive(Debug, Clone)]
+pub struct TransferDataRecord {
     pub seq: i64,
-    #[serde(serialize_with = "timestamp::serialize")]
     pub received_at: OffsetDateTime,
     pub participant: Option<Participant>,
-    /// The `transferData` exactly as sent: any JSON value.
-    #[schema(value_type = serde_json::Value)]
+    /// Exactly as sent: any JSON value.
     pub data: Box<RawValue>,
 }
 
@@ -369,7 +277,7 @@ pub struct ConversationFilter {
 }
 
 /// Where the previous page of conversations ended (newest `lastEventAt` first).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConversationKey {
     #[serde(with = "time::serde::rfc3339")]
     pub last_event_at: OffsetDateTime,
@@ -377,7 +285,7 @@ pub struct ConversationKey {
 }
 
 /// Where the previous page of stints ended (newest `joinedAt` first).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StintKey {
     #[serde(with = "time::serde::rfc3339")]
     pub joined_at: OffsetDateTime,
@@ -453,73 +361,162 @@ impl PoolStats {
     }
 }
 
-/// Connection-pool use, sampled when `/metrics` is scraped.
-pub trait PoolUse {
-    fn pool_stats(&self) -> Vec<PoolStats>;
+/// Where events are appended and timelines read: PostgreSQL or SQLite.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
 }
 
-impl PoolUse for PgStore {
-    fn pool_stats(&self) -> Vec<PoolStats> {
-        vec![PoolStats::of("primary", self.pool())]
+#[derive(Clone)]
+enum Backend {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl From<PgStore> for Store {
+    fn from(store: PgStore) -> Self {
+        Self {
+            backend: Backend::Postgres(store),
+        }
     }
 }
 
-/// Where events are appended and timelines read.
-#[async_trait]
-pub trait Store: PoolUse + Send + Sync + 'static {
-    /// Applies pending migrations.
-    async fn migrate(&self) -> Result<(), StoreError>;
+impl From<SqliteStore> for Store {
+    fn from(store: SqliteStore) -> Self {
+        Self {
+            backend: Backend::Sqlite(store),
+        }
+    }
+}
 
-    /// Ok when the database answers and its migrations are applied.
-    async fn ready(&self) -> Result<(), StoreError>;
+/// Runs `$call` on the shared reads (`$reads`) over the backend's pool for reads.
+macro_rules! read {
+    ($store:expr, $reads:ident => $call:expr) => {
+        match &$store.backend {
+            Backend::Postgres(store) => {
+                let $reads = Reads(store.pool());
+                $call.await
+            }
+            Backend::Sqlite(store) => {
+                let $reads = Reads(store.reader());
+                $call.await
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => store.migrate().await,
+            Backend::Sqlite(store) => store.migrate().await,
+        }
+    }
+
+    /// Ok when the database answers, its migrations are applied and (SQLite) its disk
+    /// takes writes.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => store.ready().await,
+            Backend::Sqlite(store) => store.ready().await,
+        }
+    }
 
     /// Stores every event of `batch`, or none, with gap-free `seq` per conversation.
-    async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError>;
+    pub async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => store.append(batch).await,
+            Backend::Sqlite(store) => store.append(batch).await,
+        }
+    }
 
     /// As [`Store::append`], unless `key` was used before or is in use: in one
     /// transaction, so a retry is never stored twice and a failure leaves nothing behind.
-    async fn append_keyed(&self, batch: &IngestBatch, key: &KeyRecord)
-    -> Result<Keyed, StoreError>;
+    pub async fn append_keyed(
+        &self,
+        batch: &IngestBatch,
+        key: &KeyRecord,
+    ) -> Result<Keyed, StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => store.append_keyed(batch, key).await,
+            Backend::Sqlite(store) => store.append_keyed(batch, key).await,
+        }
+    }
 
     /// An earlier, unexpired use of `key`, if any.
-    async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError>;
+    pub async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError> {
+        read!(self, reads => reads.previous_use(key))
+    }
 
     /// Forgets keys created before `expired_before`; returns how many.
-    async fn purge_keys(&self, expired_before: OffsetDateTime) -> Result<u64, StoreError>;
+    pub async fn purge_keys(&self, expired_before: OffsetDateTime) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => Reads(store.pool()).purge_keys(expired_before).await,
+            Backend::Sqlite(store) => Reads(store.writer()).purge_keys(expired_before).await,
+        }
+    }
 
-    /// A conversation and its timeline, if it exists.
-    async fn conversation(
+    /// A conversation's summary, if it exists.
+    pub async fn conversation(
         &self,
         bot_id: &str,
         conversation_id: &str,
-    ) -> Result<Option<Conversation>, StoreError>;
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        read!(self, reads => reads.conversation(bot_id, conversation_id))
+    }
+
+    /// Up to `limit` of a conversation's participants after position `after`, in order
+    /// of first entry, each with every stint.
+    pub async fn participants(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ParticipantTimeline>, StoreError> {
+        read!(self, reads => reads.participants(bot_id, conversation_id, after, limit))
+    }
 
     /// Up to `limit` events with `seq > after_seq`, in `seq` order, ending early once
     /// their payloads reach `max_bytes` (the first event always comes); `None` when the
     /// conversation does not exist.
-    async fn events(
+    pub async fn events(
         &self,
         bot_id: &str,
         conversation_id: &str,
         after_seq: i64,
         limit: i64,
         max_bytes: i64,
-    ) -> Result<Option<EventsPage>, StoreError>;
+    ) -> Result<Option<EventsPage>, StoreError> {
+        read!(self, reads => reads.events(bot_id, conversation_id, after_seq, limit, max_bytes))
+    }
 
     /// Up to `limit` conversations after `after`, newest `lastEventAt` first; `now` ends
     /// the lifetime of conversations that have not ended.
-    async fn conversations(
+    pub async fn conversations(
         &self,
         bot_id: &str,
         filter: &ConversationFilter,
         after: Option<&ConversationKey>,
         limit: i64,
         now: OffsetDateTime,
-    ) -> Result<Vec<ConversationSummary>, StoreError>;
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => {
+                let sql = sql::list_conversations_pg(bot_id, filter, after, limit, now);
+                Reads(store.pool()).conversations(bot_id, sql).await
+            }
+            Backend::Sqlite(store) => {
+                let sql = sql::list_conversations(bot_id, filter, after, limit, now);
+                Reads(store.reader()).conversations(bot_id, sql).await
+            }
+        }
+    }
 
     /// Up to `limit` of a participant's stints overlapping `window`, after `after`,
     /// newest `joinedAt` first; `now` ends open stints.
-    async fn stints(
+    pub async fn stints(
         &self,
         bot_id: &str,
         identity: &str,
@@ -527,17 +524,40 @@ pub trait Store: PoolUse + Send + Sync + 'static {
         after: Option<&StintKey>,
         limit: i64,
         now: OffsetDateTime,
-    ) -> Result<Vec<ParticipantStint>, StoreError>;
+    ) -> Result<Vec<ParticipantStint>, StoreError> {
+        read!(self, reads => reads.stints(bot_id, identity, window, after, limit, now))
+    }
 
     /// The most recent `transferData` sent in a conversation.
-    async fn transfer_data(
+    pub async fn transfer_data(
         &self,
         bot_id: &str,
         conversation_id: &str,
-    ) -> Result<Option<TransferData>, StoreError>;
+    ) -> Result<Option<TransferDataRecord>, StoreError> {
+        read!(self, reads => reads.transfer_data(bot_id, conversation_id))
+    }
+
+    /// Connection-pool use, sampled when `/metrics` is scraped.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        match &self.backend {
+            Backend::Postgres(store) => vec![PoolStats::of("primary", store.pool())],
+            Backend::Sqlite(store) => vec![
+                PoolStats::of("writer", store.writer()),
+                PoolStats::of("reader", store.reader()),
+            ],
+        }
+    }
 
     /// Releases the connections.
-    async fn close(&self);
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Postgres(store) => store.pool().close().await,
+            Backend::Sqlite(store) => {
+                store.reader().close().await;
+                store.writer().close().await;
+            }
+        }
+    }
 }
 
 /// Ok when every migration the binary embeds is among the `applied` versions.
@@ -587,163 +607,26 @@ fn migration_failed(error: sqlx::migrate::MigrateError) -> StoreError {
 
 /// Opens the store that `database.url` names: `postgres://…` (production) or
 /// `sqlite://…`; with no URL, the embedded SQLite file under `./data/`.
-pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Store> {
     let url = settings
         .url
         .as_ref()
         .map(|url| url.expose_secret().trim().to_owned())
         .filter(|url| !url.is_empty());
     match url.as_deref() {
-        None => Ok(Arc::new(
-            SqliteStore::open_file(std::path::Path::new(DEFAULT_SQLITE_FILE), settings).await?,
-        )),
+        None => Ok(
+            SqliteStore::open_file(std::path::Path::new(DEFAULT_SQLITE_FILE), settings)
+                .await?
+                .into(),
+        ),
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(PgStore::connect(url, settings).await?))
+            Ok(PgStore::connect(url, settings).await?.into())
         }
         Some(url) if url.starts_with("sqlite:") => {
-            Ok(Arc::new(SqliteStore::connect(url, settings).await?))
+            Ok(SqliteStore::connect(url, settings).await?.into())
         }
         Some(_) => anyhow::bail!(
             "unsupported database URL scheme; expected postgres://, postgresql:// or sqlite://"
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{Event, ExitType};
-    use serde_json::{Value, json};
-    use time::macros::datetime;
-
-    const T0: OffsetDateTime = datetime!(2025-03-01 09:00:00 UTC);
-
-    fn events(events: Value) -> Vec<Event> {
-        let body = json!({ "conversationId": "c-1", "botId": "st-1", "events": events });
-        IngestBatch::parse(body.to_string().as_bytes(), "st-1")
-            .expect("the test body is a valid hooks request")
-            .events
-    }
-
-    fn transfer(transfer_type: &str, transition: &str, agent: &str) -> Value {
-        json!({
-            "name": "INTERNAL_TRANSFER_EVENT", "transfertype": transfer_type,
-            "transition": transition, "isExtAD": "true", "experience": "voice",
-            "participant": { "identity": agent, "name": agent, "type": "agent" }
-        })
-    }
-
-    fn apply(timeline: &mut Timeline, batch: &[Event]) {
-        for event in batch {
-            timeline.apply(T0, event);
-        }
-    }
-
-    fn timeline_of(batch: Value) -> Timeline {
-        let mut timeline = Timeline::default();
-        apply(&mut timeline, &events(batch));
-        timeline
-    }
-
-    /// `(identity, ordinal, still open)` of each row an append of `batch` writes.
-    fn rows_written(timeline: &mut Timeline, batch: Value) -> Vec<(String, i32, bool)> {
-        let marks = StintMarks::of(timeline);
-        apply(timeline, &events(batch));
-        marks
-            .changed(timeline)
-            .iter()
-            .map(|row| (row.identity.to_owned(), row.ordinal, row.stint.is_open()))
-            .collect()
-    }
-
-    fn row(identity: &str, ordinal: i32, open: bool) -> (String, i32, bool) {
-        (identity.to_owned(), ordinal, open)
-    }
-
-    #[test]
-    fn a_new_conversation_writes_every_stint_it_opened() {
-        let mut timeline = Timeline::default();
-
-        let rows = rows_written(
-            &mut timeline,
-            json!([
-                transfer("NA", "entry", "a1"),
-                transfer("COLD", "entry", "a2")
-            ]),
-        );
-
-        assert_eq!(rows, [row("a1", 0, true), row("a2", 0, true)]);
-    }
-
-    #[test]
-    fn closing_a_stint_rewrites_only_that_stint() {
-        let mut timeline = timeline_of(json!([
-            transfer("NA", "entry", "a1"),
-            transfer("COLD", "exit", "a1"),
-            transfer("COLD", "entry", "a1"),
-            transfer("WARM", "entry", "a2"),
-        ]));
-
-        let rows = rows_written(&mut timeline, json!([transfer("WARM", "exit", "a2")]));
-
-        assert_eq!(rows, [row("a2", 0, false)]);
-    }
-
-    #[test]
-    fn a_returning_participant_gets_a_new_ordinal_and_the_closed_ones_stay_untouched() {
-        let mut timeline = timeline_of(json!([
-            transfer("NA", "entry", "a1"),
-            transfer("COLD", "exit", "a1"),
-            transfer("COLD", "entry", "a2"),
-        ]));
-
-        let rows = rows_written(&mut timeline, json!([transfer("WARM", "entry", "a1")]));
-
-        assert_eq!(rows, [row("a1", 1, true)]);
-    }
-
-    #[test]
-    fn events_that_change_no_presence_write_no_stint() {
-        let mut timeline = timeline_of(json!([transfer("NA", "entry", "a1")]));
-
-        let rows = rows_written(
-            &mut timeline,
-            json!([
-                transfer("COLD", "entry", "a1"),
-                transfer("COLD", "exit", "nobody"),
-                { "name": "TRIGGER_SUMMARY_EVENT", "data": {} }
-            ]),
-        );
-
-        assert_eq!(rows, []);
-    }
-
-    #[test]
-    fn end_of_conversation_rewrites_every_open_stint_it_closed() {
-        let mut timeline = timeline_of(json!([
-            transfer("NA", "entry", "a1"),
-            transfer("COLD", "exit", "a1"),
-            transfer("COLD", "entry", "a2"),
-            transfer("WARM", "entry", "a3"),
-        ]));
-
-        let marks = StintMarks::of(&timeline);
-        apply(
-            &mut timeline,
-            &events(json!([{ "name": "END_OF_CONVERSATION" }])),
-        );
-        let rows = marks.changed(&timeline);
-
-        let closed: Vec<_> = rows
-            .iter()
-            .map(|row| (row.identity, row.ordinal, row.stint.exit_type))
-            .collect();
-        assert_eq!(
-            closed,
-            [
-                ("a2", 0, Some(ExitType::End)),
-                ("a3", 0, Some(ExitType::End))
-            ]
-        );
     }
 }

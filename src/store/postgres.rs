@@ -1,20 +1,17 @@
-//! The PostgreSQL store: the production backend.
+//! The PostgreSQL store: the production backend. Concurrency is decided by the
+//! conversation row (a compare-and-set on its `last_seq`, else its lock), so any number of
+//! replicas can share one database.
 
-use super::sql::{self, Bind, KeyRow, PagedEventRow, StintRow, SummaryRow, convert};
-use super::{
-    Appended, Checkout, Conversation, ConversationFilter, ConversationKey, ConversationSummary,
-    EventsPage, KeyRecord, Keyed, ParticipantStint, Previous, StintKey, StintMarks, Store,
-    StoreError, TransferData, Window, finish,
-};
+use super::sql::{self, DbTime, SummaryRow};
+use super::{Appended, Checkout, KeyRecord, Keyed, StoreError, finish, named_identities, plan};
 use crate::config::DatabaseSettings;
-use crate::domain::{Anomaly, IngestBatch, Participant, Timeline};
+use crate::domain::{Anomaly, TransferType};
+use crate::domain::{AppendPlan, IngestBatch, Participant, Stint, Stored, StoredParticipant};
 use anyhow::Context;
-use async_trait::async_trait;
-use serde_json::value::RawValue;
-use sqlx::postgres::PgRow;
+use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Connection, FromRow, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Connection, FromRow, PgConnection, PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -28,9 +25,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
 /// A pooled connection idle for longer is pinged before use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
-/// Timelines in PostgreSQL. Concurrency is decided by the conversation row (a
-/// compare-and-set on its `last_seq`, else its lock), so any number of replicas can share
-/// one database.
+/// Timelines in PostgreSQL.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -73,11 +68,8 @@ impl PgStore {
     pub fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
     }
-}
 
-#[async_trait]
-impl Store for PgStore {
-    async fn migrate(&self) -> Result<(), StoreError> {
+    pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR
             .run(&self.pool)
             .await
@@ -89,21 +81,21 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn ready(&self) -> Result<(), StoreError> {
+    pub(super) async fn ready(&self) -> Result<(), StoreError> {
         let applied: Vec<i64> = sqlx::query_scalar(super::APPLIED_MIGRATIONS)
             .fetch_all(&self.pool)
             .await?;
         super::require_migrations(&MIGRATOR, &applied)
     }
 
-    async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
+    pub(super) async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
         let mut connection = Checkout::acquire(&self.pool).await?;
         let appended = append_on(&mut connection, batch).await;
         connection.reuse_if_ok(&appended);
         appended
     }
 
-    async fn append_keyed(
+    pub(super) async fn append_keyed(
         &self,
         batch: &IngestBatch,
         key: &KeyRecord,
@@ -118,161 +110,22 @@ impl Store for PgStore {
         connection.reuse_if_ok(&keyed);
         keyed
     }
-
-    async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        read_key(&mut connection, key).await
-    }
-
-    async fn purge_keys(&self, expired_before: OffsetDateTime) -> Result<u64, StoreError> {
-        let purged = sqlx::query(sql::PURGE_KEYS)
-            .bind(expired_before)
-            .execute(&self.pool)
-            .await?;
-        Ok(purged.rows_affected())
-    }
-
-    async fn conversation(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-    ) -> Result<Option<Conversation>, StoreError> {
-        let timeline: Option<Json<Timeline>> = sqlx::query_scalar(
-            "SELECT timeline FROM conversations WHERE bot_id = $1 AND conversation_id = $2",
-        )
-        .bind(bot_id)
-        .bind(conversation_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .flatten();
-        Ok(timeline.map(|Json(timeline)| Conversation {
-            summary: ConversationSummary::of(bot_id, conversation_id, &timeline),
-            timeline,
-        }))
-    }
-
-    async fn events(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-        after_seq: i64,
-        limit: i64,
-        max_bytes: i64,
-    ) -> Result<Option<EventsPage>, StoreError> {
-        let rows: Vec<PagedEventRow<OffsetDateTime>> = sqlx::query_as(sql::EVENTS_PAGE)
-            .bind(bot_id)
-            .bind(conversation_id)
-            .bind(after_seq)
-            .bind(limit + 1)
-            .bind(max_bytes)
-            .fetch_all(&self.pool)
-            .await?;
-        if rows.is_empty() && !self.exists(bot_id, conversation_id).await? {
-            return Ok(None);
-        }
-        sql::events_page(rows, limit).map(Some)
-    }
-
-    async fn conversations(
-        &self,
-        bot_id: &str,
-        filter: &ConversationFilter,
-        after: Option<&ConversationKey>,
-        limit: i64,
-        now: OffsetDateTime,
-    ) -> Result<Vec<ConversationSummary>, StoreError> {
-        let sql = sql::list_conversations_pg(bot_id, filter, after, limit, now);
-        let rows: Vec<SummaryRow<OffsetDateTime>> = fetch_sql(&self.pool, sql).await?;
-        convert(rows, SummaryRow::into_summary)
-    }
-
-    async fn stints(
-        &self,
-        bot_id: &str,
-        identity: &str,
-        window: Window,
-        after: Option<&StintKey>,
-        limit: i64,
-        now: OffsetDateTime,
-    ) -> Result<Vec<ParticipantStint>, StoreError> {
-        let sql = sql::list_stints(bot_id, identity, window, after, limit, now);
-        let rows: Vec<StintRow<OffsetDateTime>> = fetch_sql(&self.pool, sql).await?;
-        convert(rows, StintRow::into_stint)
-    }
-
-    async fn transfer_data(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-    ) -> Result<Option<TransferData>, StoreError> {
-        let row: Option<(i64, OffsetDateTime, Option<Json<Participant>>, String)> = sqlx::query_as(
-            "SELECT seq, received_at, participant, transfer_data::text
-                 FROM events
-                 WHERE bot_id = $1 AND conversation_id = $2 AND transfer_data IS NOT NULL
-                 ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(bot_id)
-        .bind(conversation_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((seq, received_at, participant, data)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(TransferData {
-            seq,
-            received_at,
-            participant: participant.map(|Json(participant)| participant),
-            data: RawValue::from_string(data).context("stored transferData is not JSON")?,
-        }))
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
-impl PgStore {
-    async fn exists(&self, bot_id: &str, conversation_id: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM conversations WHERE bot_id = $1 AND conversation_id = $2)",
-        )
-        .bind(bot_id)
-        .bind(conversation_id)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-}
-
-/// Runs a shared list query with PostgreSQL's time representation.
-async fn fetch_sql<R>(pool: &PgPool, sql: sql::Sql) -> Result<Vec<R>, sqlx::Error>
-where
-    R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-{
-    let mut query = sqlx::query_as::<_, R>(AssertSqlSafe(sql.text));
-    for bind in sql.binds {
-        query = match bind {
-            Bind::Text(text) => query.bind(text),
-            Bind::Int(number) => query.bind(number),
-            Bind::Time(at) => query.bind(at),
-        };
-    }
-    query.fetch_all(pool).await
-}
-
-/// Appends optimistically first: appends to one conversation rarely race, so read, fold,
+/// Appends optimistically first: appends to one conversation rarely race, so read, plan,
 /// and write only if nobody appended meanwhile — two round trips, no transaction. The
 /// loser of a race takes the row lock instead.
 async fn append_on(
     connection: &mut PgConnection,
     batch: &IngestBatch,
 ) -> Result<Appended, StoreError> {
-    let found = read_conversation(connection, batch).await?;
-    let expected = found.last_seq;
-    if let Some(appended) = write_appended(&mut *connection, batch, found, expected).await? {
-        return Ok(appended);
+    let (stored, received_at) = load(&mut *connection, batch).await?;
+    let plan = plan(batch, stored, received_at);
+    if write(&mut *connection, batch, &plan).await? {
+        return Ok(Appended::of(&plan));
     }
     let mut tx = connection.begin().await?;
-    let appended = append_in(&mut tx, batch).await;
+    let appended = append_locked(&mut tx, batch).await;
     finish(tx, appended, |_| true).await
 }
 
@@ -288,115 +141,152 @@ async fn append_keyed_in(
     if !locked {
         return Ok(Keyed::InFlight);
     }
-    if let Some(previous) = read_key(tx, key).await? {
+    if let Some(previous) = sql::read_key(&mut **tx, key).await? {
         return Ok(Keyed::Used(previous));
     }
-    let appended = append_in(tx, batch).await?;
-    sqlx::query(sql::SAVE_KEY)
-        .bind(&key.bot_id)
-        .bind(&key.key)
-        .bind(&key.fingerprint)
-        .bind(key.now)
-        .bind(batch.conversation_id.as_str())
-        .bind(batch.events.len() as i64)
-        .bind(appended.first_seq)
-        .bind(appended.last_seq)
-        .bind(appended.status.as_str())
-        .execute(&mut **tx)
-        .await?;
+    let appended = append_locked(tx, batch).await?;
+    let accepted = batch.events.len() as i64;
+    sql::save_key(
+        &mut **tx,
+        key,
+        batch.conversation_id.as_str(),
+        accepted,
+        &appended,
+    )
+    .await?;
     Ok(Keyed::Stored(appended))
 }
 
-/// A conversation as an append finds it.
-struct Found {
-    /// The seq of its last event; 0 for a new conversation.
-    last_seq: i64,
-    timeline: Timeline,
-    /// When the new events are received: the database's clock, never before the last event.
-    received_at: OffsetDateTime,
-}
-
-/// Reads the conversation without locking it (it may not exist yet).
-async fn read_conversation(
-    connection: &mut PgConnection,
-    batch: &IngestBatch,
-) -> Result<Found, StoreError> {
-    let (last_seq, timeline, received_at): (Option<i64>, Option<Json<Timeline>>, OffsetDateTime) =
-        sqlx::query_as(
-            "SELECT c.last_seq, c.timeline, GREATEST(clock_timestamp(), c.last_event_at)
-             FROM (VALUES (1)) AS one
-             LEFT JOIN conversations c ON c.bot_id = $1 AND c.conversation_id = $2",
-        )
-        .bind(batch.bot_id.as_str())
-        .bind(batch.conversation_id.as_str())
-        .fetch_one(connection)
-        .await?;
-    Ok(Found {
-        last_seq: last_seq.unwrap_or(0),
-        timeline: timeline.map(|Json(timeline)| timeline).unwrap_or_default(),
-        received_at,
-    })
-}
-
-/// Appends under the conversation's row lock, inside `tx`.
-async fn append_in(
+/// Appends under the conversation's row lock, inside `tx`; creates the row (empty) first
+/// if there is none, so that there is a row to lock.
+async fn append_locked(
     tx: &mut Transaction<'_, Postgres>,
     batch: &IngestBatch,
 ) -> Result<Appended, StoreError> {
-    let count = batch.events.len() as i64;
-    // Creates or locks the conversation row and reserves `count` seqs in one statement;
-    // the clock is read after the lock is held, so `receivedAt` follows `seq`.
-    let (reserved, timeline, received_at): (i64, Option<Json<Timeline>>, OffsetDateTime) =
-        sqlx::query_as(
-            "INSERT INTO conversations AS c
-                 (bot_id, conversation_id, last_seq, status, started_at, last_event_at)
-             VALUES ($1, $2, $3, 'idle', now(), now())
-             ON CONFLICT (bot_id, conversation_id)
-                 DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
-             RETURNING c.last_seq, c.timeline, GREATEST(clock_timestamp(), c.last_event_at)",
-        )
-        .bind(batch.bot_id.as_str())
-        .bind(batch.conversation_id.as_str())
-        .bind(count)
-        .fetch_one(&mut **tx)
-        .await?;
-    let found = Found {
-        last_seq: reserved - count,
-        timeline: timeline.map(|Json(timeline)| timeline).unwrap_or_default(),
-        received_at,
-    };
-    write_appended(&mut **tx, batch, found, reserved)
-        .await?
-        .context("the locked conversation row changed")
-        .map_err(StoreError::from)
+    sqlx::query(
+        "INSERT INTO conversations (bot_id, conversation_id, last_seq, status, started_at,
+             last_event_at)
+         VALUES ($1, $2, 0, 'idle', now(), now())
+         ON CONFLICT (bot_id, conversation_id) DO NOTHING",
+    )
+    .bind(batch.bot_id.as_str())
+    .bind(batch.conversation_id.as_str())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "SELECT 1 FROM conversations WHERE bot_id = $1 AND conversation_id = $2 FOR UPDATE",
+    )
+    .bind(batch.bot_id.as_str())
+    .bind(batch.conversation_id.as_str())
+    .execute(&mut **tx)
+    .await?;
+    let (stored, received_at) = load(tx, batch).await?;
+    let plan = plan(batch, stored, received_at);
+    if !write(tx, batch, &plan).await? {
+        return Err(anyhow::anyhow!("the locked conversation row changed").into());
+    }
+    Ok(Appended::of(&plan))
 }
 
-/// Folds `batch` into the conversation as `found` and writes the result in one statement:
-/// the conversation row, if its `last_seq` is still `expected`; then, only if it was
-/// written, the event rows and the stints that opened or closed. `None` when the row had
-/// moved on and nothing was written.
-async fn write_appended<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
-    batch: &IngestBatch,
-    found: Found,
-    expected: i64,
-) -> Result<Option<Appended>, StoreError> {
-    let Found {
-        last_seq: previous_seq,
-        mut timeline,
-        received_at,
-    } = found;
-    let first_seq = previous_seq + 1;
-    let last_seq = previous_seq + batch.events.len() as i64;
-    let marks = StintMarks::of(&timeline);
-    let anomalies: Vec<Vec<Anomaly>> = batch
-        .events
-        .iter()
-        .map(|event| timeline.apply(received_at, event))
-        .collect();
-    let stints = marks.changed(&timeline);
+/// A participant as the state query aggregates it, with its open stint if any.
+#[derive(Deserialize)]
+struct ParticipantJson {
+    identity: String,
+    name: String,
+    kind: String,
+    position: i64,
+    stint_count: i32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    joined_at: Option<OffsetDateTime>,
+    entry_type: Option<String>,
+}
 
+#[derive(FromRow)]
+struct StateRow {
+    #[sqlx(flatten)]
+    summary: SummaryRow,
+    received_at: DbTime,
+    participants: Option<Json<Vec<ParticipantJson>>>,
+}
+
+/// Reads, in one round trip and without locking, what an append of `batch` needs, and
+/// the time it is received: the database's clock, never before the conversation's last
+/// event, so that `receivedAt` follows `seq`.
+async fn load(
+    connection: &mut PgConnection,
+    batch: &IngestBatch,
+) -> Result<(Stored, OffsetDateTime), StoreError> {
+    let row: StateRow = sqlx::query_as(
+        "SELECT $1 AS bot_id, $2 AS conversation_id, COALESCE(c.last_seq, 0) AS last_seq,
+                COALESCE(c.status, 'idle') AS status, c.experience, c.language,
+                COALESCE(c.started_at, clock_timestamp()) AS started_at, c.ended_at,
+                COALESCE(c.last_event_at, clock_timestamp()) AS last_event_at,
+                COALESCE(c.event_count, 0) AS event_count,
+                COALESCE(c.anomaly_count, 0) AS anomaly_count,
+                COALESCE(c.cold_transfers, 0) AS cold_transfers,
+                COALESCE(c.warm_transfers, 0) AS warm_transfers,
+                COALESCE(c.redial_transfers, 0) AS redial_transfers,
+                COALESCE(c.present_count, 0) AS present_count,
+                COALESCE(c.participant_count, 0) AS participant_count,
+                GREATEST(clock_timestamp(), c.last_event_at) AS received_at,
+                (SELECT json_agg(json_build_object(
+                            'identity', p.identity, 'name', p.name, 'kind', p.kind,
+                            'position', p.position, 'stint_count', p.stint_count,
+                            'joined_at', s.joined_at, 'entry_type', s.entry_type))
+                 FROM participants p
+                 LEFT JOIN stints s ON s.bot_id = p.bot_id
+                     AND s.conversation_id = p.conversation_id AND s.identity = p.identity
+                     AND s.ordinal = p.stint_count - 1 AND s.left_at IS NULL
+                 WHERE p.bot_id = $1 AND p.conversation_id = $2
+                     AND p.identity = ANY($3)) AS participants
+         FROM (VALUES (1)) AS one
+         LEFT JOIN conversations c ON c.bot_id = $1 AND c.conversation_id = $2",
+    )
+    .bind(batch.bot_id.as_str())
+    .bind(batch.conversation_id.as_str())
+    .bind(named_identities(batch))
+    .fetch_one(connection)
+    .await?;
+    let participants = row
+        .participants
+        .map(|Json(participants)| participants)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|found| {
+            let open = match (found.joined_at, found.entry_type) {
+                (Some(joined_at), Some(entry_type)) => Some(Stint {
+                    joined_at,
+                    left_at: None,
+                    entry_type: TransferType::parse(&entry_type)
+                        .context("unknown stored entry type")?,
+                    exit_type: None,
+                }),
+                _ => None,
+            };
+            Ok(StoredParticipant {
+                identity: found.identity,
+                name: found.name,
+                kind: found.kind,
+                position: found.position,
+                stint_count: found.stint_count,
+                open,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let stored = sql::stored(&row.summary, participants)?;
+    Ok((stored, row.received_at.into()))
+}
+
+/// Writes `plan` in one statement: the conversation row, if its `last_seq` is still the
+/// one the plan was made from; then, only if it was written, the events, participants and
+/// stints. Whether it was written.
+async fn write(
+    connection: &mut PgConnection,
+    batch: &IngestBatch,
+    plan: &AppendPlan,
+) -> Result<bool, StoreError> {
     let events = &batch.events;
+    let summary = &plan.summary;
     let names: Vec<&str> = events.iter().map(|event| event.name().as_str()).collect();
     let transfer_types: Vec<Option<&str>> = events
         .iter()
@@ -418,34 +308,25 @@ async fn write_appended<'e>(
         .iter()
         .map(|event| event.participant().map(Json))
         .collect();
-    let anomaly_codes: Vec<Json<&[Anomaly]>> =
-        anomalies.iter().map(|codes| Json(&codes[..])).collect();
+    let anomalies: Vec<Json<&[Anomaly]>> = plan
+        .anomalies
+        .iter()
+        .map(|codes| Json(&codes[..]))
+        .collect();
     let transfer_data: Vec<Option<&str>> = events
         .iter()
         .map(|event| event.transfer_data.as_ref().map(|data| data.get()))
         .collect();
     let payloads: Vec<&str> = events.iter().map(|event| event.payload.get()).collect();
-
-    let stint_identities: Vec<&str> = stints.iter().map(|row| row.identity).collect();
-    let ordinals: Vec<i32> = stints.iter().map(|row| row.ordinal).collect();
-    let joined: Vec<OffsetDateTime> = stints.iter().map(|row| row.stint.joined_at).collect();
-    let left: Vec<Option<OffsetDateTime>> = stints.iter().map(|row| row.stint.left_at).collect();
-    let entry_types: Vec<&str> = stints
-        .iter()
-        .map(|row| row.stint.entry_type.as_str())
-        .collect();
-    let exit_types: Vec<Option<&str>> = stints
-        .iter()
-        .map(|row| row.stint.exit_type.map(|exit| exit.as_str()))
-        .collect();
-    let present: Vec<&str> = timeline.present().collect();
+    let rows = &plan.participants;
+    let (opened, closed) = (&plan.opened, &plan.closed);
 
     let written: i64 = sqlx::query_scalar(
         "WITH conversation AS (
              INSERT INTO conversations AS c
                  (bot_id, conversation_id, last_seq, status, experience, language, started_at,
                   ended_at, last_event_at, event_count, anomaly_count, cold_transfers,
-                  warm_transfers, redial_transfers, participants_present, timeline)
+                  warm_transfers, redial_transfers, present_count, participant_count)
              VALUES ($1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
                  last_seq = EXCLUDED.last_seq, status = EXCLUDED.status,
@@ -456,89 +337,139 @@ async fn write_appended<'e>(
                  cold_transfers = EXCLUDED.cold_transfers,
                  warm_transfers = EXCLUDED.warm_transfers,
                  redial_transfers = EXCLUDED.redial_transfers,
-                 participants_present = EXCLUDED.participants_present,
-                 timeline = EXCLUDED.timeline
+                 present_count = EXCLUDED.present_count,
+                 participant_count = EXCLUDED.participant_count
              WHERE c.last_seq = $3
              RETURNING 1
          ), new_events AS (
              INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
                  transition, participant_identity, participant, anomalies, transfer_data,
                  payload)
-             SELECT $1, $2, $18 + e.n - 1, $10, e.name, e.transfer_type, e.transition,
+             SELECT $1, $2, $18 + e.n - 1, $19, e.name, e.transfer_type, e.transition,
                     e.identity, e.participant, e.anomalies, e.transfer_data::json,
                     e.payload::json
              FROM conversation,
-                  UNNEST($19::text[], $20::text[], $21::text[], $22::text[], $23::jsonb[],
-                         $24::jsonb[], $25::text[], $26::text[])
+                  UNNEST($20::text[], $21::text[], $22::text[], $23::text[], $24::jsonb[],
+                         $25::jsonb[], $26::text[], $27::text[])
                       WITH ORDINALITY AS e(name, transfer_type, transition, identity,
                                            participant, anomalies, transfer_data, payload, n)
-         ), changed_stints AS (
-             INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
-                 entry_type, exit_type)
-             SELECT $1, $2, s.* FROM conversation,
-                  UNNEST($27::text[], $28::integer[], $29::timestamptz[], $30::timestamptz[],
-                         $31::text[], $32::text[])
-                      AS s(identity, ordinal, joined_at, left_at, entry_type, exit_type)
-             ON CONFLICT (bot_id, conversation_id, identity, ordinal)
-                 DO UPDATE SET left_at = EXCLUDED.left_at, exit_type = EXCLUDED.exit_type
+         ), participant_rows AS (
+             INSERT INTO participants (bot_id, conversation_id, identity, position, name, kind,
+                 stint_count)
+             SELECT $1, $2, p.* FROM conversation,
+                  UNNEST($28::text[], $29::bigint[], $30::text[], $31::text[], $32::integer[])
+                      AS p(identity, position, name, kind, stint_count)
+             ON CONFLICT (bot_id, conversation_id, identity) DO UPDATE SET
+                 name = EXCLUDED.name, kind = EXCLUDED.kind,
+                 stint_count = EXCLUDED.stint_count
+         ), closed_stints AS (
+             UPDATE stints s SET left_at = x.left_at, exit_type = x.exit_type
+             FROM conversation,
+                  UNNEST($33::text[], $34::integer[], $35::timestamptz[], $36::text[])
+                      AS x(identity, ordinal, left_at, exit_type)
+             WHERE s.bot_id = $1 AND s.conversation_id = $2 AND s.identity = x.identity
+                 AND s.ordinal = x.ordinal
+         ), ended_stints AS (
+             UPDATE stints s SET left_at = $37, exit_type = 'END'
+             FROM conversation
+             WHERE $37::timestamptz IS NOT NULL AND s.bot_id = $1 AND s.conversation_id = $2
+                 AND s.left_at IS NULL AND s.identity <> ALL($33::text[])
+         ), opened_stints AS (
+             INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at,
+                 left_at, entry_type, exit_type)
+             SELECT $1, $2, o.* FROM conversation,
+                  UNNEST($38::text[], $39::integer[], $40::timestamptz[], $41::timestamptz[],
+                         $42::text[], $43::text[])
+                      AS o(identity, ordinal, joined_at, left_at, entry_type, exit_type)
          )
          SELECT count(*) FROM conversation",
     )
     .bind(batch.bot_id.as_str())
     .bind(batch.conversation_id.as_str())
-    .bind(expected)
-    .bind(last_seq)
-    .bind(timeline.status.as_str())
-    .bind(timeline.experience.map(|experience| experience.as_str()))
-    .bind(timeline.language.as_deref())
-    .bind(timeline.started_at)
-    .bind(timeline.ended_at)
-    .bind(received_at)
-    .bind(timeline.event_count)
-    .bind(timeline.anomaly_count)
-    .bind(timeline.transfers.cold)
-    .bind(timeline.transfers.warm)
-    .bind(timeline.transfers.redial)
-    .bind(Json(present))
-    .bind(Json(&timeline))
-    .bind(first_seq)
+    .bind(plan.expected_seq)
+    .bind(plan.last_seq())
+    .bind(summary.status.as_str())
+    .bind(summary.experience.map(|experience| experience.as_str()))
+    .bind(summary.language.as_deref())
+    .bind(summary.started_at.unwrap_or(plan.received_at))
+    .bind(summary.ended_at)
+    .bind(summary.last_event_at.unwrap_or(plan.received_at))
+    .bind(summary.event_count)
+    .bind(summary.anomaly_count)
+    .bind(summary.transfers.cold)
+    .bind(summary.transfers.warm)
+    .bind(summary.transfers.redial)
+    .bind(summary.present_count)
+    .bind(summary.participant_count)
+    .bind(plan.first_seq)
+    .bind(plan.received_at)
     .bind(names)
     .bind(transfer_types)
     .bind(transitions)
     .bind(identities)
     .bind(participants)
-    .bind(anomaly_codes)
+    .bind(anomalies)
     .bind(transfer_data)
     .bind(payloads)
-    .bind(stint_identities)
-    .bind(ordinals)
-    .bind(joined)
-    .bind(left)
-    .bind(entry_types)
-    .bind(exit_types)
-    .fetch_one(executor)
+    .bind(
+        rows.iter()
+            .map(|row| row.identity.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|row| row.position).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.name.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.kind.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.stint_count).collect::<Vec<_>>())
+    .bind(
+        closed
+            .iter()
+            .map(|row| row.identity.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(closed.iter().map(|row| row.ordinal).collect::<Vec<_>>())
+    .bind(
+        closed
+            .iter()
+            .map(|row| row.stint.left_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(exit_types(closed))
+    .bind(plan.end_open_stints_at)
+    .bind(
+        opened
+            .iter()
+            .map(|row| row.identity.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(opened.iter().map(|row| row.ordinal).collect::<Vec<_>>())
+    .bind(
+        opened
+            .iter()
+            .map(|row| row.stint.joined_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        opened
+            .iter()
+            .map(|row| row.stint.left_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        opened
+            .iter()
+            .map(|row| row.stint.entry_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(exit_types(opened))
+    .fetch_one(connection)
     .await?;
-    Ok((written == 1).then(|| Appended {
-        first_seq,
-        last_seq,
-        status: timeline.status,
-        anomalies: anomalies.concat(),
-    }))
+    Ok(written == 1)
 }
 
-async fn read_key(
-    connection: &mut PgConnection,
-    key: &KeyRecord,
-) -> Result<Option<Previous>, StoreError> {
-    let row: Option<KeyRow> = sqlx::query_as(sql::READ_KEY)
-        .bind(&key.bot_id)
-        .bind(&key.key)
-        .bind(key.expired_before)
-        .fetch_optional(connection)
-        .await?;
-    Ok(row
-        .map(|row| row.into_previous(&key.fingerprint))
-        .transpose()?)
+fn exit_types(rows: &[crate::domain::StintRow]) -> Vec<Option<&'static str>> {
+    rows.iter()
+        .map(|row| row.stint.exit_type.map(|exit| exit.as_str()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -592,19 +523,18 @@ mod tests {
             .unwrap();
         let late = batch(json!([transfer("COLD", "entry", "a2")]));
         let mut connection = pool.acquire().await.unwrap();
-        let found = read_conversation(&mut connection, &late).await.unwrap();
-        let expected = found.last_seq;
+        let (found, at) = load(&mut connection, &late).await.unwrap();
 
         store
             .append(&batch(json!([transfer("WARM", "entry", "a3")])))
             .await
             .unwrap();
-        let lost = write_appended(&mut *connection, &late, found, expected)
+        let written = write(&mut connection, &late, &plan(&late, found, at))
             .await
             .unwrap();
 
-        assert_eq!(
-            lost, None,
+        assert!(
+            !written,
             "the conversation moved on: nothing may be written"
         );
         assert_eq!(stored(&pool).await, [(1, "a1".into()), (2, "a3".into())]);
@@ -624,18 +554,18 @@ mod tests {
         let store = PgStore::from_pool(pool.clone());
         let late = batch(json!([transfer("NA", "entry", "a2")]));
         let mut connection = pool.acquire().await.unwrap();
-        let found = read_conversation(&mut connection, &late).await.unwrap();
+        let (found, at) = load(&mut connection, &late).await.unwrap();
         assert_eq!(found.last_seq, 0);
 
         store
             .append(&batch(json!([transfer("NA", "entry", "a1")])))
             .await
             .unwrap();
-        let lost = write_appended(&mut *connection, &late, found, 0)
+        let written = write(&mut connection, &late, &plan(&late, found, at))
             .await
             .unwrap();
 
-        assert_eq!(lost, None);
+        assert!(!written);
         assert_eq!(stored(&pool).await, [(1, "a1".into())]);
         let last_seq: i64 = sqlx::query_scalar(
             "SELECT last_seq FROM conversations WHERE conversation_id = 'c-race'",

@@ -1,27 +1,152 @@
-//! What both backends share: the list queries' SQL (`$n` placeholders work in both) and
-//! the rows they read, generic over how each backend stores a time.
+//! What both backends share: a time both encode, the binds, the SQL where the dialects
+//! agree (`$n` placeholders work in both), the rows it reads, and the reads themselves,
+//! written once over either database.
 
 use super::{
-    ConversationFilter, ConversationKey, ConversationSummary, EventsPage, ParticipantStint,
-    StintKey, StoreError, StoredEvent, Window,
+    ConversationFilter, ConversationKey, ConversationRecord, EventRecord, EventsPage, KeyRecord,
+    ParticipantStint, Previous, StintKey, StoreError, TransferDataRecord, Window,
 };
 use crate::domain::{
-    Anomaly, EventName, ExitType, Experience, Participant, Status, Stint, TransferType, Transfers,
-    Transition,
+    Anomaly, EventName, ExitType, Experience, Participant, ParticipantTimeline, Status, Stint,
+    Stored, StoredParticipant, Summary, TransferType, Transfers, Transition,
 };
 use anyhow::Context;
 use serde_json::value::RawValue;
-use sqlx::FromRow;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
+use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef};
 use sqlx::types::Json;
+use sqlx::{
+    AssertSqlSafe, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Postgres,
+    Sqlite, Type,
+};
 use std::fmt::Write;
 use time::OffsetDateTime;
 
-/// A value bound to a placeholder; each backend binds times its own way.
+/// A time as the stores keep it: `timestamptz` in PostgreSQL; in SQLite, microseconds
+/// since the Unix epoch, so that times sort and compare exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DbTime(pub OffsetDateTime);
+
+impl DbTime {
+    fn micros(self) -> i64 {
+        (self.0.unix_timestamp_nanos() / 1_000) as i64
+    }
+
+    fn from_micros(micros: i64) -> Self {
+        Self(
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        )
+    }
+
+    /// The time as the stores keep it, to the microsecond.
+    pub fn truncated(at: OffsetDateTime) -> OffsetDateTime {
+        Self::from_micros(Self(at).micros()).0
+    }
+}
+
+impl From<DbTime> for OffsetDateTime {
+    fn from(DbTime(at): DbTime) -> Self {
+        at
+    }
+}
+
+impl Type<Postgres> for DbTime {
+    fn type_info() -> PgTypeInfo {
+        <OffsetDateTime as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for DbTime {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <OffsetDateTime as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl Decode<'_, Postgres> for DbTime {
+    fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+        Ok(Self(<OffsetDateTime as Decode<Postgres>>::decode(value)?))
+    }
+}
+
+impl Type<Sqlite> for DbTime {
+    fn type_info() -> SqliteTypeInfo {
+        <i64 as Type<Sqlite>>::type_info()
+    }
+
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <i64 as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl Encode<'_, Sqlite> for DbTime {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+        <i64 as Encode<Sqlite>>::encode(self.micros(), buf)
+    }
+}
+
+impl Decode<'_, Sqlite> for DbTime {
+    fn decode(value: SqliteValueRef<'_>) -> Result<Self, BoxDynError> {
+        Ok(Self::from_micros(<i64 as Decode<Sqlite>>::decode(value)?))
+    }
+}
+
+/// A value bound to a placeholder of shared SQL: text, an integer or a time, each bound
+/// as its own type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Bind {
     Text(String),
     Int(i64),
     Time(OffsetDateTime),
+}
+
+impl Type<Postgres> for Bind {
+    fn type_info() -> PgTypeInfo {
+        <String as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Bind {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        match self {
+            Self::Text(text) => <String as Encode<Postgres>>::encode_by_ref(text, buf),
+            Self::Int(number) => <i64 as Encode<Postgres>>::encode_by_ref(number, buf),
+            Self::Time(at) => <DbTime as Encode<Postgres>>::encode_by_ref(&DbTime(*at), buf),
+        }
+    }
+
+    fn produces(&self) -> Option<PgTypeInfo> {
+        Some(match self {
+            Self::Text(_) => <String as Type<Postgres>>::type_info(),
+            Self::Int(_) => <i64 as Type<Postgres>>::type_info(),
+            Self::Time(_) => <DbTime as Type<Postgres>>::type_info(),
+        })
+    }
+}
+
+impl Type<Sqlite> for Bind {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+
+impl Encode<'_, Sqlite> for Bind {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+        match self {
+            Self::Text(text) => <String as Encode<Sqlite>>::encode_by_ref(text, buf),
+            Self::Int(number) => <i64 as Encode<Sqlite>>::encode_by_ref(number, buf),
+            Self::Time(at) => <DbTime as Encode<Sqlite>>::encode_by_ref(&DbTime(*at), buf),
+        }
+    }
+
+    fn produces(&self) -> Option<SqliteTypeInfo> {
+        Some(match self {
+            Self::Text(_) => <String as Type<Sqlite>>::type_info(),
+            Self::Int(_) | Self::Time(_) => <i64 as Type<Sqlite>>::type_info(),
+        })
+    }
 }
 
 /// SQL text with its binds, in placeholder order.
@@ -49,11 +174,17 @@ impl Sql {
         let _ = write!(self.text, "${}", self.binds.len());
         self
     }
+
+    fn text(value: &str) -> Bind {
+        Bind::Text(value.to_owned())
+    }
 }
 
-pub const SUMMARY_COLUMNS: &str = "c.bot_id, c.conversation_id, c.status, c.experience,
+/// The summary columns of a conversation, as [`SummaryRow`] reads them.
+const SUMMARY_COLUMNS: &str = "c.bot_id, c.conversation_id, c.last_seq, c.status, c.experience,
     c.language, c.started_at, c.ended_at, c.last_event_at, c.event_count, c.anomaly_count,
-    c.cold_transfers, c.warm_transfers, c.redial_transfers, c.participants_present";
+    c.cold_transfers, c.warm_transfers, c.redial_transfers, c.present_count,
+    c.participant_count";
 
 /// SPEC 4.3: newest `lastEventAt` first, keyset-paged on `(last_event_at, conversation_id)`.
 pub fn list_conversations(
@@ -136,15 +267,18 @@ fn push_conversations(
     sql.push(&format!(
         "SELECT {SUMMARY_COLUMNS} FROM conversations c WHERE c.bot_id = "
     ))
-    .bind(Bind::Text(bot_id.to_owned()));
+    .bind(Sql::text(bot_id));
     if let Some(status) = filter.status {
         sql.push(" AND c.status = ")
-            .bind(Bind::Text(status.as_str().to_owned()));
+            .bind(Sql::text(status.as_str()));
     }
     if let Some(identity) = &filter.participant {
-        sql.push(" AND EXISTS (SELECT 1 FROM stints s WHERE s.bot_id = c.bot_id AND s.identity = ")
-            .bind(Bind::Text(identity.clone()))
-            .push(" AND s.conversation_id = c.conversation_id)");
+        sql.push(
+            " AND EXISTS (SELECT 1 FROM participants p WHERE p.bot_id = c.bot_id
+              AND p.conversation_id = c.conversation_id AND p.identity = ",
+        )
+        .bind(Sql::text(identity))
+        .push(")");
     }
     if let Some(from) = filter.from {
         sql.push(" AND COALESCE(c.ended_at, ")
@@ -159,7 +293,7 @@ fn push_conversations(
         sql.push(" AND (c.last_event_at, c.conversation_id) < (")
             .bind(Bind::Time(after.last_event_at))
             .push(", ")
-            .bind(Bind::Text(after.conversation_id.clone()))
+            .bind(Sql::text(&after.conversation_id))
             .push(")");
     }
 }
@@ -170,7 +304,7 @@ fn push_newest_first(sql: &mut Sql, limit: i64) {
 }
 
 /// SPEC 4.4: newest `joinedAt` first, keyset-paged on `(joined_at, conversation_id, ordinal)`.
-pub fn list_stints(
+fn list_stints(
     bot_id: &str,
     identity: &str,
     window: Window,
@@ -182,9 +316,9 @@ pub fn list_stints(
         "SELECT conversation_id, ordinal, joined_at, left_at, entry_type, exit_type
          FROM stints WHERE bot_id = ",
     );
-    sql.bind(Bind::Text(bot_id.to_owned()))
+    sql.bind(Sql::text(bot_id))
         .push(" AND identity = ")
-        .bind(Bind::Text(identity.to_owned()));
+        .bind(Sql::text(identity));
     if let Some(to) = window.to {
         sql.push(" AND joined_at < ").bind(Bind::Time(to));
     }
@@ -198,7 +332,7 @@ pub fn list_stints(
         sql.push(" AND (joined_at, conversation_id, ordinal) < (")
             .bind(Bind::Time(after.joined_at))
             .push(", ")
-            .bind(Bind::Text(after.conversation_id.clone()))
+            .bind(Sql::text(&after.conversation_id))
             .push(", ")
             .bind(Bind::Int(i64::from(after.ordinal)))
             .push(")");
@@ -208,23 +342,48 @@ pub fn list_stints(
     sql
 }
 
-#[derive(FromRow)]
-pub struct EventRow<T> {
-    pub seq: i64,
-    pub received_at: T,
-    pub name: String,
-    pub transfer_type: Option<String>,
-    pub transition: Option<String>,
-    pub participant: Option<Json<Participant>>,
-    pub anomalies: Json<Vec<Anomaly>>,
-    pub payload: String,
+/// The identities present in the conversations `ids` of a bot, in order of first entry.
+fn present_in(bot_id: &str, ids: &[&str]) -> Sql {
+    let mut sql = Sql::new(
+        "SELECT s.conversation_id, s.identity
+         FROM stints s JOIN participants p ON p.bot_id = s.bot_id
+             AND p.conversation_id = s.conversation_id AND p.identity = s.identity
+         WHERE s.left_at IS NULL AND s.bot_id = ",
+    );
+    sql.bind(Sql::text(bot_id))
+        .push(" AND s.conversation_id IN (");
+    for (index, id) in ids.iter().enumerate() {
+        if index > 0 {
+            sql.push(", ");
+        }
+        sql.bind(Sql::text(id));
+    }
+    sql.push(") ORDER BY s.conversation_id, p.position");
+    sql
 }
+
+const CONVERSATION: &str = "SELECT c.bot_id, c.conversation_id, c.last_seq, c.status,
+        c.experience, c.language, c.started_at, c.ended_at, c.last_event_at, c.event_count,
+        c.anomaly_count, c.cold_transfers, c.warm_transfers, c.redial_transfers,
+        c.present_count, c.participant_count
+    FROM conversations c WHERE c.bot_id = $1 AND c.conversation_id = $2";
+
+/// Up to `$4` participants after position `$3`, each with every stint, in order.
+const PARTICIPANTS_PAGE: &str = "
+    SELECT p.position, p.identity, p.name, p.kind, s.ordinal, s.joined_at, s.left_at,
+           s.entry_type, s.exit_type
+    FROM (SELECT * FROM participants
+          WHERE bot_id = $1 AND conversation_id = $2 AND position > $3
+          ORDER BY position LIMIT $4) p
+    LEFT JOIN stints s ON s.bot_id = p.bot_id AND s.conversation_id = p.conversation_id
+        AND s.identity = p.identity
+    ORDER BY p.position, s.ordinal";
 
 /// SPEC 4.2: up to `$4` events with `seq > $3`, cut short once the payloads before an
 /// event reach `$5` bytes (so the first event always comes). `in_window` is how many the
 /// count alone would have given, so that a page cut by bytes knows that more follow.
 /// Payload sizes are read without reading the payloads themselves.
-pub const EVENTS_PAGE: &str = "
+const EVENTS_PAGE: &str = "
     SELECT seq, received_at, name, transfer_type, transition, participant, anomalies, payload,
            in_window
     FROM (SELECT e.*,
@@ -239,29 +398,149 @@ pub const EVENTS_PAGE: &str = "
     WHERE bytes_before < $5
     ORDER BY seq";
 
-/// A row of [`EVENTS_PAGE`].
+const EXISTS: &str =
+    "SELECT count(*) FROM conversations WHERE bot_id = $1 AND conversation_id = $2";
+
+const TRANSFER_DATA: &str = "SELECT seq, received_at, participant,
+        CAST(transfer_data AS TEXT) AS data
+    FROM events
+    WHERE bot_id = $1 AND conversation_id = $2 AND transfer_data IS NOT NULL
+    ORDER BY seq DESC LIMIT 1";
+
+/// A key's stored outcome, unless it has expired.
+const READ_KEY: &str = "SELECT fingerprint, conversation_id, accepted, first_seq, last_seq,
+         conversation_status
+     FROM idempotency_keys WHERE bot_id = $1 AND key = $2 AND created_at >= $3";
+
+/// Records an outcome, in the transaction that stored its events; replaces an expired one.
+const SAVE_KEY: &str = "INSERT INTO idempotency_keys (bot_id, key, fingerprint, created_at,
+         conversation_id, accepted, first_seq, last_seq, conversation_status)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     ON CONFLICT (bot_id, key) DO UPDATE SET
+         fingerprint = excluded.fingerprint, created_at = excluded.created_at,
+         conversation_id = excluded.conversation_id, accepted = excluded.accepted,
+         first_seq = excluded.first_seq, last_seq = excluded.last_seq,
+         conversation_status = excluded.conversation_status";
+
+/// Up to `$2` keys created before `$1`.
+const PURGE_KEYS: &str = "DELETE FROM idempotency_keys
+    WHERE (bot_id, key) IN (SELECT bot_id, key FROM idempotency_keys
+                            WHERE created_at < $1 LIMIT $2)
+    RETURNING CAST(1 AS BIGINT)";
+const PURGE_BATCH: i64 = 1000;
+
+/// The advisory lock that marks a key as in use (PostgreSQL), from the bot and the key.
+pub fn key_lock_id(key: &KeyRecord) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(key.bot_id.as_bytes())
+        .chain_update([0])
+        .chain_update(key.key.as_bytes())
+        .finalize();
+    let mut id = [0; 8];
+    id.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(id)
+}
+
+/// The summary columns of a conversation.
 #[derive(FromRow)]
-pub struct PagedEventRow<T> {
-    #[sqlx(flatten)]
-    pub event: EventRow<T>,
-    pub in_window: i64,
+pub struct SummaryRow {
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub last_seq: i64,
+    pub status: String,
+    pub experience: Option<String>,
+    pub language: Option<String>,
+    pub started_at: DbTime,
+    pub ended_at: Option<DbTime>,
+    pub last_event_at: DbTime,
+    pub event_count: i64,
+    pub anomaly_count: i64,
+    pub cold_transfers: i64,
+    pub warm_transfers: i64,
+    pub redial_transfers: i64,
+    pub present_count: i64,
+    pub participant_count: i64,
 }
 
-/// The page that [`EVENTS_PAGE`] rows make, asked for with a count of `limit + 1`.
-pub fn events_page<T: Into<OffsetDateTime>>(
-    rows: Vec<PagedEventRow<T>>,
-    limit: i64,
-) -> Result<EventsPage, StoreError> {
-    let in_window = rows.first().map_or(0, |row| row.in_window);
-    let mut events = convert(rows, |row| row.event.into_event())?;
-    events.truncate(usize::try_from(limit).unwrap_or(0));
-    let more = usize::try_from(in_window).unwrap_or(0) > events.len();
-    Ok(EventsPage { events, more })
+impl SummaryRow {
+    pub fn summary(&self) -> anyhow::Result<Summary> {
+        Ok(Summary {
+            status: Status::parse(&self.status).context("unknown stored status")?,
+            experience: self.experience.as_deref().and_then(Experience::parse),
+            language: self.language.clone(),
+            started_at: Some(self.started_at.into()),
+            ended_at: self.ended_at.map(Into::into),
+            last_event_at: Some(self.last_event_at.into()),
+            event_count: self.event_count,
+            anomaly_count: self.anomaly_count,
+            transfers: Transfers {
+                cold: self.cold_transfers,
+                warm: self.warm_transfers,
+                redial: self.redial_transfers,
+            },
+            present_count: self.present_count,
+            participant_count: self.participant_count,
+        })
+    }
+
+    fn into_record(self, present: Vec<String>) -> anyhow::Result<ConversationRecord> {
+        Ok(ConversationRecord {
+            summary: self.summary()?,
+            bot_id: self.bot_id,
+            conversation_id: self.conversation_id,
+            present,
+        })
+    }
 }
 
-impl<T: Into<OffsetDateTime>> EventRow<T> {
-    pub fn into_event(self) -> anyhow::Result<StoredEvent> {
-        Ok(StoredEvent {
+/// What an append reads: the conversation's summary row (`last_seq` 0 for one that has no
+/// events yet, whatever the row says) and the participants its events name.
+pub fn stored(row: &SummaryRow, participants: Vec<StoredParticipant>) -> anyhow::Result<Stored> {
+    if row.last_seq == 0 {
+        return Ok(Stored::default());
+    }
+    Ok(Stored {
+        last_seq: row.last_seq,
+        summary: row.summary()?,
+        participants,
+    })
+}
+
+#[derive(FromRow)]
+pub struct PresentRow {
+    conversation_id: String,
+    identity: String,
+}
+
+#[derive(FromRow)]
+pub struct ParticipantStintRow {
+    identity: String,
+    name: String,
+    kind: String,
+    ordinal: Option<i32>,
+    joined_at: Option<DbTime>,
+    left_at: Option<DbTime>,
+    entry_type: Option<String>,
+    exit_type: Option<String>,
+}
+
+#[derive(FromRow)]
+pub struct EventRow {
+    seq: i64,
+    received_at: DbTime,
+    name: String,
+    transfer_type: Option<String>,
+    transition: Option<String>,
+    participant: Option<Json<Participant>>,
+    anomalies: Json<Vec<Anomaly>>,
+    payload: String,
+    in_window: i64,
+}
+
+impl EventRow {
+    fn into_event(self) -> anyhow::Result<EventRecord> {
+        Ok(EventRecord {
             seq: self.seq,
             received_at: self.received_at.into(),
             name: EventName::parse(&self.name).context("unknown stored event name")?,
@@ -274,131 +553,72 @@ impl<T: Into<OffsetDateTime>> EventRow<T> {
     }
 }
 
+/// A stint row read back.
 #[derive(FromRow)]
-pub struct SummaryRow<T> {
-    pub bot_id: String,
-    pub conversation_id: String,
-    pub status: String,
-    pub experience: Option<String>,
-    pub language: Option<String>,
-    pub started_at: T,
-    pub ended_at: Option<T>,
-    pub last_event_at: T,
-    pub event_count: i64,
-    pub anomaly_count: i64,
-    pub cold_transfers: i64,
-    pub warm_transfers: i64,
-    pub redial_transfers: i64,
-    pub participants_present: Json<Vec<String>>,
-}
-
-impl<T: Into<OffsetDateTime>> SummaryRow<T> {
-    pub fn into_summary(self) -> anyhow::Result<ConversationSummary> {
-        Ok(ConversationSummary {
-            bot_id: self.bot_id,
-            conversation_id: self.conversation_id,
-            status: Status::parse(&self.status).context("unknown stored status")?,
-            experience: self.experience.as_deref().and_then(Experience::parse),
-            language: self.language,
-            started_at: self.started_at.into(),
-            ended_at: self.ended_at.map(Into::into),
-            last_event_at: self.last_event_at.into(),
-            event_count: self.event_count,
-            anomaly_count: self.anomaly_count,
-            transfers: Transfers {
-                cold: self.cold_transfers,
-                warm: self.warm_transfers,
-                redial: self.redial_transfers,
-            },
-            participants_present: self.participants_present.0,
-        })
-    }
-}
-
-#[derive(FromRow)]
-pub struct StintRow<T> {
+pub struct StintRow {
     pub conversation_id: String,
     pub ordinal: i32,
-    pub joined_at: T,
-    pub left_at: Option<T>,
+    pub joined_at: DbTime,
+    pub left_at: Option<DbTime>,
     pub entry_type: String,
     pub exit_type: Option<String>,
 }
 
-impl<T: Into<OffsetDateTime>> StintRow<T> {
-    pub fn into_stint(self) -> anyhow::Result<ParticipantStint> {
+/// A stint from its stored columns.
+pub fn stint(
+    joined_at: DbTime,
+    left_at: Option<DbTime>,
+    entry_type: &str,
+    exit_type: Option<&str>,
+) -> anyhow::Result<Stint> {
+    Ok(Stint {
+        joined_at: joined_at.into(),
+        left_at: left_at.map(Into::into),
+        entry_type: TransferType::parse(entry_type).context("unknown stored entry type")?,
+        exit_type: exit_type.and_then(ExitType::parse),
+    })
+}
+
+impl StintRow {
+    fn into_stint(self) -> anyhow::Result<ParticipantStint> {
         Ok(ParticipantStint {
+            stint: stint(
+                self.joined_at,
+                self.left_at,
+                &self.entry_type,
+                self.exit_type.as_deref(),
+            )?,
             conversation_id: self.conversation_id,
             ordinal: self.ordinal,
-            stint: Stint {
-                joined_at: self.joined_at.into(),
-                left_at: self.left_at.map(Into::into),
-                entry_type: TransferType::parse(&self.entry_type)
-                    .context("unknown stored entry type")?,
-                exit_type: self.exit_type.as_deref().and_then(ExitType::parse),
-            },
         })
     }
 }
 
-/// Converts rows, reporting the first one that does not read back.
-pub fn convert<R, T>(
-    rows: Vec<R>,
-    into: impl Fn(R) -> anyhow::Result<T>,
-) -> Result<Vec<T>, super::StoreError> {
-    rows.into_iter()
-        .map(into)
-        .collect::<anyhow::Result<_>>()
-        .map_err(super::StoreError::Other)
+#[derive(FromRow)]
+pub struct TransferDataRow {
+    seq: i64,
+    received_at: DbTime,
+    participant: Option<Json<Participant>>,
+    data: String,
 }
-
-/// A key's stored outcome, unless it has expired.
-pub const READ_KEY: &str = "SELECT fingerprint, conversation_id, accepted, first_seq, last_seq,
-         conversation_status
-     FROM idempotency_keys WHERE bot_id = $1 AND key = $2 AND created_at >= $3";
-
-/// Records an outcome, in the transaction that stored its events; replaces an expired one.
-pub const SAVE_KEY: &str = "INSERT INTO idempotency_keys (bot_id, key, fingerprint, created_at,
-         conversation_id, accepted, first_seq, last_seq, conversation_status)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-     ON CONFLICT (bot_id, key) DO UPDATE SET
-         fingerprint = excluded.fingerprint, created_at = excluded.created_at,
-         conversation_id = excluded.conversation_id, accepted = excluded.accepted,
-         first_seq = excluded.first_seq, last_seq = excluded.last_seq,
-         conversation_status = excluded.conversation_status";
-
-/// The advisory lock that marks a key as in use (PostgreSQL), from the bot and the key.
-pub fn key_lock_id(key: &super::KeyRecord) -> i64 {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(key.bot_id.as_bytes())
-        .chain_update([0])
-        .chain_update(key.key.as_bytes())
-        .finalize();
-    let mut id = [0; 8];
-    id.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(id)
-}
-
-pub const PURGE_KEYS: &str = "DELETE FROM idempotency_keys WHERE created_at < $1";
 
 #[derive(FromRow)]
 pub struct KeyRow {
-    pub fingerprint: String,
-    pub conversation_id: String,
-    pub accepted: i64,
-    pub first_seq: i64,
-    pub last_seq: i64,
-    pub conversation_status: String,
+    fingerprint: String,
+    conversation_id: String,
+    accepted: i64,
+    first_seq: i64,
+    last_seq: i64,
+    conversation_status: String,
 }
 
 impl KeyRow {
     /// What a request with `fingerprint` finds under this key.
-    pub fn into_previous(self, fingerprint: &str) -> anyhow::Result<super::Previous> {
+    fn into_previous(self, fingerprint: &str) -> anyhow::Result<Previous> {
         if self.fingerprint != fingerprint {
-            return Ok(super::Previous::OtherBody);
+            return Ok(Previous::OtherBody);
         }
-        Ok(super::Previous::SameBody(super::Outcome {
+        Ok(Previous::SameBody(super::Outcome {
             conversation_id: self.conversation_id,
             accepted: self.accepted,
             appended: super::Appended {
@@ -410,4 +630,293 @@ impl KeyRow {
             },
         }))
     }
+}
+
+/// Converts rows, reporting the first one that does not read back.
+fn convert<R, T>(
+    rows: Vec<R>,
+    into: impl Fn(R) -> anyhow::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    rows.into_iter()
+        .map(into)
+        .collect::<anyhow::Result<_>>()
+        .map_err(StoreError::Other)
+}
+
+/// The reads, over a pool of either database.
+pub struct Reads<'p, DB: Database>(pub &'p Pool<DB>);
+
+impl<DB> Reads<'_, DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> Bind: Encode<'q, DB> + Type<DB>,
+    SummaryRow: for<'r> FromRow<'r, DB::Row>,
+    PresentRow: for<'r> FromRow<'r, DB::Row>,
+    ParticipantStintRow: for<'r> FromRow<'r, DB::Row>,
+    EventRow: for<'r> FromRow<'r, DB::Row>,
+    StintRow: for<'r> FromRow<'r, DB::Row>,
+    TransferDataRow: for<'r> FromRow<'r, DB::Row>,
+    KeyRow: for<'r> FromRow<'r, DB::Row>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    async fn fetch<R>(&self, sql: Sql) -> Result<Vec<R>, sqlx::Error>
+    where
+        R: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
+    {
+        let mut query = sqlx::query_as::<DB, R>(AssertSqlSafe(sql.text));
+        for bind in sql.binds {
+            query = query.bind(bind);
+        }
+        query.fetch_all(self.0).await
+    }
+
+    /// SQL with the binds given, in order.
+    fn sql(text: &str, binds: impl IntoIterator<Item = Bind>) -> Sql {
+        Sql {
+            text: text.to_owned(),
+            binds: binds.into_iter().collect(),
+        }
+    }
+
+    pub async fn conversation(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        let ids = [Sql::text(bot_id), Sql::text(conversation_id)];
+        let Some(row) = self
+            .fetch::<SummaryRow>(Self::sql(CONVERSATION, ids))
+            .await?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        let present = self
+            .fetch::<PresentRow>(present_in(bot_id, &[conversation_id]))
+            .await?
+            .into_iter()
+            .map(|row| row.identity)
+            .collect();
+        Ok(Some(row.into_record(present)?))
+    }
+
+    /// Up to `limit` participants after `after` (a position), each with all their stints.
+    pub async fn participants(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ParticipantTimeline>, StoreError> {
+        let binds = [
+            Sql::text(bot_id),
+            Sql::text(conversation_id),
+            Bind::Int(after),
+            Bind::Int(limit),
+        ];
+        let rows: Vec<ParticipantStintRow> =
+            self.fetch(Self::sql(PARTICIPANTS_PAGE, binds)).await?;
+        let mut participants: Vec<ParticipantTimeline> = Vec::new();
+        for row in rows {
+            if participants
+                .last()
+                .is_none_or(|last| last.identity != row.identity)
+            {
+                participants.push(ParticipantTimeline {
+                    identity: row.identity.clone(),
+                    name: row.name,
+                    kind: row.kind,
+                    stints: Vec::new(),
+                });
+            }
+            if let (Some(_), Some(joined_at), Some(entry_type)) =
+                (row.ordinal, row.joined_at, row.entry_type)
+            {
+                let stint = stint(
+                    joined_at,
+                    row.left_at,
+                    &entry_type,
+                    row.exit_type.as_deref(),
+                )?;
+                if let Some(participant) = participants.last_mut() {
+                    participant.stints.push(stint);
+                }
+            }
+        }
+        Ok(participants)
+    }
+
+    pub async fn events(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        after_seq: i64,
+        limit: i64,
+        max_bytes: i64,
+    ) -> Result<Option<EventsPage>, StoreError> {
+        let binds = [
+            Sql::text(bot_id),
+            Sql::text(conversation_id),
+            Bind::Int(after_seq),
+            Bind::Int(limit + 1),
+            Bind::Int(max_bytes),
+        ];
+        let rows: Vec<EventRow> = self.fetch(Self::sql(EVENTS_PAGE, binds)).await?;
+        if rows.is_empty() && !self.exists(bot_id, conversation_id).await? {
+            return Ok(None);
+        }
+        let in_window = rows.first().map_or(0, |row| row.in_window);
+        let mut events = convert(rows, EventRow::into_event)?;
+        events.truncate(usize::try_from(limit).unwrap_or(0));
+        let more = usize::try_from(in_window).unwrap_or(0) > events.len();
+        Ok(Some(EventsPage { events, more }))
+    }
+
+    async fn exists(&self, bot_id: &str, conversation_id: &str) -> Result<bool, StoreError> {
+        let ids = [Sql::text(bot_id), Sql::text(conversation_id)];
+        let counted: Vec<(i64,)> = self.fetch(Self::sql(EXISTS, ids)).await?;
+        Ok(counted.first().is_some_and(|(count,)| *count > 0))
+    }
+
+    /// The conversations `sql` lists, each with who is present in it.
+    pub async fn conversations(
+        &self,
+        bot_id: &str,
+        sql: Sql,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        let rows: Vec<SummaryRow> = self.fetch(sql).await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = rows
+            .iter()
+            .map(|row| row.conversation_id.as_str())
+            .collect();
+        let mut present: Vec<PresentRow> = self.fetch(present_in(bot_id, &ids)).await?;
+        rows.into_iter()
+            .map(|row| {
+                let (here, elsewhere) = present
+                    .drain(..)
+                    .partition(|found| found.conversation_id == row.conversation_id);
+                present = elsewhere;
+                row.into_record(
+                    here.into_iter()
+                        .map(|found: PresentRow| found.identity)
+                        .collect(),
+                )
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(StoreError::Other)
+    }
+
+    pub async fn stints(
+        &self,
+        bot_id: &str,
+        identity: &str,
+        window: Window,
+        after: Option<&StintKey>,
+        limit: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ParticipantStint>, StoreError> {
+        let sql = list_stints(bot_id, identity, window, after, limit, now);
+        convert(self.fetch(sql).await?, StintRow::into_stint)
+    }
+
+    pub async fn transfer_data(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<TransferDataRecord>, StoreError> {
+        let ids = [Sql::text(bot_id), Sql::text(conversation_id)];
+        let Some(row) = self
+            .fetch::<TransferDataRow>(Self::sql(TRANSFER_DATA, ids))
+            .await?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        Ok(Some(TransferDataRecord {
+            seq: row.seq,
+            received_at: row.received_at.into(),
+            participant: row.participant.map(|Json(participant)| participant),
+            data: RawValue::from_string(row.data).context("stored transferData is not JSON")?,
+        }))
+    }
+
+    pub async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError> {
+        read_key(self.0, key).await
+    }
+
+    /// Forgets expired keys a bounded batch at a time, so that no delete holds its locks
+    /// for long; how many.
+    pub async fn purge_keys(&self, expired_before: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        loop {
+            let sql = Self::sql(
+                PURGE_KEYS,
+                [Bind::Time(expired_before), Bind::Int(PURGE_BATCH)],
+            );
+            let batch = self.fetch::<(i64,)>(sql).await?.len() as u64;
+            purged += batch;
+            if batch < PURGE_BATCH as u64 {
+                return Ok(purged);
+            }
+        }
+    }
+}
+
+/// An earlier, unexpired use of `key`, read through `executor` (a pool, or the
+/// transaction that is about to use the key).
+pub async fn read_key<'c, DB, E>(
+    executor: E,
+    key: &KeyRecord,
+) -> Result<Option<Previous>, StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> Bind: Encode<'q, DB> + Type<DB>,
+    KeyRow: for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let row: Option<KeyRow> = sqlx::query_as::<DB, KeyRow>(READ_KEY)
+        .bind(Sql::text(&key.bot_id))
+        .bind(Sql::text(&key.key))
+        .bind(Bind::Time(key.expired_before))
+        .fetch_optional(executor)
+        .await?;
+    Ok(row
+        .map(|row| row.into_previous(&key.fingerprint))
+        .transpose()?)
+}
+
+/// Records the outcome of an append under its key, in the append's transaction.
+pub async fn save_key<'c, DB, E>(
+    executor: E,
+    key: &KeyRecord,
+    conversation_id: &str,
+    accepted: i64,
+    appended: &super::Appended,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> Bind: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    sqlx::query::<DB>(SAVE_KEY)
+        .bind(Sql::text(&key.bot_id))
+        .bind(Sql::text(&key.key))
+        .bind(Sql::text(&key.fingerprint))
+        .bind(Bind::Time(key.now))
+        .bind(Sql::text(conversation_id))
+        .bind(Bind::Int(accepted))
+        .bind(Bind::Int(appended.first_seq))
+        .bind(Bind::Int(appended.last_seq))
+        .bind(Sql::text(appended.status.as_str()))
+        .execute(executor)
+        .await?;
+    Ok(())
 }

@@ -2,24 +2,17 @@
 //! PostgreSQL. Writes go through a one-connection pool and `BEGIN IMMEDIATE`, so there is
 //! one writer at a time even across processes sharing the file.
 
-use super::sql::{self, Bind, KeyRow, PagedEventRow, StintRow, SummaryRow, convert};
+use super::sql::{self, DbTime, SummaryRow};
 use super::{
-    Appended, Checkout, Conversation, ConversationFilter, ConversationKey, ConversationSummary,
-    EventsPage, KeyRecord, Keyed, ParticipantStint, PoolStats, PoolUse, Previous, StintKey,
-    StintMarks, Store, StoreError, TransferData, Window, finish, is_disk_failure,
+    Appended, Checkout, KeyRecord, Keyed, StoreError, finish, is_disk_failure, named_identities,
+    plan,
 };
 use crate::config::DatabaseSettings;
-use crate::domain::{IngestBatch, Participant, Timeline};
+use crate::domain::{AppendPlan, IngestBatch, StoredParticipant};
 use anyhow::Context;
-use async_trait::async_trait;
-use serde_json::value::RawValue;
-use sqlx::error::BoxDynError;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous, SqliteTypeInfo,
-    SqliteValueRef,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Connection, Decode, Sqlite, SqlitePool, Transaction, Type};
+use sqlx::{AssertSqlSafe, Connection, FromRow, Sqlite, SqlitePool, Transaction};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -102,77 +95,16 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.writer
     }
-}
 
-/// A time as SQLite keeps it: microseconds since the Unix epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Micros(i64);
-
-impl From<OffsetDateTime> for Micros {
-    fn from(at: OffsetDateTime) -> Self {
-        Self((at.unix_timestamp_nanos() / 1_000) as i64)
-    }
-}
-
-impl From<Micros> for OffsetDateTime {
-    fn from(Micros(micros): Micros) -> Self {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-    }
-}
-
-impl Type<Sqlite> for Micros {
-    fn type_info() -> SqliteTypeInfo {
-        <i64 as Type<Sqlite>>::type_info()
+    pub(super) fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 
-    fn compatible(ty: &SqliteTypeInfo) -> bool {
-        <i64 as Type<Sqlite>>::compatible(ty)
+    pub(super) fn reader(&self) -> &SqlitePool {
+        &self.reader
     }
-}
 
-impl<'r> Decode<'r, Sqlite> for Micros {
-    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(Self(<i64 as Decode<Sqlite>>::decode(value)?))
-    }
-}
-
-fn micros(at: OffsetDateTime) -> i64 {
-    Micros::from(at).0
-}
-
-fn optional_micros(at: Option<OffsetDateTime>) -> Option<i64> {
-    at.map(micros)
-}
-
-/// Runs a shared list query with SQLite's time representation.
-async fn fetch_sql<R>(pool: &SqlitePool, sql: sql::Sql) -> Result<Vec<R>, sqlx::Error>
-where
-    R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
-{
-    let mut query = sqlx::query_as::<_, R>(AssertSqlSafe(sql.text));
-    for bind in sql.binds {
-        query = match bind {
-            Bind::Text(text) => query.bind(text),
-            Bind::Int(number) => query.bind(number),
-            Bind::Time(at) => query.bind(micros(at)),
-        };
-    }
-    query.fetch_all(pool).await
-}
-
-impl PoolUse for SqliteStore {
-    fn pool_stats(&self) -> Vec<PoolStats> {
-        vec![
-            PoolStats::of("writer", &self.writer),
-            PoolStats::of("reader", &self.reader),
-        ]
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn migrate(&self) -> Result<(), StoreError> {
+    pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR
             .run(&self.writer)
             .await
@@ -184,7 +116,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn ready(&self) -> Result<(), StoreError> {
+    pub(super) async fn ready(&self) -> Result<(), StoreError> {
         let applied: Vec<i64> = sqlx::query_scalar(super::APPLIED_MIGRATIONS)
             .fetch_all(&self.reader)
             .await?;
@@ -196,12 +128,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
+    pub(super) async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
         self.write(async |tx| append_in(tx, batch).await, |_| true)
             .await
     }
 
-    async fn append_keyed(
+    pub(super) async fn append_keyed(
         &self,
         batch: &IngestBatch,
         key: &KeyRecord,
@@ -213,120 +145,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError> {
-        let mut connection = self.writer.acquire().await?;
-        read_key(&mut connection, key).await
-    }
-
-    async fn purge_keys(&self, expired_before: OffsetDateTime) -> Result<u64, StoreError> {
-        let purged = sqlx::query(sql::PURGE_KEYS)
-            .bind(micros(expired_before))
-            .execute(&self.writer)
-            .await?;
-        Ok(purged.rows_affected())
-    }
-
-    async fn conversation(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-    ) -> Result<Option<Conversation>, StoreError> {
-        let timeline: Option<Json<Timeline>> = sqlx::query_scalar(
-            "SELECT timeline FROM conversations WHERE bot_id = $1 AND conversation_id = $2",
-        )
-        .bind(bot_id)
-        .bind(conversation_id)
-        .fetch_optional(&self.reader)
-        .await?
-        .flatten();
-        Ok(timeline.map(|Json(timeline)| Conversation {
-            summary: ConversationSummary::of(bot_id, conversation_id, &timeline),
-            timeline,
-        }))
-    }
-
-    async fn events(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-        after_seq: i64,
-        limit: i64,
-        max_bytes: i64,
-    ) -> Result<Option<EventsPage>, StoreError> {
-        let rows: Vec<PagedEventRow<Micros>> = sqlx::query_as(sql::EVENTS_PAGE)
-            .bind(bot_id)
-            .bind(conversation_id)
-            .bind(after_seq)
-            .bind(limit + 1)
-            .bind(max_bytes)
-            .fetch_all(&self.reader)
-            .await?;
-        if rows.is_empty() && self.conversation(bot_id, conversation_id).await?.is_none() {
-            return Ok(None);
-        }
-        sql::events_page(rows, limit).map(Some)
-    }
-
-    async fn conversations(
-        &self,
-        bot_id: &str,
-        filter: &ConversationFilter,
-        after: Option<&ConversationKey>,
-        limit: i64,
-        now: OffsetDateTime,
-    ) -> Result<Vec<ConversationSummary>, StoreError> {
-        let sql = sql::list_conversations(bot_id, filter, after, limit, now);
-        let rows: Vec<SummaryRow<Micros>> = fetch_sql(&self.reader, sql).await?;
-        convert(rows, SummaryRow::into_summary)
-    }
-
-    async fn stints(
-        &self,
-        bot_id: &str,
-        identity: &str,
-        window: Window,
-        after: Option<&StintKey>,
-        limit: i64,
-        now: OffsetDateTime,
-    ) -> Result<Vec<ParticipantStint>, StoreError> {
-        let sql = sql::list_stints(bot_id, identity, window, after, limit, now);
-        let rows: Vec<StintRow<Micros>> = fetch_sql(&self.reader, sql).await?;
-        convert(rows, StintRow::into_stint)
-    }
-
-    async fn transfer_data(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-    ) -> Result<Option<TransferData>, StoreError> {
-        let row: Option<(i64, Micros, Option<Json<Participant>>, String)> = sqlx::query_as(
-            "SELECT seq, received_at, participant, transfer_data
-             FROM events
-             WHERE bot_id = $1 AND conversation_id = $2 AND transfer_data IS NOT NULL
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(bot_id)
-        .bind(conversation_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        let Some((seq, received_at, participant, data)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(TransferData {
-            seq,
-            received_at: received_at.into(),
-            participant: participant.map(|Json(participant)| participant),
-            data: RawValue::from_string(data).context("stored transferData is not JSON")?,
-        }))
-    }
-
-    async fn close(&self) {
-        self.reader.close().await;
-        self.writer.close().await;
-    }
-}
-
-impl SqliteStore {
     /// Runs `work` in a write transaction, committed if `keep` says its result is worth it.
     async fn write<T>(
         &self,
@@ -367,7 +185,7 @@ async fn probe_write(tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError>
         "INSERT INTO write_probe (id, probed_at) VALUES (1, $1)
          ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
     )
-    .bind(micros(OffsetDateTime::now_utc()))
+    .bind(DbTime(OffsetDateTime::now_utc()))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -380,22 +198,19 @@ async fn append_keyed_in(
 ) -> Result<Keyed, StoreError> {
     // BEGIN IMMEDIATE already made this the only writer: no request with the key can
     // be running, so a retry waits for the first and is then replayed.
-    if let Some(previous) = read_key(tx, key).await? {
+    if let Some(previous) = sql::read_key(&mut **tx, key).await? {
         return Ok(Keyed::Used(previous));
     }
     let appended = append_in(tx, batch).await?;
-    sqlx::query(sql::SAVE_KEY)
-        .bind(&key.bot_id)
-        .bind(&key.key)
-        .bind(&key.fingerprint)
-        .bind(micros(key.now))
-        .bind(batch.conversation_id.as_str())
-        .bind(batch.events.len() as i64)
-        .bind(appended.first_seq)
-        .bind(appended.last_seq)
-        .bind(appended.status.as_str())
-        .execute(&mut **tx)
-        .await?;
+    let accepted = batch.events.len() as i64;
+    sql::save_key(
+        &mut **tx,
+        key,
+        batch.conversation_id.as_str(),
+        accepted,
+        &appended,
+    )
+    .await?;
     Ok(Keyed::Stored(appended))
 }
 
@@ -403,41 +218,130 @@ async fn append_in(
     tx: &mut Transaction<'_, Sqlite>,
     batch: &IngestBatch,
 ) -> Result<Appended, StoreError> {
-    let bot_id = batch.bot_id.as_str();
-    let conversation_id = batch.conversation_id.as_str();
-    let stored: Option<(i64, Option<Json<Timeline>>, Micros)> = sqlx::query_as(
-        "SELECT last_seq, timeline, last_event_at FROM conversations
-         WHERE bot_id = $1 AND conversation_id = $2",
+    let (stored, last_event_at) = load(tx, batch).await?;
+    // Never before the previous event, so that `receivedAt` follows `seq` even if the
+    // wall clock steps back.
+    let received_at = last_event_at.map_or(OffsetDateTime::now_utc(), |last| {
+        OffsetDateTime::now_utc().max(last)
+    });
+    let plan = plan(batch, stored, received_at);
+    write(tx, batch, &plan).await?;
+    Ok(Appended::of(&plan))
+}
+
+#[derive(FromRow)]
+struct ParticipantRow {
+    identity: String,
+    name: String,
+    kind: String,
+    position: i64,
+    stint_count: i32,
+    joined_at: Option<DbTime>,
+    entry_type: Option<String>,
+}
+
+/// What an append of `batch` needs, and the conversation's last event time.
+async fn load(
+    tx: &mut Transaction<'_, Sqlite>,
+    batch: &IngestBatch,
+) -> Result<(crate::domain::Stored, Option<OffsetDateTime>), StoreError> {
+    let row: Option<SummaryRow> = sqlx::query_as(
+        "SELECT c.bot_id, c.conversation_id, c.last_seq, c.status, c.experience, c.language,
+                c.started_at, c.ended_at, c.last_event_at, c.event_count, c.anomaly_count,
+                c.cold_transfers, c.warm_transfers, c.redial_transfers, c.present_count,
+                c.participant_count
+         FROM conversations c WHERE c.bot_id = $1 AND c.conversation_id = $2",
+    )
+    .bind(batch.bot_id.as_str())
+    .bind(batch.conversation_id.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Default::default());
+    };
+    let rows: Vec<ParticipantRow> = sqlx::query_as(
+        "SELECT p.identity, p.name, p.kind, p.position, p.stint_count, s.joined_at,
+                s.entry_type
+         FROM participants p
+         LEFT JOIN stints s ON s.bot_id = p.bot_id AND s.conversation_id = p.conversation_id
+             AND s.identity = p.identity AND s.ordinal = p.stint_count - 1
+             AND s.left_at IS NULL
+         WHERE p.bot_id = $1 AND p.conversation_id = $2
+             AND p.identity IN (SELECT value FROM json_each($3))",
+    )
+    .bind(batch.bot_id.as_str())
+    .bind(batch.conversation_id.as_str())
+    .bind(Json(named_identities(batch)))
+    .fetch_all(&mut **tx)
+    .await?;
+    let participants = rows
+        .into_iter()
+        .map(|found| {
+            let open = match (found.joined_at, found.entry_type) {
+                (Some(joined_at), Some(entry_type)) => {
+                    Some(sql::stint(joined_at, None, &entry_type, None)?)
+                }
+                _ => None,
+            };
+            Ok(StoredParticipant {
+                identity: found.identity,
+                name: found.name,
+                kind: found.kind,
+                position: found.position,
+                stint_count: found.stint_count,
+                open,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let last_event_at = Some(row.last_event_at.into());
+    Ok((sql::stored(&row, participants)?, last_event_at))
+}
+
+/// Writes `plan`, a statement a row, in the order that keeps END from closing a stint the
+/// events opened after it.
+async fn write(
+    tx: &mut Transaction<'_, Sqlite>,
+    batch: &IngestBatch,
+    plan: &AppendPlan,
+) -> Result<(), StoreError> {
+    let (bot_id, conversation_id) = (batch.bot_id.as_str(), batch.conversation_id.as_str());
+    let summary = &plan.summary;
+    sqlx::query(
+        "INSERT INTO conversations (bot_id, conversation_id, last_seq, status, experience,
+             language, started_at, ended_at, last_event_at, event_count, anomaly_count,
+             cold_transfers, warm_transfers, redial_transfers, present_count,
+             participant_count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+         ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
+             last_seq = excluded.last_seq, status = excluded.status,
+             experience = excluded.experience, language = excluded.language,
+             started_at = excluded.started_at, ended_at = excluded.ended_at,
+             last_event_at = excluded.last_event_at, event_count = excluded.event_count,
+             anomaly_count = excluded.anomaly_count, cold_transfers = excluded.cold_transfers,
+             warm_transfers = excluded.warm_transfers,
+             redial_transfers = excluded.redial_transfers,
+             present_count = excluded.present_count,
+             participant_count = excluded.participant_count",
     )
     .bind(bot_id)
     .bind(conversation_id)
-    .fetch_optional(&mut **tx)
+    .bind(plan.last_seq())
+    .bind(summary.status.as_str())
+    .bind(summary.experience.map(|experience| experience.as_str()))
+    .bind(summary.language.as_deref())
+    .bind(DbTime(summary.started_at.unwrap_or(plan.received_at)))
+    .bind(summary.ended_at.map(DbTime))
+    .bind(DbTime(summary.last_event_at.unwrap_or(plan.received_at)))
+    .bind(summary.event_count)
+    .bind(summary.anomaly_count)
+    .bind(summary.transfers.cold)
+    .bind(summary.transfers.warm)
+    .bind(summary.transfers.redial)
+    .bind(summary.present_count)
+    .bind(summary.participant_count)
+    .execute(&mut **tx)
     .await?;
-
-    // Truncated to what is stored, and never before the previous event, so that
-    // `receivedAt` follows `seq` even if the wall clock steps back.
-    let now = OffsetDateTime::from(Micros::from(OffsetDateTime::now_utc()));
-    let (previous_seq, before, received_at) = match stored {
-        Some((last_seq, timeline, last_event_at)) => (
-            last_seq,
-            timeline.map(|Json(timeline)| timeline).unwrap_or_default(),
-            now.max(last_event_at.into()),
-        ),
-        None => (0, Timeline::default(), now),
-    };
-    let first_seq = previous_seq + 1;
-    let last_seq = previous_seq + batch.events.len() as i64;
-
-    let marks = StintMarks::of(&before);
-    let mut timeline = before;
-    let anomalies: Vec<_> = batch
-        .events
-        .iter()
-        .map(|event| timeline.apply(received_at, event))
-        .collect();
-
-    save_conversation(tx, bot_id, conversation_id, last_seq, &timeline).await?;
-    for ((seq, event), anomalies) in (first_seq..).zip(&batch.events).zip(&anomalies) {
+    for ((seq, event), anomalies) in (plan.first_seq..).zip(&batch.events).zip(&plan.anomalies) {
         sqlx::query(
             "INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
                  transition, participant_identity, participant, anomalies, transfer_data, payload)
@@ -446,7 +350,7 @@ async fn append_in(
         .bind(bot_id)
         .bind(conversation_id)
         .bind(seq)
-        .bind(micros(received_at))
+        .bind(DbTime(plan.received_at))
         .bind(event.name().as_str())
         .bind(event.transfer_type().map(|kind| kind.as_str()))
         .bind(event.transition().map(|transition| transition.as_str()))
@@ -462,90 +366,65 @@ async fn append_in(
         .execute(&mut **tx)
         .await?;
     }
-    for changed in marks.changed(&timeline) {
+    for row in &plan.participants {
         sqlx::query(
-            "INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
-                 entry_type, exit_type)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (bot_id, conversation_id, identity, ordinal)
-                 DO UPDATE SET left_at = excluded.left_at, exit_type = excluded.exit_type",
+            "INSERT INTO participants (bot_id, conversation_id, identity, position, name, kind,
+                 stint_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (bot_id, conversation_id, identity) DO UPDATE SET
+                 name = excluded.name, kind = excluded.kind, stint_count = excluded.stint_count",
         )
         .bind(bot_id)
         .bind(conversation_id)
-        .bind(changed.identity)
-        .bind(changed.ordinal)
-        .bind(micros(changed.stint.joined_at))
-        .bind(optional_micros(changed.stint.left_at))
-        .bind(changed.stint.entry_type.as_str())
-        .bind(changed.stint.exit_type.map(|exit| exit.as_str()))
+        .bind(&row.identity)
+        .bind(row.position)
+        .bind(&row.name)
+        .bind(&row.kind)
+        .bind(row.stint_count)
         .execute(&mut **tx)
         .await?;
     }
-
-    Ok(Appended {
-        first_seq,
-        last_seq,
-        status: timeline.status,
-        anomalies: anomalies.concat(),
-    })
-}
-
-async fn save_conversation(
-    tx: &mut Transaction<'_, Sqlite>,
-    bot_id: &str,
-    conversation_id: &str,
-    last_seq: i64,
-    timeline: &Timeline,
-) -> Result<(), StoreError> {
-    let summary = ConversationSummary::of(bot_id, conversation_id, timeline);
-    sqlx::query(
-        "INSERT INTO conversations (bot_id, conversation_id, last_seq, status, experience,
-             language, started_at, ended_at, last_event_at, event_count, anomaly_count,
-             cold_transfers, warm_transfers, redial_transfers, participants_present, timeline)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-         ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
-             last_seq = excluded.last_seq, status = excluded.status,
-             experience = excluded.experience, language = excluded.language,
-             started_at = excluded.started_at, ended_at = excluded.ended_at,
-             last_event_at = excluded.last_event_at, event_count = excluded.event_count,
-             anomaly_count = excluded.anomaly_count, cold_transfers = excluded.cold_transfers,
-             warm_transfers = excluded.warm_transfers,
-             redial_transfers = excluded.redial_transfers,
-             participants_present = excluded.participants_present,
-             timeline = excluded.timeline",
-    )
-    .bind(bot_id)
-    .bind(conversation_id)
-    .bind(last_seq)
-    .bind(summary.status.as_str())
-    .bind(summary.experience.map(|experience| experience.as_str()))
-    .bind(summary.language.as_deref())
-    .bind(micros(summary.started_at))
-    .bind(optional_micros(summary.ended_at))
-    .bind(micros(summary.last_event_at))
-    .bind(summary.event_count)
-    .bind(summary.anomaly_count)
-    .bind(summary.transfers.cold)
-    .bind(summary.transfers.warm)
-    .bind(summary.transfers.redial)
-    .bind(Json(&summary.participants_present))
-    .bind(Json(timeline))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn read_key(
-    connection: &mut sqlx::SqliteConnection,
-    key: &KeyRecord,
-) -> Result<Option<Previous>, StoreError> {
-    let row: Option<KeyRow> = sqlx::query_as(sql::READ_KEY)
-        .bind(&key.bot_id)
-        .bind(&key.key)
-        .bind(micros(key.expired_before))
-        .fetch_optional(connection)
+    for row in &plan.closed {
+        sqlx::query(
+            "UPDATE stints SET left_at = $5, exit_type = $6
+             WHERE bot_id = $1 AND conversation_id = $2 AND identity = $3 AND ordinal = $4",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .bind(&row.identity)
+        .bind(row.ordinal)
+        .bind(row.stint.left_at.map(DbTime))
+        .bind(row.stint.exit_type.map(|exit| exit.as_str()))
+        .execute(&mut **tx)
         .await?;
-    Ok(row
-        .map(|row| row.into_previous(&key.fingerprint))
-        .transpose()?)
+    }
+    if let Some(at) = plan.end_open_stints_at {
+        sqlx::query(
+            "UPDATE stints SET left_at = $3, exit_type = 'END'
+             WHERE bot_id = $1 AND conversation_id = $2 AND left_at IS NULL",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .bind(DbTime(at))
+        .execute(&mut **tx)
+        .await?;
+    }
+    for row in &plan.opened {
+        sqlx::query(AssertSqlSafe(
+            "INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
+                 entry_type, exit_type)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        ))
+        .bind(bot_id)
+        .bind(conversation_id)
+        .bind(&row.identity)
+        .bind(row.ordinal)
+        .bind(DbTime(row.stint.joined_at))
+        .bind(row.stint.left_at.map(DbTime))
+        .bind(row.stint.entry_type.as_str())
+        .bind(row.stint.exit_type.map(|exit| exit.as_str()))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }

@@ -106,9 +106,11 @@ const SQLITE_FILE: &str = "hooks.db";
 impl Backend {
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = SqliteStore::open_file(&dir.path().join(SQLITE_FILE), &Default::default())
-            .await
-            .expect("sqlite opens");
+        let store: Store =
+            SqliteStore::open_file(&dir.path().join(SQLITE_FILE), &Default::default())
+                .await
+                .expect("sqlite opens")
+                .into();
         store.migrate().await.expect("sqlite migrates");
         store.close().await;
         Self::Sqlite(dir)
@@ -138,13 +140,13 @@ impl Backend {
         server: ServerSettings,
         idempotency: IdempotencySettings,
     ) -> TestApp {
-        let (store, db): (Arc<dyn Store>, Db) = match self {
+        let (store, db): (Store, Db) = match self {
             Self::Postgres(pool) => {
                 let own_pool = PgPoolOptions::new()
                     .max_connections(8)
                     .connect_lazy_with(pool.connect_options().as_ref().clone());
                 (
-                    Arc::new(PgStore::from_pool(own_pool.clone())),
+                    PgStore::from_pool(own_pool.clone()).into(),
                     Db::Postgres(own_pool),
                 )
             }
@@ -154,7 +156,7 @@ impl Backend {
                         .await
                         .expect("sqlite opens");
                 let pool = store.pool().clone();
-                (Arc::new(store), Db::Sqlite(pool))
+                (store.into(), Db::Sqlite(pool))
             }
         };
         TestApp::build(store, db, auth, server, idempotency)
@@ -168,7 +170,7 @@ enum Db {
 
 pub struct TestApp {
     pub router: Router,
-    pub store: Arc<dyn Store>,
+    pub store: Store,
     db: Db,
 }
 
@@ -179,7 +181,7 @@ impl TestApp {
     }
 
     pub fn with(pool: PgPool, auth: AuthSettings, server: ServerSettings) -> Self {
-        let store = Arc::new(PgStore::from_pool(pool.clone()));
+        let store = PgStore::from_pool(pool.clone()).into();
         Self::build(store, Db::Postgres(pool), auth, server, Default::default())
     }
 
@@ -187,7 +189,7 @@ impl TestApp {
     pub fn over_sqlite(store: SqliteStore) -> Self {
         let pool = store.pool().clone();
         Self::build(
-            Arc::new(store),
+            store.into(),
             Db::Sqlite(pool),
             AuthSettings::default(),
             ServerSettings::default(),
@@ -196,7 +198,7 @@ impl TestApp {
     }
 
     fn build(
-        store: Arc<dyn Store>,
+        store: Store,
         db: Db,
         auth: AuthSettings,
         server: ServerSettings,
