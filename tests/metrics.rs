@@ -429,6 +429,8 @@ fn tokio_stream(
 }
 
 async fn metrics_can_be_turned_off(backend: Backend) {
+    // Its 404 is counted too, and would show in another test's counts.
+    let _serial = SERIAL.lock().await;
     let server = ServerSettings {
         metrics: false,
         ..ServerSettings::default()

@@ -560,31 +560,38 @@ impl Store {
     }
 }
 
-/// Ok when every migration the binary embeds is among the `applied` versions.
-fn require_migrations(
-    migrator: &sqlx::migrate::Migrator,
-    applied: &[i64],
-) -> Result<(), StoreError> {
-    let missing = migrator
-        .iter()
-        .filter(|migration| !applied.contains(&migration.version))
-        .count();
-    if missing == 0 {
-        Ok(())
-    } else {
-        Err(anyhow::anyhow!("{missing} migration(s) not applied").into())
-    }
+/// The versions of the migrations applied to a database.
+async fn applied_migrations<DB>(pool: &sqlx::Pool<DB>) -> Result<Vec<i64>, StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let applied: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await?;
+    Ok(applied.into_iter().map(|(version,)| version).collect())
 }
 
-/// The versions every backend's readiness and migration checks read.
-const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
-
-/// Logs the `applied` versions this binary does not know: a newer release migrated the
-/// database. Its migrations are written expand-then-contract, so this one serves on.
-fn report_unknown_migrations(migrator: &sqlx::migrate::Migrator, applied: &[i64]) {
-    let unknown: Vec<i64> = applied
-        .iter()
-        .copied()
+/// Applies `migrator`'s pending migrations, then logs the applied versions it does not
+/// know: a newer release migrated the database. Its migrations are written
+/// expand-then-contract, so this one serves on.
+async fn migrate<DB>(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &sqlx::Pool<DB>,
+) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    migrator.run(pool).await.map_err(migration_failed)?;
+    let unknown: Vec<i64> = applied_migrations(pool)
+        .await?
+        .into_iter()
         .filter(|version| !migrator.version_exists(*version))
         .collect();
     if !unknown.is_empty() {
@@ -593,6 +600,30 @@ fn report_unknown_migrations(migrator: &sqlx::migrate::Migrator, applied: &[i64]
             "the database has migrations this binary does not know (applied by a newer \
              release); serving with the schema as it is"
         );
+    }
+    Ok(())
+}
+
+/// Ok when every migration of `migrator` is applied.
+async fn require_migrations<DB>(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &sqlx::Pool<DB>,
+) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let applied = applied_migrations(pool).await?;
+    let missing = migrator
+        .iter()
+        .filter(|migration| !applied.contains(&migration.version))
+        .count();
+    if missing == 0 {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{missing} migration(s) not applied").into())
     }
 }
 

@@ -2,13 +2,11 @@
 //! conversation row (a compare-and-set on its `last_seq`, else its lock), so any number of
 //! replicas can share one database.
 
-use super::sql::{self, DbTime, SummaryRow};
+use super::sql::{self, DbTime, StateParticipant, SummaryRow};
 use super::{Appended, Checkout, KeyRecord, Keyed, StoreError, finish, named_identities, plan};
 use crate::config::DatabaseSettings;
-use crate::domain::{Anomaly, TransferType};
-use crate::domain::{AppendPlan, IngestBatch, Participant, Stint, Stored, StoredParticipant};
+use crate::domain::{Anomaly, AppendPlan, IngestBatch, Participant, Stored};
 use anyhow::Context;
-use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Connection, FromRow, PgConnection, PgPool, Postgres, Transaction};
@@ -70,22 +68,11 @@ impl PgStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(super::migration_failed)?;
-        let applied: Vec<i64> = sqlx::query_scalar(super::APPLIED_MIGRATIONS)
-            .fetch_all(&self.pool)
-            .await?;
-        super::report_unknown_migrations(&MIGRATOR, &applied);
-        Ok(())
+        super::migrate(&MIGRATOR, &self.pool).await
     }
 
     pub(super) async fn ready(&self) -> Result<(), StoreError> {
-        let applied: Vec<i64> = sqlx::query_scalar(super::APPLIED_MIGRATIONS)
-            .fetch_all(&self.pool)
-            .await?;
-        super::require_migrations(&MIGRATOR, &applied)
+        super::require_migrations(&MIGRATOR, &self.pool).await
     }
 
     pub(super) async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
@@ -141,20 +128,7 @@ async fn append_keyed_in(
     if !locked {
         return Ok(Keyed::InFlight);
     }
-    if let Some(previous) = sql::read_key(&mut **tx, key).await? {
-        return Ok(Keyed::Used(previous));
-    }
-    let appended = append_locked(tx, batch).await?;
-    let accepted = batch.events.len() as i64;
-    sql::save_key(
-        &mut **tx,
-        key,
-        batch.conversation_id.as_str(),
-        accepted,
-        &appended,
-    )
-    .await?;
-    Ok(Keyed::Stored(appended))
+    sql::append_once(tx, batch, key, async |tx| append_locked(tx, batch).await).await
 }
 
 /// Appends under the conversation's row lock, inside `tx`; creates the row (empty) first
@@ -188,25 +162,12 @@ async fn append_locked(
     Ok(Appended::of(&plan))
 }
 
-/// A participant as the state query aggregates it, with its open stint if any.
-#[derive(Deserialize)]
-struct ParticipantJson {
-    identity: String,
-    name: String,
-    kind: String,
-    position: i64,
-    stint_count: i32,
-    #[serde(with = "time::serde::rfc3339::option")]
-    joined_at: Option<OffsetDateTime>,
-    entry_type: Option<String>,
-}
-
 #[derive(FromRow)]
 struct StateRow {
     #[sqlx(flatten)]
     summary: SummaryRow,
     received_at: DbTime,
-    participants: Option<Json<Vec<ParticipantJson>>>,
+    participants: Option<Json<Vec<StateParticipant>>>,
 }
 
 /// Reads, in one round trip and without locking, what an append of `batch` needs, and
@@ -250,29 +211,7 @@ async fn load(
     let participants = row
         .participants
         .map(|Json(participants)| participants)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|found| {
-            let open = match (found.joined_at, found.entry_type) {
-                (Some(joined_at), Some(entry_type)) => Some(Stint {
-                    joined_at,
-                    left_at: None,
-                    entry_type: TransferType::parse(&entry_type)
-                        .context("unknown stored entry type")?,
-                    exit_type: None,
-                }),
-                _ => None,
-            };
-            Ok(StoredParticipant {
-                identity: found.identity,
-                name: found.name,
-                kind: found.kind,
-                position: found.position,
-                stint_count: found.stint_count,
-                open,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
+        .unwrap_or_default();
     let stored = sql::stored(&row.summary, participants)?;
     Ok((stored, row.received_at.into()))
 }
@@ -286,7 +225,6 @@ async fn write(
     plan: &AppendPlan,
 ) -> Result<bool, StoreError> {
     let events = &batch.events;
-    let summary = &plan.summary;
     let names: Vec<&str> = events.iter().map(|event| event.name().as_str()).collect();
     let transfer_types: Vec<Option<&str>> = events
         .iter()
@@ -321,26 +259,10 @@ async fn write(
     let rows = &plan.participants;
     let (opened, closed) = (&plan.opened, &plan.closed);
 
-    let written: i64 = sqlx::query_scalar(
-        "WITH conversation AS (
-             INSERT INTO conversations AS c
-                 (bot_id, conversation_id, last_seq, status, experience, language, started_at,
-                  ended_at, last_event_at, event_count, anomaly_count, cold_transfers,
-                  warm_transfers, redial_transfers, present_count, participant_count)
-             VALUES ($1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-             ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
-                 last_seq = EXCLUDED.last_seq, status = EXCLUDED.status,
-                 experience = EXCLUDED.experience, language = EXCLUDED.language,
-                 started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at,
-                 last_event_at = EXCLUDED.last_event_at, event_count = EXCLUDED.event_count,
-                 anomaly_count = EXCLUDED.anomaly_count,
-                 cold_transfers = EXCLUDED.cold_transfers,
-                 warm_transfers = EXCLUDED.warm_transfers,
-                 redial_transfers = EXCLUDED.redial_transfers,
-                 present_count = EXCLUDED.present_count,
-                 participant_count = EXCLUDED.participant_count
-             WHERE c.last_seq = $3
-             RETURNING 1
+    let query = sqlx::query_scalar(concat!(
+        "WITH conversation AS (",
+        sql::upsert_conversation!(),
+        " RETURNING 1
          ), new_events AS (
              INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
                  transition, participant_identity, participant, anomalies, transfer_data,
@@ -382,87 +304,71 @@ async fn write(
                          $42::text[], $43::text[])
                       AS o(identity, ordinal, joined_at, left_at, entry_type, exit_type)
          )
-         SELECT count(*) FROM conversation",
-    )
-    .bind(batch.bot_id.as_str())
-    .bind(batch.conversation_id.as_str())
-    .bind(plan.expected_seq)
-    .bind(plan.last_seq())
-    .bind(summary.status.as_str())
-    .bind(summary.experience.map(|experience| experience.as_str()))
-    .bind(summary.language.as_deref())
-    .bind(summary.started_at.unwrap_or(plan.received_at))
-    .bind(summary.ended_at)
-    .bind(summary.last_event_at.unwrap_or(plan.received_at))
-    .bind(summary.event_count)
-    .bind(summary.anomaly_count)
-    .bind(summary.transfers.cold)
-    .bind(summary.transfers.warm)
-    .bind(summary.transfers.redial)
-    .bind(summary.present_count)
-    .bind(summary.participant_count)
-    .bind(plan.first_seq)
-    .bind(plan.received_at)
-    .bind(names)
-    .bind(transfer_types)
-    .bind(transitions)
-    .bind(identities)
-    .bind(participants)
-    .bind(anomalies)
-    .bind(transfer_data)
-    .bind(payloads)
-    .bind(
-        rows.iter()
-            .map(|row| row.identity.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|row| row.position).collect::<Vec<_>>())
-    .bind(rows.iter().map(|row| row.name.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|row| row.kind.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|row| row.stint_count).collect::<Vec<_>>())
-    .bind(
-        closed
-            .iter()
-            .map(|row| row.identity.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(closed.iter().map(|row| row.ordinal).collect::<Vec<_>>())
-    .bind(
-        closed
-            .iter()
-            .map(|row| row.stint.left_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(exit_types(closed))
-    .bind(plan.end_open_stints_at)
-    .bind(
-        opened
-            .iter()
-            .map(|row| row.identity.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(opened.iter().map(|row| row.ordinal).collect::<Vec<_>>())
-    .bind(
-        opened
-            .iter()
-            .map(|row| row.stint.joined_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        opened
-            .iter()
-            .map(|row| row.stint.left_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        opened
-            .iter()
-            .map(|row| row.stint.entry_type.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(exit_types(opened))
-    .fetch_one(connection)
-    .await?;
+         SELECT count(*) FROM conversation"
+    ));
+    let written: i64 = sql::bind_conversation(query, batch, plan)
+        .bind(plan.first_seq)
+        .bind(plan.received_at)
+        .bind(names)
+        .bind(transfer_types)
+        .bind(transitions)
+        .bind(identities)
+        .bind(participants)
+        .bind(anomalies)
+        .bind(transfer_data)
+        .bind(payloads)
+        .bind(
+            rows.iter()
+                .map(|row| row.identity.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|row| row.position).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.name.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.kind.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.stint_count).collect::<Vec<_>>())
+        .bind(
+            closed
+                .iter()
+                .map(|row| row.identity.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(closed.iter().map(|row| row.ordinal).collect::<Vec<_>>())
+        .bind(
+            closed
+                .iter()
+                .map(|row| row.stint.left_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(exit_types(closed))
+        .bind(plan.end_open_stints_at)
+        .bind(
+            opened
+                .iter()
+                .map(|row| row.identity.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(opened.iter().map(|row| row.ordinal).collect::<Vec<_>>())
+        .bind(
+            opened
+                .iter()
+                .map(|row| row.stint.joined_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            opened
+                .iter()
+                .map(|row| row.stint.left_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            opened
+                .iter()
+                .map(|row| row.stint.entry_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(exit_types(opened))
+        .fetch_one(connection)
+        .await?;
     Ok(written == 1)
 }
 

@@ -180,6 +180,66 @@ impl Sql {
     }
 }
 
+/// Writes a conversation's summary row after an append, if its `last_seq` is still `$3`
+/// (the plan's expected seq): `$1` bot, `$2` conversation, `$4` the new `last_seq`, then
+/// the summary columns in table order. Both writers bind it the same way.
+macro_rules! upsert_conversation {
+    () => {
+        "INSERT INTO conversations AS c
+             (bot_id, conversation_id, last_seq, status, experience, language, started_at,
+              ended_at, last_event_at, event_count, anomaly_count, cold_transfers,
+              warm_transfers, redial_transfers, present_count, participant_count)
+         VALUES ($1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+         ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
+             last_seq = excluded.last_seq, status = excluded.status,
+             experience = excluded.experience, language = excluded.language,
+             started_at = excluded.started_at, ended_at = excluded.ended_at,
+             last_event_at = excluded.last_event_at, event_count = excluded.event_count,
+             anomaly_count = excluded.anomaly_count, cold_transfers = excluded.cold_transfers,
+             warm_transfers = excluded.warm_transfers,
+             redial_transfers = excluded.redial_transfers,
+             present_count = excluded.present_count,
+             participant_count = excluded.participant_count
+         WHERE c.last_seq = $3"
+    };
+}
+pub(super) use upsert_conversation;
+
+/// Binds `$1`–`$17` of [`upsert_conversation!`] for the append of `batch` by `plan`.
+pub fn bind_conversation<'q, DB>(
+    query: sqlx::query::QueryScalar<'q, DB, i64, DB::Arguments>,
+    batch: &'q crate::domain::IngestBatch,
+    plan: &'q crate::domain::AppendPlan,
+) -> sqlx::query::QueryScalar<'q, DB, i64, DB::Arguments>
+where
+    DB: Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    DbTime: Encode<'q, DB> + Type<DB>,
+    Option<DbTime>: Encode<'q, DB> + Type<DB>,
+{
+    let summary = &plan.summary;
+    query
+        .bind(batch.bot_id.as_str())
+        .bind(batch.conversation_id.as_str())
+        .bind(plan.expected_seq)
+        .bind(plan.last_seq())
+        .bind(summary.status.as_str())
+        .bind(summary.experience.map(|experience| experience.as_str()))
+        .bind(summary.language.as_deref())
+        .bind(DbTime(summary.started_at.unwrap_or(plan.received_at)))
+        .bind(summary.ended_at.map(DbTime))
+        .bind(DbTime(summary.last_event_at.unwrap_or(plan.received_at)))
+        .bind(summary.event_count)
+        .bind(summary.anomaly_count)
+        .bind(summary.transfers.cold)
+        .bind(summary.transfers.warm)
+        .bind(summary.transfers.redial)
+        .bind(summary.present_count)
+        .bind(summary.participant_count)
+}
+
 /// The summary columns of a conversation, as [`SummaryRow`] reads them.
 const SUMMARY_COLUMNS: &str = "c.bot_id, c.conversation_id, c.last_seq, c.status, c.experience,
     c.language, c.started_at, c.ended_at, c.last_event_at, c.event_count, c.anomaly_count,
@@ -494,16 +554,56 @@ impl SummaryRow {
     }
 }
 
+/// A participant an append reads, with its open stint if any: a row in SQLite, an
+/// element of a JSON array in PostgreSQL (which reads them in the summary's round trip).
+#[derive(FromRow, serde::Deserialize)]
+pub struct StateParticipant {
+    identity: String,
+    name: String,
+    kind: String,
+    position: i64,
+    stint_count: i32,
+    #[serde(deserialize_with = "rfc3339_time")]
+    joined_at: Option<DbTime>,
+    entry_type: Option<String>,
+}
+
+fn rfc3339_time<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<DbTime>, D::Error> {
+    Ok(time::serde::rfc3339::option::deserialize(deserializer)?.map(DbTime))
+}
+
+impl StateParticipant {
+    pub fn into_stored(self) -> anyhow::Result<StoredParticipant> {
+        let open = match (self.joined_at, self.entry_type) {
+            (Some(joined_at), Some(entry_type)) => Some(stint(joined_at, None, &entry_type, None)?),
+            _ => None,
+        };
+        Ok(StoredParticipant {
+            identity: self.identity,
+            name: self.name,
+            kind: self.kind,
+            position: self.position,
+            stint_count: self.stint_count,
+            open,
+        })
+    }
+}
+
 /// What an append reads: the conversation's summary row (`last_seq` 0 for one that has no
 /// events yet, whatever the row says) and the participants its events name.
-pub fn stored(row: &SummaryRow, participants: Vec<StoredParticipant>) -> anyhow::Result<Stored> {
+pub fn stored(row: &SummaryRow, participants: Vec<StateParticipant>) -> anyhow::Result<Stored> {
     if row.last_seq == 0 {
         return Ok(Stored::default());
     }
     Ok(Stored {
         last_seq: row.last_seq,
         summary: row.summary()?,
-        participants,
+        participants: participants
+            .into_iter()
+            .map(StateParticipant::into_stored)
+            .collect::<anyhow::Result<_>>()?,
     })
 }
 
@@ -892,31 +992,36 @@ where
         .transpose()?)
 }
 
-/// Records the outcome of an append under its key, in the append's transaction.
-pub async fn save_key<'c, DB, E>(
-    executor: E,
+/// With `key` held by this transaction: replays its earlier use, else appends `batch`
+/// with `append` and records the outcome under the key, in the same transaction.
+pub async fn append_once<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    batch: &crate::domain::IngestBatch,
     key: &KeyRecord,
-    conversation_id: &str,
-    accepted: i64,
-    appended: &super::Appended,
-) -> Result<(), StoreError>
+    append: impl AsyncFnOnce(&mut sqlx::Transaction<'_, DB>) -> Result<super::Appended, StoreError>,
+) -> Result<super::Keyed, StoreError>
 where
     DB: Database,
-    E: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> Bind: Encode<'q, DB> + Type<DB>,
+    KeyRow: for<'r> FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
+    if let Some(previous) = read_key(&mut **tx, key).await? {
+        return Ok(super::Keyed::Used(previous));
+    }
+    let appended = append(&mut *tx).await?;
     sqlx::query::<DB>(SAVE_KEY)
         .bind(Sql::text(&key.bot_id))
         .bind(Sql::text(&key.key))
         .bind(Sql::text(&key.fingerprint))
         .bind(Bind::Time(key.now))
-        .bind(Sql::text(conversation_id))
-        .bind(Bind::Int(accepted))
+        .bind(Sql::text(batch.conversation_id.as_str()))
+        .bind(Bind::Int(batch.events.len() as i64))
         .bind(Bind::Int(appended.first_seq))
         .bind(Bind::Int(appended.last_seq))
         .bind(Sql::text(appended.status.as_str()))
-        .execute(executor)
+        .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(super::Keyed::Stored(appended))
 }

@@ -2,17 +2,17 @@
 //! PostgreSQL. Writes go through a one-connection pool and `BEGIN IMMEDIATE`, so there is
 //! one writer at a time even across processes sharing the file.
 
-use super::sql::{self, DbTime, SummaryRow};
+use super::sql::{self, DbTime, StateParticipant, SummaryRow};
 use super::{
     Appended, Checkout, KeyRecord, Keyed, StoreError, finish, is_disk_failure, named_identities,
     plan,
 };
 use crate::config::DatabaseSettings;
-use crate::domain::{AppendPlan, IngestBatch, StoredParticipant};
+use crate::domain::{AppendPlan, IngestBatch};
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Connection, FromRow, Sqlite, SqlitePool, Transaction};
+use sqlx::{AssertSqlSafe, Connection, Sqlite, SqlitePool, Transaction};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -105,22 +105,11 @@ impl SqliteStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.writer)
-            .await
-            .map_err(super::migration_failed)?;
-        let applied: Vec<i64> = sqlx::query_scalar(super::APPLIED_MIGRATIONS)
-            .fetch_all(&self.writer)
-            .await?;
-        super::report_unknown_migrations(&MIGRATOR, &applied);
-        Ok(())
+        super::migrate(&MIGRATOR, &self.writer).await
     }
 
     pub(super) async fn ready(&self) -> Result<(), StoreError> {
-        let applied: Vec<i64> = sqlx::query_scalar(super::APPLIED_MIGRATIONS)
-            .fetch_all(&self.reader)
-            .await?;
-        super::require_migrations(&MIGRATOR, &applied)?;
+        super::require_migrations(&MIGRATOR, &self.reader).await?;
         if self.disk_failing.load(Ordering::Relaxed) {
             self.write(async |tx| probe_write(tx).await, |_| true)
                 .await?;
@@ -198,20 +187,7 @@ async fn append_keyed_in(
 ) -> Result<Keyed, StoreError> {
     // BEGIN IMMEDIATE already made this the only writer: no request with the key can
     // be running, so a retry waits for the first and is then replayed.
-    if let Some(previous) = sql::read_key(&mut **tx, key).await? {
-        return Ok(Keyed::Used(previous));
-    }
-    let appended = append_in(tx, batch).await?;
-    let accepted = batch.events.len() as i64;
-    sql::save_key(
-        &mut **tx,
-        key,
-        batch.conversation_id.as_str(),
-        accepted,
-        &appended,
-    )
-    .await?;
-    Ok(Keyed::Stored(appended))
+    sql::append_once(tx, batch, key, async |tx| append_in(tx, batch).await).await
 }
 
 async fn append_in(
@@ -227,17 +203,6 @@ async fn append_in(
     let plan = plan(batch, stored, received_at);
     write(tx, batch, &plan).await?;
     Ok(Appended::of(&plan))
-}
-
-#[derive(FromRow)]
-struct ParticipantRow {
-    identity: String,
-    name: String,
-    kind: String,
-    position: i64,
-    stint_count: i32,
-    joined_at: Option<DbTime>,
-    entry_type: Option<String>,
 }
 
 /// What an append of `batch` needs, and the conversation's last event time.
@@ -259,7 +224,7 @@ async fn load(
     let Some(row) = row else {
         return Ok(Default::default());
     };
-    let rows: Vec<ParticipantRow> = sqlx::query_as(
+    let participants: Vec<StateParticipant> = sqlx::query_as(
         "SELECT p.identity, p.name, p.kind, p.position, p.stint_count, s.joined_at,
                 s.entry_type
          FROM participants p
@@ -274,25 +239,6 @@ async fn load(
     .bind(Json(named_identities(batch)))
     .fetch_all(&mut **tx)
     .await?;
-    let participants = rows
-        .into_iter()
-        .map(|found| {
-            let open = match (found.joined_at, found.entry_type) {
-                (Some(joined_at), Some(entry_type)) => {
-                    Some(sql::stint(joined_at, None, &entry_type, None)?)
-                }
-                _ => None,
-            };
-            Ok(StoredParticipant {
-                identity: found.identity,
-                name: found.name,
-                kind: found.kind,
-                position: found.position,
-                stint_count: found.stint_count,
-                open,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
     let last_event_at = Some(row.last_event_at.into());
     Ok((sql::stored(&row, participants)?, last_event_at))
 }
@@ -305,42 +251,14 @@ async fn write(
     plan: &AppendPlan,
 ) -> Result<(), StoreError> {
     let (bot_id, conversation_id) = (batch.bot_id.as_str(), batch.conversation_id.as_str());
-    let summary = &plan.summary;
-    sqlx::query(
-        "INSERT INTO conversations (bot_id, conversation_id, last_seq, status, experience,
-             language, started_at, ended_at, last_event_at, event_count, anomaly_count,
-             cold_transfers, warm_transfers, redial_transfers, present_count,
-             participant_count)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-         ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
-             last_seq = excluded.last_seq, status = excluded.status,
-             experience = excluded.experience, language = excluded.language,
-             started_at = excluded.started_at, ended_at = excluded.ended_at,
-             last_event_at = excluded.last_event_at, event_count = excluded.event_count,
-             anomaly_count = excluded.anomaly_count, cold_transfers = excluded.cold_transfers,
-             warm_transfers = excluded.warm_transfers,
-             redial_transfers = excluded.redial_transfers,
-             present_count = excluded.present_count,
-             participant_count = excluded.participant_count",
-    )
-    .bind(bot_id)
-    .bind(conversation_id)
-    .bind(plan.last_seq())
-    .bind(summary.status.as_str())
-    .bind(summary.experience.map(|experience| experience.as_str()))
-    .bind(summary.language.as_deref())
-    .bind(DbTime(summary.started_at.unwrap_or(plan.received_at)))
-    .bind(summary.ended_at.map(DbTime))
-    .bind(DbTime(summary.last_event_at.unwrap_or(plan.received_at)))
-    .bind(summary.event_count)
-    .bind(summary.anomaly_count)
-    .bind(summary.transfers.cold)
-    .bind(summary.transfers.warm)
-    .bind(summary.transfers.redial)
-    .bind(summary.present_count)
-    .bind(summary.participant_count)
-    .execute(&mut **tx)
-    .await?;
+    let query = sqlx::query_scalar(concat!(sql::upsert_conversation!(), " RETURNING 1"));
+    let written = sql::bind_conversation(query, batch, plan)
+        .fetch_optional(&mut **tx)
+        .await?;
+    // BEGIN IMMEDIATE made this the only writer, so the row cannot have moved on.
+    if written.is_none() {
+        return Err(anyhow::anyhow!("the conversation changed under the write lock").into());
+    }
     for ((seq, event), anomalies) in (plan.first_seq..).zip(&batch.events).zip(&plan.anomalies) {
         sqlx::query(
             "INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
