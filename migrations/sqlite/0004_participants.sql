@@ -10,8 +10,9 @@ CREATE TABLE participants (
     name            TEXT    NOT NULL,
     kind            TEXT    NOT NULL,
     stint_count     INTEGER NOT NULL CHECK (stint_count >= 0),
+    -- The only index: every lookup names the identity, so none can scan a large
+    -- conversation's participants by the (bot_id, conversation_id) prefix alone.
     PRIMARY KEY (bot_id, conversation_id, identity),
-    UNIQUE (bot_id, conversation_id, position),
     FOREIGN KEY (bot_id, conversation_id) REFERENCES conversations (bot_id, conversation_id)
 ) WITHOUT ROWID;
 

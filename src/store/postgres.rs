@@ -172,7 +172,9 @@ struct StateRow {
 
 /// Reads, in one round trip and without locking, what an append of `batch` needs, and
 /// the time it is received: the database's clock, never before the conversation's last
-/// event, so that `receivedAt` follows `seq`.
+/// event, so that `receivedAt` follows `seq`. The participants are looked up from the
+/// named identities (`LATERAL … LIMIT 1` keeps that order), so that no plan — a generic
+/// one, or one from stale statistics — reads a large conversation's rows.
 async fn load(
     connection: &mut PgConnection,
     batch: &IngestBatch,
@@ -194,12 +196,18 @@ async fn load(
                             'identity', p.identity, 'name', p.name, 'kind', p.kind,
                             'position', p.position, 'stint_count', p.stint_count,
                             'joined_at', s.joined_at, 'entry_type', s.entry_type))
-                 FROM participants p
-                 LEFT JOIN stints s ON s.bot_id = p.bot_id
-                     AND s.conversation_id = p.conversation_id AND s.identity = p.identity
-                     AND s.ordinal = p.stint_count - 1 AND s.left_at IS NULL
-                 WHERE p.bot_id = $1 AND p.conversation_id = $2
-                     AND p.identity = ANY($3)) AS participants
+                 FROM UNNEST($3::text[]) AS named(identity)
+                 CROSS JOIN LATERAL (
+                     SELECT * FROM participants p
+                     WHERE p.bot_id = $1 AND p.conversation_id = $2
+                         AND p.identity = named.identity
+                     LIMIT 1) p
+                 LEFT JOIN LATERAL (
+                     SELECT s.joined_at, s.entry_type FROM stints s
+                     WHERE s.bot_id = $1 AND s.conversation_id = $2
+                         AND s.identity = named.identity AND s.ordinal = p.stint_count - 1
+                         AND s.left_at IS NULL
+                     LIMIT 1) s ON true) AS participants
          FROM (VALUES (1)) AS one
          LEFT JOIN conversations c ON c.bot_id = $1 AND c.conversation_id = $2",
     )
@@ -218,7 +226,8 @@ async fn load(
 
 /// Writes `plan` in one statement: the conversation row, if its `last_seq` is still the
 /// one the plan was made from; then, only if it was written, the events, participants and
-/// stints. Whether it was written.
+/// stints. Whether it was written. Closed stints are found from the plan's rows, as the
+/// participants are in [`load`].
 async fn write(
     connection: &mut PgConnection,
     batch: &IngestBatch,
@@ -284,13 +293,19 @@ async fn write(
              ON CONFLICT (bot_id, conversation_id, identity) DO UPDATE SET
                  name = EXCLUDED.name, kind = EXCLUDED.kind,
                  stint_count = EXCLUDED.stint_count
-         ), closed_stints AS (
-             UPDATE stints s SET left_at = x.left_at, exit_type = x.exit_type
+         ), closing AS (
+             SELECT found.row_id, x.left_at, x.exit_type
              FROM conversation,
                   UNNEST($33::text[], $34::integer[], $35::timestamptz[], $36::text[])
                       AS x(identity, ordinal, left_at, exit_type)
-             WHERE s.bot_id = $1 AND s.conversation_id = $2 AND s.identity = x.identity
-                 AND s.ordinal = x.ordinal
+             CROSS JOIN LATERAL (
+                 SELECT s.ctid AS row_id FROM stints s
+                 WHERE s.bot_id = $1 AND s.conversation_id = $2 AND s.identity = x.identity
+                     AND s.ordinal = x.ordinal
+                 LIMIT 1) found
+         ), closed_stints AS (
+             UPDATE stints s SET left_at = closing.left_at, exit_type = closing.exit_type
+             FROM closing WHERE s.ctid = closing.row_id
          ), ended_stints AS (
              UPDATE stints s SET left_at = $37, exit_type = 'END'
              FROM conversation
