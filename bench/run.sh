@@ -115,16 +115,14 @@ drive() {
 pgbench_run() {
     rm -f "$work/pgb-$3".*
     pgbench -n -M prepared -c "$1" -j 2 -T "$2" -l --log-prefix="$work/pgb-$3" \
-        -D k=0 -D slots=$((2000 / $1)) -D tag="$3" -D payload="$payload" -D participant="$participant" -D timeline="$timeline" \
+        -D k=0 -D slots=$((2000 / $1)) -D tag="$3" -D payload="$payload" -D participant="$participant" \
         -f bench/pgbench-event.sql "$pgbench_url" >"$work/pgbench-$3.txt" 2>&1 \
         || { cat "$work/pgbench-$3.txt" >&2; exit 1; }
 }
 
-# One event as bench/ingest.lua sends it, and a timeline snapshot of the size the
-# service stores mid-conversation (three participants).
+# One event as bench/ingest.lua sends it.
 payload='{"name":"INTERNAL_TRANSFER_EVENT","transfertype":"COLD","transition":"entry","isExtAD":"true","language":"en","experience":"voice","participant":{"identity":"agent-0421","name":"Agent 0421","type":"agent","customFields":{"agentEmail":"agent-0421@example.com","queueId":"q-21","queueName":"Billing and payments"}}}'
 participant='{"identity":"agent-0421","name":"Agent 0421","type":"agent"}'
-timeline='{"status":"active","experience":"voice","language":"en","started_at":"2026-03-01T09:00:00.123456Z","ended_at":null,"last_event_at":"2026-03-01T09:04:10.654321Z","event_count":4,"anomaly_count":0,"transfers":{"cold":1,"warm":1,"redial":0},"participants":[{"identity":"agent-0013","name":"Agent 0013","kind":"agent","stints":[{"joined_at":"2026-03-01T09:00:00.123456Z","left_at":"2026-03-01T09:01:30.5Z","entry_type":"NA","exit_type":"COLD"}]},{"identity":"agent-0421","name":"Agent 0421","kind":"agent","stints":[{"joined_at":"2026-03-01T09:02:00.25Z","left_at":null,"entry_type":"COLD","exit_type":null}]},{"identity":"agent-1239","name":"Agent 1239","kind":"supervisor","stints":[{"joined_at":"2026-03-01T09:04:10.654321Z","left_at":null,"entry_type":"WARM","exit_type":null}]}]}'
 
 # Percentile $2 (0-100) of the pgbench transaction latencies (µs, field 3) of tag $1.
 pgbench_percentile() {
@@ -230,7 +228,7 @@ SELECT (SELECT count(*) FROM events),
             FROM events GROUP BY 1, 2) e USING (bot_id, conversation_id)
         WHERE e.n IS NULL OR e.lo <> 1 OR e.hi <> e.n OR c.last_seq <> e.n OR c.event_count <> e.n),
        (SELECT count(*) FROM conversations c
-        WHERE jsonb_array_length(c.participants_present) <> (SELECT count(*) FROM stints s
+        WHERE c.present_count <> (SELECT count(*) FROM stints s
             WHERE s.bot_id = c.bot_id AND s.conversation_id = c.conversation_id AND s.left_at IS NULL)),
        (SELECT count(*) FROM conversations);
 SQL
@@ -241,7 +239,7 @@ echo "acknowledged (200): $total_ok, refused (non-200): $total_refused," \
 echo "stored events: $stored in $conversations conversations; stored but not acknowledged:" \
     "$((stored - total_ok)) (requests in flight when wrk stopped: at most $total_connections)"
 echo "acknowledged but not stored: $missing; seq acknowledged twice: $duplicated;" \
-    "conversations with a seq gap or a count off: $gapped; open stints != participantsPresent: $unmatched"
+    "conversations with a seq gap or a count off: $gapped; open stints != present count: $unmatched"
 correct=yes
 if ((missing != 0 || duplicated != 0 || gapped != 0 || unmatched != 0 || total_refused != 0 \
     || total_unanswered != 0 || acks != total_ok || stored < total_ok \

@@ -156,3 +156,95 @@ async fn the_binary_serves_logs_safely_and_stops_on_sigterm(pool: PgPool) {
     );
     std::fs::remove_dir_all(config_dir).unwrap();
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_logged_once_per_request_as_a_warning_never_as_an_error() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config_dir = std::env::temp_dir().join(format!("hooks-binary-down-{port}"));
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let config = config_dir.join("apps.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[apps]]\napp_id = \"{INGEST_APP}\"\nsecret_env = \"KORE_CLIENT_SECRET\"\nbots = [\"*\"]\npermissions = [\"ingest\"]\n"
+        ),
+    )
+    .unwrap();
+    // A port nothing listens on: every connection is refused.
+    let nothing_there = free_port();
+    let mut child = Command::new(BINARY)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{nothing_there}/none"),
+        )
+        .env("KORE_CLIENT_SECRET", INGEST_SECRET)
+        .env("HOOKS__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("HOOKS__DATABASE__MIGRATE_ON_START", "false")
+        .env("HOOKS__DATABASE__ACQUIRE_TIMEOUT_SECONDS", "1")
+        .env("HOOKS__LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the service did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let body = batch("c-down", vec![transfer("NA", "entry", "a1")]).to_string();
+    for request in 0..3 {
+        let response = client
+            .post(format!("{base}/agentassist/api/v1/hooks/{BOT}"))
+            .header("content-type", "application/json")
+            .header("token", ingest_token())
+            .header("x-request-id", format!("down-{request}"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    let mut logs = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .collect();
+    let errors: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["level"] == "ERROR")
+        .collect();
+    assert!(errors.is_empty(), "no ERROR lines for a 503: {errors:?}");
+    for request in 0..3 {
+        let id = format!("down-{request}");
+        let of_request: Vec<&Value> = lines
+            .iter()
+            .filter(|line| line["span"]["request_id"] == id.as_str())
+            .collect();
+        let warnings = of_request
+            .iter()
+            .filter(|line| line["level"] == "WARN")
+            .count();
+        assert_eq!(
+            warnings, 1,
+            "{id}: one warning with the cause: {of_request:?}"
+        );
+    }
+    std::fs::remove_dir_all(config_dir).unwrap();
+}

@@ -9,16 +9,17 @@ use crate::domain::idempotency::{IdempotencyKey, body_fingerprint};
 use crate::domain::{BodyError, IngestBatch, Status};
 use crate::error::{ApiError, Problem};
 use crate::metrics;
-use crate::openapi::HookRequest;
 use crate::store::{Appended, KeyRecord, Keyed, Outcome, Previous};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Schema, Type};
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -214,4 +215,129 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             ApiError::MalformedJson("the request body could not be read".to_owned())
         }
     })
+}
+
+// `domain::ingest` parses the body by hand, so that it can report every problem; the types
+// below only describe it (their limits are checked against the parser's in the tests).
+
+/// The hooks request body (SPEC 1.1): all of its events are stored, or none. Unknown
+/// members are accepted, and every event is stored exactly as received.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookRequest {
+    /// 1–256 characters, no control characters.
+    #[schema(min_length = 1, max_length = 256, example = "c-xxxx")]
+    pub conversation_id: String,
+    /// Must equal the path's `botId`; at most 128 characters, no control characters.
+    #[schema(min_length = 1, max_length = 128, example = "st-XXXX-XXXX-XXXX-XXXX")]
+    pub bot_id: String,
+    /// 1–100 events, stored in this order, all or none.
+    #[schema(min_items = 1, max_items = 100)]
+    pub events: Vec<HookEvent>,
+}
+
+/// One event, by `name`.
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "name")]
+pub enum HookEvent {
+    /// An agent entered or left the conversation.
+    #[serde(rename = "INTERNAL_TRANSFER_EVENT")]
+    InternalTransferEvent(TransferEvent),
+    /// The conversation ended: open stints are closed with exit type `END`.
+    #[serde(rename = "END_OF_CONVERSATION")]
+    EndOfConversation(EndOfConversationEvent),
+    /// Recorded only.
+    #[serde(rename = "TRIGGER_SUMMARY_EVENT")]
+    TriggerSummaryEvent(TriggerSummaryEvent),
+}
+
+/// An `INTERNAL_TRANSFER_EVENT`. Enumerated strings are matched case-insensitively (the
+/// vendor's documentation writes both `cold` and `COLD`).
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferEvent {
+    /// `NA`, `COLD`, `WARM` or `REDIAL`, in any case; `transferType` is accepted as an alias.
+    #[serde(rename = "transfertype")]
+    #[schema(
+        pattern = "^([Nn][Aa]|[Cc][Oo][Ll][Dd]|[Ww][Aa][Rr][Mm]|[Rr][Ee][Dd][Ii][Aa][Ll])$",
+        example = "COLD"
+    )]
+    pub transfertype: String,
+    /// `entry` or `exit`, in any case.
+    #[schema(
+        pattern = "^([Ee][Nn][Tt][Rr][Yy]|[Ee][Xx][Ii][Tt])$",
+        example = "entry"
+    )]
+    pub transition: String,
+    /// A boolean, or the string `"true"` or `"false"` (the vendor's samples send both).
+    #[serde(rename = "isExtAD")]
+    #[schema(schema_with = is_ext_ad)]
+    pub is_ext_ad: Value,
+    /// `chat`, `voice` or `email`, in any case.
+    #[schema(
+        pattern = "^([Cc][Hh][Aa][Tt]|[Vv][Oo][Ii][Cc][Ee]|[Ee][Mm][Aa][Ii][Ll])$",
+        example = "voice"
+    )]
+    pub experience: String,
+    /// At most 35 characters; `null` counts as absent.
+    #[schema(max_length = 35, example = "en")]
+    pub language: Option<String>,
+    pub participant: HookParticipant,
+    /// Context the leaving agent hands to the next one: any JSON value, at most 16 KiB
+    /// serialized; the latest is served by the transfer-data query.
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub transfer_data: Option<Value>,
+}
+
+/// An `END_OF_CONVERSATION`.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndOfConversationEvent {
+    pub reason: Option<String>,
+    #[schema(max_length = 35)]
+    pub language: Option<String>,
+    /// `chat`, `voice` or `email`, in any case.
+    #[schema(pattern = "^([Cc][Hh][Aa][Tt]|[Vv][Oo][Ii][Cc][Ee]|[Ee][Mm][Aa][Ii][Ll])$")]
+    pub experience: Option<String>,
+    pub participant: Option<HookParticipant>,
+}
+
+/// A `TRIGGER_SUMMARY_EVENT`.
+#[derive(Deserialize, ToSchema)]
+pub struct TriggerSummaryEvent {
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+}
+
+/// Who entered or left.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookParticipant {
+    /// Participants are keyed by it.
+    #[schema(min_length = 1, max_length = 256, example = "agentId1")]
+    pub identity: String,
+    #[schema(max_length = 256, example = "AgentName1")]
+    pub name: String,
+    /// e.g. `agent`, `bot`, `supervisor`.
+    #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 64, example = "agent")]
+    pub kind: String,
+    /// Free-form: `agentEmail`, `queueId`, `queueName`, …
+    #[schema(value_type = Option<Object>)]
+    pub custom_fields: Option<Value>,
+}
+
+/// `isExtAD`: a JSON boolean or the strings `"true"`/`"false"` in any case.
+fn is_ext_ad() -> Schema {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$")),
+        )
+        .description(Some(
+            "A boolean, or the string \"true\" or \"false\" (the vendor's samples send both)",
+        ))
+        .into()
 }

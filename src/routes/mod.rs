@@ -82,7 +82,8 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
     crate::metrics::install();
     let overload = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
-            tracing::warn!(error = %error, "request shed or timed out");
+            // Not logged one by one: under overload that would add to it. The response
+            // line says 503, and the metrics count sheds and timeouts.
             crate::metrics::overloaded(&error);
             ApiError::Unavailable
         }))
@@ -132,9 +133,13 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
             .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(
+                // One line per response; a failure's cause is logged once, where it is
+                // known (a 500 by `ApiError`, an unavailable database by the store
+                // error), so the layer's own failure line would only repeat it.
                 TraceLayer::new_for_http()
                     .make_span_with(request_span)
-                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                    .on_response(DefaultOnResponse::new().level(Level::INFO))
+                    .on_failure(()),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(middleware::from_fn(refuse_large_heads)),

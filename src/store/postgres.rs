@@ -33,9 +33,14 @@ impl PgStore {
     pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<Self> {
         // A replica that stalls inside a transaction must not keep a conversation's row
         // locked for every other replica; no transaction here idles for even a second.
+        // The statements are written to plan well whatever their arguments (see `load`),
+        // so they are planned once per connection, not again at every execution.
         let options = PgConnectOptions::from_str(url)
             .context("invalid PostgreSQL URL")?
-            .options([("idle_in_transaction_session_timeout", "5s")]);
+            .options([
+                ("idle_in_transaction_session_timeout", "5s"),
+                ("plan_cache_mode", "force_generic_plan"),
+            ]);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_seconds))
