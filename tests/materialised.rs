@@ -125,8 +125,7 @@ async fn assert_materialised(app: &TestApp, conversation: &str, posted: usize) -
         "{conversation}: each event's anomalies"
     );
     assert_eq!(
-        record.summary,
-        refolded.summary(),
+        record.summary, refolded.summary,
         "{conversation}: the summary columns"
     );
     assert_eq!(

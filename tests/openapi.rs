@@ -85,8 +85,8 @@ async fn every_documented_operation_is_routed() {
         }
     }
     assert_eq!(
-        operations, 12,
-        "3 ingest paths, 5 queries, 4 operator endpoints"
+        operations, 15,
+        "3 hooks paths, 3 for Bright Pattern and Salesforce, 5 queries, 4 operator endpoints"
     );
 }
 

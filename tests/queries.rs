@@ -43,13 +43,15 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-const SUMMARY_KEYS: [&str; 12] = [
+const SUMMARY_KEYS: [&str; 14] = [
     "anomalyCount",
     "botId",
     "conversationId",
     "endedAt",
     "eventCount",
     "experience",
+    "hops",
+    "interaction",
     "language",
     "lastEventAt",
     "participantsPresent",
@@ -189,7 +191,7 @@ async fn the_cold_transfer_flow_reads_back_as_an_ended_conversation(backend: Bac
     assert_eq!(body["anomalyCount"], 0);
     assert_eq!(
         body["transfers"],
-        json!({ "cold": 2, "warm": 0, "redial": 0 })
+        json!({ "cold": 2, "warm": 0, "redial": 0, "escalated": 0, "failed": 0 })
     );
     assert_eq!(body["participantsPresent"], json!([]));
     assert!(
@@ -256,7 +258,7 @@ async fn an_active_conversation_shows_its_open_stint_counted_to_now(backend: Bac
     assert_eq!(body["participantsPresent"], json!(["a2"]));
     assert_eq!(
         body["transfers"],
-        json!({ "cold": 1, "warm": 0, "redial": 0 })
+        json!({ "cold": 1, "warm": 0, "redial": 0, "escalated": 0, "failed": 0 })
     );
     let closed = &body["participants"][0]["stints"][0];
     assert_eq!(closed["exitType"], "COLD");

@@ -68,6 +68,31 @@ pub enum Action {
         participant: Option<Participant>,
     },
     TriggerSummary,
+    /// Bright Pattern's `InteractionData`, delivered to `agent` (SPEC 7.1): no presence
+    /// changes; its members merge into the conversation's `interaction`.
+    InteractionData {
+        agent: Participant,
+        interaction: Map<String, Value>,
+    },
+    /// Data an agent hands over on a transfer (SPEC 7.1), kept in the event's
+    /// `transfer_data`.
+    TransferData {
+        participant: Participant,
+    },
+    /// The bot asks to hand the session over to one of `targets` (SPEC 7.2).
+    BotEscalation {
+        bot: Participant,
+        targets: Vec<Value>,
+    },
+    /// The client routed the session the bot escalated.
+    BotTransferSucceeded {
+        bot: Participant,
+    },
+    /// Routing failed, for `reason`.
+    BotTransferFailed {
+        bot: Participant,
+        reason: String,
+    },
 }
 
 /// A validated event, with the exact JSON text it arrived as.
@@ -94,6 +119,11 @@ impl Event {
             Action::Transfer { .. } => EventName::InternalTransferEvent,
             Action::EndOfConversation { .. } => EventName::EndOfConversation,
             Action::TriggerSummary => EventName::TriggerSummaryEvent,
+            Action::InteractionData { .. } => EventName::InteractionData,
+            Action::TransferData { .. } => EventName::TransferData,
+            Action::BotEscalation { .. } => EventName::BotEscalation,
+            Action::BotTransferSucceeded { .. } => EventName::BotTransferSucceeded,
+            Action::BotTransferFailed { .. } => EventName::BotTransferFailed,
         }
     }
 
@@ -113,9 +143,15 @@ impl Event {
 
     pub fn participant(&self) -> Option<&Participant> {
         match &self.action {
-            Action::Transfer { participant, .. } => Some(participant),
+            Action::Transfer { participant, .. } | Action::TransferData { participant } => {
+                Some(participant)
+            }
             Action::EndOfConversation { participant } => participant.as_ref(),
             Action::TriggerSummary => None,
+            Action::InteractionData { agent, .. } => Some(agent),
+            Action::BotEscalation { bot, .. }
+            | Action::BotTransferSucceeded { bot }
+            | Action::BotTransferFailed { bot, .. } => Some(bot),
         }
     }
 }
@@ -162,11 +198,7 @@ impl IngestBatch {
             }
         }
         let events = parse_events(fields.get("events").copied(), &mut problems);
-        for problem in scanned {
-            if !problems.0.iter().any(|known| known.path == problem.path) {
-                problems.0.push(problem);
-            }
-        }
+        problems.merge_scanned(scanned);
 
         match (conversation_id, bot_id, events) {
             (Some(conversation_id), Some(bot_id), Some(events)) if problems.is_empty() => {
@@ -182,21 +214,30 @@ impl IngestBatch {
 }
 
 #[derive(Default)]
-struct Problems(Vec<FieldError>);
+pub(super) struct Problems(pub(super) Vec<FieldError>);
 
 impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    fn into_error(self) -> BodyError {
+    /// Adds the problems `scan` found that no field rule reported at the same place.
+    pub(super) fn merge_scanned(&mut self, scanned: Vec<FieldError>) {
+        for problem in scanned {
+            if !self.0.iter().any(|known| known.path == problem.path) {
+                self.0.push(problem);
+            }
+        }
+    }
+
+    pub(super) fn into_error(self) -> BodyError {
         BodyError::Invalid(self.0)
     }
 }
@@ -263,7 +304,7 @@ fn parse_event(raw: &RawValue, path: &str, problems: &mut Problems) -> Option<Ev
             None
         }
         Some(Value::String(name)) => {
-            let parsed = EventName::parse(name);
+            let parsed = EventName::parse_hook(name);
             if parsed.is_none() {
                 problems.add(
                     format!("{path}/name"),
@@ -352,6 +393,9 @@ fn parse_event(raw: &RawValue, path: &str, problems: &mut Problems) -> Option<Ev
             }
             (Action::TriggerSummary, None, None)
         }
+        // `EventName::parse_hook` gives only the three above; the others come from
+        // their own requests (`domain::sources`).
+        _ => return None,
     };
 
     if problems.0.len() != before {
@@ -517,7 +561,7 @@ fn parse_participant(value: &Value, path: &str, problems: &mut Problems) -> Opti
 /// U+0000 in a string or name (PostgreSQL text and jsonb cannot hold it), and values that
 /// JSON text allows but serde_json cannot hold (numbers beyond f64, lone surrogates, nesting
 /// past its recursion limit).
-fn scan(json: &str) -> Vec<FieldError> {
+pub(super) fn scan(json: &str) -> Vec<FieldError> {
     let mut path = String::new();
     let mut found = Vec::new();
     let mut deserializer = serde_json::Deserializer::from_str(json);

@@ -1,15 +1,21 @@
-//! The domain: validated hook events and the participant timeline they fold into. No I/O.
+//! The domain: validated events from the hooks API and the other seed systems, and the
+//! participant timeline they fold into. No I/O.
 
 pub mod append;
 pub mod idempotency;
 pub mod ingest;
+pub mod sources;
 pub mod timeline;
 pub mod timestamp;
 pub mod types;
 
 pub use append::{
-    AppendPlan, ParticipantRow, StintRow, Stored, StoredParticipant, Summary, plan_append,
+    AppendPlan, HopChange, ParticipantRow, PresentStint, StintRow, Stored, StoredParticipant,
+    Summary, needs_interaction, plan_append, present_needed,
 };
 pub use ingest::{Action, BodyError, ConversationId, Event, FieldError, IngestBatch};
-pub use timeline::{Anomaly, ExitType, ParticipantTimeline, Status, Stint, Timeline, Transfers};
+pub use timeline::{
+    Anomaly, ExitType, Hop, HopKind, HopOutcome, ParticipantTimeline, Status, Stint, Timeline,
+    Transfers,
+};
 pub use types::{EventName, Experience, Participant, TransferType, Transition};

@@ -1,8 +1,8 @@
 //! The participant timeline: a pure fold over a conversation's events in `seq` order (SPEC 3).
 
-use super::append::{AppendPlan, Stored, StoredParticipant, Summary, plan_append};
+use super::append::{AppendPlan, PresentStint, Stored, StoredParticipant, Summary, plan_append};
 use super::ingest::Event;
-use super::types::{Experience, TransferType};
+use super::types::TransferType;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -46,10 +46,14 @@ pub enum Anomaly {
     WarmExitLeftNobody,
     EntryAfterEnd,
     ClosedWithParticipantsPresent,
+    /// A bot's transfer outcome with no escalation pending (SPEC 7.3).
+    TransferOutcomeWithoutEscalation,
+    /// The conversation ended with an escalation still pending.
+    EscalationUnresolved,
 }
 
 impl Anomaly {
-    pub const ALL: [Anomaly; 7] = [
+    pub const ALL: [Anomaly; 9] = [
         Self::DuplicateEntry,
         Self::NaEntryWhileActive,
         Self::ExitWithoutEntry,
@@ -57,6 +61,8 @@ impl Anomaly {
         Self::WarmExitLeftNobody,
         Self::EntryAfterEnd,
         Self::ClosedWithParticipantsPresent,
+        Self::TransferOutcomeWithoutEscalation,
+        Self::EscalationUnresolved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +74,8 @@ impl Anomaly {
             Self::WarmExitLeftNobody => "warm_exit_left_nobody",
             Self::EntryAfterEnd => "entry_after_end",
             Self::ClosedWithParticipantsPresent => "closed_with_participants_present",
+            Self::TransferOutcomeWithoutEscalation => "transfer_outcome_without_escalation",
+            Self::EscalationUnresolved => "escalation_unresolved",
         }
     }
 
@@ -157,48 +165,98 @@ impl ParticipantTimeline {
     }
 }
 
-/// Entries by transfer type.
+/// Entries by transfer type, and the bot's escalations and how many failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Transfers {
     pub cold: i64,
     pub warm: i64,
     pub redial: i64,
+    /// Escalations the bot asked for.
+    pub escalated: i64,
+    /// Escalations the client reported failed.
+    pub failed: i64,
 }
 
-/// Everything SPEC 3 derives from a conversation's events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Timeline {
-    pub status: Status,
-    pub experience: Option<Experience>,
-    pub language: Option<String>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub started_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub ended_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub last_event_at: Option<OffsetDateTime>,
-    pub event_count: i64,
-    pub anomaly_count: i64,
-    pub transfers: Transfers,
-    /// Ordered by first entry.
-    pub participants: Vec<ParticipantTimeline>,
+/// What kind of hand-over a hop is (SPEC 7.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HopKind {
+    Cold,
+    Warm,
+    Redial,
+    Escalation,
 }
 
-impl Default for Timeline {
-    fn default() -> Self {
-        Self {
-            status: Status::Idle,
-            experience: None,
-            language: None,
-            started_at: None,
-            ended_at: None,
-            last_event_at: None,
-            event_count: 0,
-            anomaly_count: 0,
-            transfers: Transfers::default(),
-            participants: Vec::new(),
+impl HopKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cold => "COLD",
+            Self::Warm => "WARM",
+            Self::Redial => "REDIAL",
+            Self::Escalation => "ESCALATION",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Cold, Self::Warm, Self::Redial, Self::Escalation]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// Whether a hand-over happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HopOutcome {
+    Completed,
+    Failed,
+    Pending,
+}
+
+impl HopOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Pending => "pending",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Completed, Self::Failed, Self::Pending]
+            .into_iter()
+            .find(|outcome| outcome.as_str() == text)
+    }
+}
+
+/// One hand-over, in `seq` order (SPEC 7.3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hop {
+    /// Its place among the conversation's hops, from 0.
+    pub ordinal: i64,
+    /// The event that made it.
+    pub seq: i64,
+    pub at: OffsetDateTime,
+    pub kind: HopKind,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub outcome: HopOutcome,
+    pub reason: Option<String>,
+    /// An escalation's targets, as the bot sent them.
+    pub targets: Option<Vec<serde_json::Value>>,
+}
+
+/// Everything SPEC 3 and 7 derive from a conversation's events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    pub summary: Summary,
+    /// Ordered by first entry.
+    pub participants: Vec<ParticipantTimeline>,
+    /// In `seq` order.
+    pub hops: Vec<Hop>,
+    /// Every delivered `InteractionData`, merged (latest wins per member), with
+    /// `deliveredTo`.
+    pub interaction: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Timeline {
@@ -224,8 +282,8 @@ impl Timeline {
     }
 
     /// Applies the next event, received at `at`, and returns what looked wrong about it.
-    /// SPEC 3 itself lives in [`plan_append`]: this is the plan of one event, applied to
-    /// the whole timeline in memory as the stores apply it to their rows.
+    /// SPEC 3 and 7 live in [`plan_append`]: this is the plan of one event, applied to the
+    /// whole timeline in memory as the stores apply it to their rows.
     pub fn apply(&mut self, at: OffsetDateTime, event: &Event) -> Vec<Anomaly> {
         let mut plan = plan_append(self.stored(), std::slice::from_ref(event), at);
         let anomalies = plan.anomalies.pop().unwrap_or_default();
@@ -233,11 +291,25 @@ impl Timeline {
         anomalies
     }
 
-    /// The timeline as an append finds it, every participant included.
+    /// The timeline as an append finds it, everything included.
     fn stored(&self) -> Stored {
+        let mut present: Vec<PresentStint> = self
+            .participants
+            .iter()
+            .enumerate()
+            .filter_map(|(position, participant)| {
+                let open = participant.stints.last().filter(|stint| stint.is_open())?;
+                Some(PresentStint {
+                    identity: participant.identity.clone(),
+                    position: position as i64,
+                    joined_at: open.joined_at,
+                })
+            })
+            .collect();
+        present.sort_by_key(|stint| (stint.joined_at, stint.position));
         Stored {
-            last_seq: self.event_count,
-            summary: self.summary(),
+            last_seq: self.summary.event_count,
+            summary: self.summary.clone(),
             participants: self
                 .participants
                 .iter()
@@ -255,38 +327,14 @@ impl Timeline {
                         .cloned(),
                 })
                 .collect(),
-        }
-    }
-
-    /// The conversation-level part of the timeline.
-    pub fn summary(&self) -> Summary {
-        Summary {
-            status: self.status,
-            experience: self.experience,
-            language: self.language.clone(),
-            started_at: self.started_at,
-            ended_at: self.ended_at,
-            last_event_at: self.last_event_at,
-            event_count: self.event_count,
-            anomaly_count: self.anomaly_count,
-            transfers: self.transfers,
-            present_count: self.present().count() as i64,
-            participant_count: self.participants.len() as i64,
+            present,
+            interaction: self.interaction.clone(),
         }
     }
 
     /// Writes `plan` into the timeline, as a store writes it into its rows.
     fn absorb(&mut self, plan: AppendPlan) {
-        let summary = plan.summary;
-        self.status = summary.status;
-        self.experience = summary.experience;
-        self.language = summary.language;
-        self.started_at = summary.started_at;
-        self.ended_at = summary.ended_at;
-        self.last_event_at = summary.last_event_at;
-        self.event_count = summary.event_count;
-        self.anomaly_count = summary.anomaly_count;
-        self.transfers = summary.transfers;
+        self.summary = plan.summary;
         if let Some(at) = plan.end_open_stints_at {
             for stint in self
                 .participants
@@ -322,6 +370,19 @@ impl Timeline {
                 None => participant.stints.push(row.stint),
             }
         }
+        for change in plan.hop_changes {
+            if let Some(hop) = self
+                .hops
+                .iter_mut()
+                .find(|hop| hop.ordinal == change.ordinal)
+            {
+                change.apply_to(hop);
+            }
+        }
+        self.hops.extend(plan.hops);
+        if let Some(interaction) = plan.interaction {
+            self.interaction = Some(interaction);
+        }
     }
 
     fn participant_mut(&mut self, identity: &str) -> Option<&mut ParticipantTimeline> {
@@ -334,6 +395,7 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Experience;
     use crate::domain::ingest::IngestBatch;
     use serde_json::{Value, json};
     use time::Duration;
@@ -403,7 +465,7 @@ mod tests {
             .enumerate()
             .map(|(index, event)| {
                 timeline.apply(at(index as i64), event);
-                timeline.status
+                timeline.summary.status
             })
             .collect()
     }
@@ -533,22 +595,23 @@ mod tests {
         let (timeline, anomalies) = fold(&cold_transfer_flow());
 
         assert_eq!(
-            timeline.transfers,
+            timeline.summary.transfers,
             Transfers {
                 cold: 2,
                 warm: 0,
-                redial: 0
+                redial: 0,
+                ..Transfers::default()
             }
         );
         assert_eq!(anomalies, none(6));
-        assert_eq!(timeline.anomaly_count, 0);
+        assert_eq!(timeline.summary.anomaly_count, 0);
     }
 
     #[test]
     fn cold_transfer_flow_ends_at_the_last_events_time() {
         let (timeline, _) = fold(&cold_transfer_flow());
 
-        assert_eq!(timeline.ended_at, Some(at(5)));
+        assert_eq!(timeline.summary.ended_at, Some(at(5)));
         assert_eq!(timeline.present().count(), 0);
     }
 
@@ -577,7 +640,7 @@ mod tests {
                 Status::Ended
             ]
         );
-        assert_eq!(timeline.transfers.cold, 2);
+        assert_eq!(timeline.summary.transfers.cold, 2);
         assert_eq!(
             exit_types(stints(&timeline, 2)),
             [(TransferType::Cold, Some(ExitType::Cold))]
@@ -606,15 +669,16 @@ mod tests {
         let (timeline, anomalies) = fold(&warm_transfer_flow());
 
         assert_eq!(
-            timeline.transfers,
+            timeline.summary.transfers,
             Transfers {
                 cold: 0,
                 warm: 2,
-                redial: 0
+                redial: 0,
+                ..Transfers::default()
             }
         );
         assert_eq!(anomalies, none(6));
-        assert_eq!(timeline.ended_at, Some(at(5)));
+        assert_eq!(timeline.summary.ended_at, Some(at(5)));
     }
 
     #[test]
@@ -650,7 +714,9 @@ mod tests {
                 "na_exit_while_others_present",
                 "warm_exit_left_nobody",
                 "entry_after_end",
-                "closed_with_participants_present"
+                "closed_with_participants_present",
+                "transfer_outcome_without_escalation",
+                "escalation_unresolved"
             ]
         );
         for anomaly in Anomaly::ALL {
@@ -671,7 +737,7 @@ mod tests {
         assert_eq!(anomalies, only_at(2, 1, &[Anomaly::DuplicateEntry]));
         assert_eq!(stints(&timeline, 1).len(), 1);
         assert_eq!(stints(&timeline, 1)[0].entry_type, TransferType::Na);
-        assert_eq!(timeline.status, Status::Active);
+        assert_eq!(timeline.summary.status, Status::Active);
     }
 
     #[test]
@@ -696,7 +762,7 @@ mod tests {
         assert_eq!(anomalies, only_at(2, 1, &[Anomaly::ExitWithoutEntry]));
         assert_eq!(identities(&timeline), ["agentId1"]);
         assert!(stints(&timeline, 1)[0].is_open());
-        assert_eq!(timeline.status, Status::Active);
+        assert_eq!(timeline.summary.status, Status::Active);
     }
 
     #[test]
@@ -741,8 +807,8 @@ mod tests {
             only_at(3, 2, &[Anomaly::NaExitWhileOthersPresent])
         );
         assert_eq!(stints(&timeline, 1)[0].exit_type, Some(ExitType::Na));
-        assert_eq!(timeline.status, Status::Active);
-        assert_eq!(timeline.ended_at, None);
+        assert_eq!(timeline.summary.status, Status::Active);
+        assert_eq!(timeline.summary.ended_at, None);
     }
 
     #[test]
@@ -758,7 +824,7 @@ mod tests {
 
         assert_eq!(anomalies, only_at(4, 3, &[Anomaly::WarmExitLeftNobody]));
         assert_eq!(stints(&timeline, 2)[0].exit_type, Some(ExitType::Warm));
-        assert_eq!(timeline.status, Status::Idle);
+        assert_eq!(timeline.summary.status, Status::Idle);
     }
 
     #[test]
@@ -768,8 +834,8 @@ mod tests {
         let (timeline, anomalies) = fold(&events);
 
         assert_eq!(anomalies, only_at(3, 2, &[Anomaly::EntryAfterEnd]));
-        assert_eq!(timeline.status, Status::Active);
-        assert_eq!(timeline.ended_at, None);
+        assert_eq!(timeline.summary.status, Status::Active);
+        assert_eq!(timeline.summary.ended_at, None);
         assert_eq!(timeline.present().collect::<Vec<_>>(), ["agentId2"]);
     }
 
@@ -780,9 +846,9 @@ mod tests {
         let (timeline, anomalies) = fold(&events);
 
         assert_eq!(anomalies, none(3));
-        assert_eq!(timeline.status, Status::Active);
-        assert_eq!(timeline.ended_at, None);
-        assert_eq!(timeline.transfers.redial, 1);
+        assert_eq!(timeline.summary.status, Status::Active);
+        assert_eq!(timeline.summary.ended_at, None);
+        assert_eq!(timeline.summary.transfers.redial, 1);
         assert_eq!(
             exit_types(stints(&timeline, 1)),
             [
@@ -806,8 +872,8 @@ mod tests {
             assert_eq!(stints(&timeline, agent)[0].exit_type, Some(ExitType::End));
             assert_eq!(stints(&timeline, agent)[0].left_at, Some(at(2)));
         }
-        assert_eq!(timeline.status, Status::Ended);
-        assert_eq!(timeline.ended_at, Some(at(2)));
+        assert_eq!(timeline.summary.status, Status::Ended);
+        assert_eq!(timeline.summary.ended_at, Some(at(2)));
     }
 
     #[test]
@@ -826,9 +892,9 @@ mod tests {
     fn a_new_timeline_is_idle_and_empty() {
         let timeline = Timeline::default();
 
-        assert_eq!(timeline.status, Status::Idle);
-        assert_eq!(timeline.event_count, 0);
-        assert_eq!(timeline.started_at, None);
+        assert_eq!(timeline.summary.status, Status::Idle);
+        assert_eq!(timeline.summary.event_count, 0);
+        assert_eq!(timeline.summary.started_at, None);
         assert!(timeline.participants.is_empty());
     }
 
@@ -843,8 +909,8 @@ mod tests {
 
         let (timeline, _) = fold(&events);
 
-        assert_eq!(timeline.status, Status::Idle);
-        assert_eq!(timeline.ended_at, None);
+        assert_eq!(timeline.summary.status, Status::Idle);
+        assert_eq!(timeline.summary.ended_at, None);
     }
 
     #[test]
@@ -863,8 +929,8 @@ mod tests {
 
         let (timeline, _) = fold(&events);
 
-        assert_eq!(timeline.status, Status::Ended);
-        assert_eq!(timeline.ended_at, Some(at(1)));
+        assert_eq!(timeline.summary.status, Status::Ended);
+        assert_eq!(timeline.summary.ended_at, Some(at(1)));
     }
 
     #[test]
@@ -884,7 +950,7 @@ mod tests {
             statuses(&events),
             [Status::Active, Status::Idle, Status::Ended]
         );
-        assert_eq!(timeline.ended_at, Some(at(2)));
+        assert_eq!(timeline.summary.ended_at, Some(at(2)));
     }
 
     #[test]
@@ -894,8 +960,8 @@ mod tests {
         let (timeline, anomalies) = fold(&events);
 
         assert_eq!(anomalies, none(3));
-        assert_eq!(timeline.status, Status::Ended);
-        assert_eq!(timeline.ended_at, Some(at(1)));
+        assert_eq!(timeline.summary.status, Status::Ended);
+        assert_eq!(timeline.summary.ended_at, Some(at(1)));
     }
 
     #[test]
@@ -915,8 +981,8 @@ mod tests {
         let (timeline, anomalies) = fold(&events);
 
         assert_eq!(anomalies, none(3));
-        assert_eq!(timeline.status, Status::Ended);
-        assert_eq!(timeline.ended_at, Some(at(1)));
+        assert_eq!(timeline.summary.status, Status::Ended);
+        assert_eq!(timeline.summary.ended_at, Some(at(1)));
     }
 
     #[test]
@@ -926,8 +992,8 @@ mod tests {
         let (timeline, anomalies) = fold(&events);
 
         assert_eq!(anomalies, only_at(3, 2, &[Anomaly::ExitWithoutEntry]));
-        assert_eq!(timeline.status, Status::Ended);
-        assert_eq!(timeline.ended_at, Some(at(1)));
+        assert_eq!(timeline.summary.status, Status::Ended);
+        assert_eq!(timeline.summary.ended_at, Some(at(1)));
     }
 
     #[test]
@@ -947,8 +1013,11 @@ mod tests {
         assert_eq!(
             after,
             Timeline {
-                event_count: 3,
-                last_event_at: Some(at(7)),
+                summary: Summary {
+                    event_count: 3,
+                    last_event_at: Some(at(7)),
+                    ..before.summary.clone()
+                },
                 ..before
             }
         );
@@ -968,7 +1037,7 @@ mod tests {
 
         let (timeline, anomalies) = fold(&events);
 
-        assert_eq!(timeline.event_count, 5);
+        assert_eq!(timeline.summary.event_count, 5);
         assert_eq!(
             anomalies,
             [
@@ -979,7 +1048,7 @@ mod tests {
                 vec![Anomaly::ClosedWithParticipantsPresent]
             ]
         );
-        assert_eq!(timeline.anomaly_count, 3);
+        assert_eq!(timeline.summary.anomaly_count, 3);
     }
 
     #[test]
@@ -988,8 +1057,8 @@ mod tests {
 
         let (timeline, _) = fold(&events);
 
-        assert_eq!(timeline.started_at, Some(at(0)));
-        assert_eq!(timeline.last_event_at, Some(at(2)));
+        assert_eq!(timeline.summary.started_at, Some(at(0)));
+        assert_eq!(timeline.summary.last_event_at, Some(at(2)));
     }
 
     #[test]
@@ -1007,8 +1076,8 @@ mod tests {
 
         let (timeline, _) = fold(&events);
 
-        assert_eq!(timeline.experience, Some(Experience::Chat));
-        assert_eq!(timeline.language.as_deref(), Some("fr"));
+        assert_eq!(timeline.summary.experience, Some(Experience::Chat));
+        assert_eq!(timeline.summary.language.as_deref(), Some("fr"));
     }
 
     #[test]
@@ -1026,11 +1095,12 @@ mod tests {
         let (timeline, _) = fold(&events);
 
         assert_eq!(
-            timeline.transfers,
+            timeline.summary.transfers,
             Transfers {
                 cold: 1,
                 warm: 1,
-                redial: 1
+                redial: 1,
+                ..Transfers::default()
             }
         );
     }
@@ -1075,7 +1145,10 @@ mod tests {
 
     mod properties {
         use super::*;
-        use crate::domain::{Action, Participant, ParticipantRow, Transition};
+        use crate::domain::Experience;
+        use crate::domain::{
+            Action, Participant, ParticipantRow, Transition, needs_interaction, present_needed,
+        };
         use proptest::prelude::*;
         use serde_json::value::RawValue;
 
@@ -1107,6 +1180,41 @@ mod tests {
                 ),
                 1 => Just(Action::EndOfConversation { participant: None }),
                 1 => Just(Action::TriggerSummary),
+                1 => bot_action(),
+                1 => (prop::sample::select(vec!["voice", "chat"]),
+                      prop::sample::select(vec!["billing", "sales"]), 1..=4u8)
+                    .prop_map(|(kind, service, agent)| Action::InteractionData {
+                        agent: Participant {
+                            identity: format!("agentId{agent}"),
+                            name: String::new(),
+                            kind: "agent".to_owned(),
+                        },
+                        interaction: serde_json::json!({
+                            "interactionId": "i-1", "type": kind, "service": service
+                        })
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                    }),
+            ]
+        }
+
+        fn bot_action() -> impl Strategy<Value = Action> {
+            let bot = Participant {
+                identity: "bot:st-1".to_owned(),
+                name: String::new(),
+                kind: "bot".to_owned(),
+            };
+            prop_oneof![
+                Just(Action::BotEscalation {
+                    bot: bot.clone(),
+                    targets: vec![serde_json::json!({ "type": "Agent", "value": "queue-1" })],
+                }),
+                Just(Action::BotTransferSucceeded { bot: bot.clone() }),
+                Just(Action::BotTransferFailed {
+                    bot,
+                    reason: "NoAgentAvailable".to_owned(),
+                }),
             ]
         }
 
@@ -1153,16 +1261,38 @@ mod tests {
             summary: Summary,
             participants: Vec<ParticipantRow>,
             stints: std::collections::BTreeMap<(String, i32), Stint>,
+            hops: Vec<Hop>,
+            interaction: Option<serde_json::Map<String, serde_json::Value>>,
         }
 
         impl Rows {
-            /// What a store loads for an append of `events`: only the participants they name.
+            /// What a store loads for an append of `events`: only the participants they
+            /// name, only as many of those present longest as it needs, and the interaction
+            /// only for an interaction.
             fn load(&self, events: &[Event]) -> Stored {
                 let named: Vec<&str> = events
                     .iter()
                     .filter_map(|event| event.participant())
                     .map(|participant| participant.identity.as_str())
                     .collect();
+                let position_of = |identity: &str| {
+                    self.participants
+                        .iter()
+                        .find(|row| row.identity == identity)
+                        .map_or(0, |row| row.position)
+                };
+                let mut present: Vec<PresentStint> = self
+                    .stints
+                    .iter()
+                    .filter(|(_, stint)| stint.is_open())
+                    .map(|((identity, _), stint)| PresentStint {
+                        identity: identity.clone(),
+                        position: position_of(identity),
+                        joined_at: stint.joined_at,
+                    })
+                    .collect();
+                present.sort_by_key(|stint| (stint.joined_at, stint.position));
+                present.truncate(present_needed(events) as usize);
                 Stored {
                     last_seq: self.last_seq,
                     summary: self.summary.clone(),
@@ -1183,6 +1313,10 @@ mod tests {
                                 .cloned(),
                         })
                         .collect(),
+                    present,
+                    interaction: needs_interaction(events)
+                        .then(|| self.interaction.clone())
+                        .flatten(),
                 }
             }
 
@@ -1207,23 +1341,21 @@ mod tests {
                         .retain(|known| known.identity != row.identity);
                     self.participants.push(row);
                 }
+                for change in plan.hop_changes {
+                    change.apply_to(&mut self.hops[change.ordinal as usize]);
+                }
+                self.hops.extend(plan.hops);
+                if let Some(interaction) = plan.interaction {
+                    self.interaction = Some(interaction);
+                }
             }
 
             /// The timeline the rows make, as the store reads it.
             fn timeline(&self) -> Timeline {
-                let summary = &self.summary;
                 let mut participants = self.participants.clone();
                 participants.sort_by_key(|row| row.position);
                 Timeline {
-                    status: summary.status,
-                    experience: summary.experience,
-                    language: summary.language.clone(),
-                    started_at: summary.started_at,
-                    ended_at: summary.ended_at,
-                    last_event_at: summary.last_event_at,
-                    event_count: summary.event_count,
-                    anomaly_count: summary.anomaly_count,
-                    transfers: summary.transfers,
+                    summary: self.summary.clone(),
                     participants: participants
                         .into_iter()
                         .map(|row| ParticipantTimeline {
@@ -1237,6 +1369,8 @@ mod tests {
                             kind: row.kind,
                         })
                         .collect(),
+                    hops: self.hops.clone(),
+                    interaction: self.interaction.clone(),
                 }
             }
         }
@@ -1266,14 +1400,14 @@ mod tests {
                 }
             }
             let someone_present = timeline.present().next().is_some();
-            prop_assert_eq!(timeline.status == Status::Active, someone_present);
-            prop_assert!(!(timeline.status == Status::Idle && someone_present));
+            prop_assert_eq!(timeline.summary.status == Status::Active, someone_present);
+            prop_assert!(!(timeline.summary.status == Status::Idle && someone_present));
             prop_assert_eq!(
-                timeline.ended_at.is_some(),
-                timeline.status == Status::Ended
+                timeline.summary.ended_at.is_some(),
+                timeline.summary.status == Status::Ended
             );
-            prop_assert_eq!(timeline.event_count, events_seen as i64);
-            prop_assert_eq!(timeline.anomaly_count, anomalies_seen as i64);
+            prop_assert_eq!(timeline.summary.event_count, events_seen as i64);
+            prop_assert_eq!(timeline.summary.anomaly_count, anomalies_seen as i64);
             Ok(())
         }
 
@@ -1346,13 +1480,14 @@ mod tests {
 
                 let (timeline, _) = Timeline::fold(events(&history));
 
+                let transfers = timeline.summary.transfers;
                 prop_assert_eq!(
-                    timeline.transfers,
-                    Transfers {
-                        cold: entries_of(TransferType::Cold),
-                        warm: entries_of(TransferType::Warm),
-                        redial: entries_of(TransferType::Redial),
-                    }
+                    (transfers.cold, transfers.warm, transfers.redial),
+                    (
+                        entries_of(TransferType::Cold),
+                        entries_of(TransferType::Warm),
+                        entries_of(TransferType::Redial),
+                    )
                 );
             }
         }

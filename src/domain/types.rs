@@ -89,23 +89,51 @@ impl Experience {
     }
 }
 
-/// The three event names the hooks API supports.
+/// The names of stored events: the three of the hooks API, and those the other seed
+/// systems' requests are stored as (SPEC 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventName {
     InternalTransferEvent,
     EndOfConversation,
     TriggerSummaryEvent,
+    /// Bright Pattern: an interaction delivered to an agent.
+    InteractionData,
+    /// Bright Pattern: the data an agent hands over on a transfer.
+    TransferData,
+    /// Salesforce: the bot asks to hand the session over.
+    BotEscalation,
+    /// Salesforce: the client routed the session.
+    BotTransferSucceeded,
+    /// Salesforce: routing failed.
+    BotTransferFailed,
 }
 
 impl EventName {
+    pub const ALL: [EventName; 8] = [
+        Self::InternalTransferEvent,
+        Self::EndOfConversation,
+        Self::TriggerSummaryEvent,
+        Self::InteractionData,
+        Self::TransferData,
+        Self::BotEscalation,
+        Self::BotTransferSucceeded,
+        Self::BotTransferFailed,
+    ];
+
+    /// Any stored event's name.
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "INTERNAL_TRANSFER_EVENT" => Some(Self::InternalTransferEvent),
-            "END_OF_CONVERSATION" => Some(Self::EndOfConversation),
-            "TRIGGER_SUMMARY_EVENT" => Some(Self::TriggerSummaryEvent),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|name| name.as_str() == text)
+    }
+
+    /// The names a hooks request may send.
+    pub fn parse_hook(text: &str) -> Option<Self> {
+        Self::parse(text).filter(|name| {
+            matches!(
+                name,
+                Self::InternalTransferEvent | Self::EndOfConversation | Self::TriggerSummaryEvent
+            )
+        })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +141,11 @@ impl EventName {
             Self::InternalTransferEvent => "INTERNAL_TRANSFER_EVENT",
             Self::EndOfConversation => "END_OF_CONVERSATION",
             Self::TriggerSummaryEvent => "TRIGGER_SUMMARY_EVENT",
+            Self::InteractionData => "INTERACTION_DATA",
+            Self::TransferData => "TRANSFER_DATA",
+            Self::BotEscalation => "BOT_ESCALATION",
+            Self::BotTransferSucceeded => "BOT_TRANSFER_SUCCEEDED",
+            Self::BotTransferFailed => "BOT_TRANSFER_FAILED",
         }
     }
 }

@@ -7,8 +7,8 @@ use crate::auth::Caller;
 use crate::config::Permission;
 use crate::domain::timestamp;
 use crate::domain::{
-    Anomaly, EventName, Experience, FieldError, Participant, ParticipantTimeline, Status, Stint,
-    TransferType, Transfers, Transition,
+    Anomaly, EventName, Experience, FieldError, Hop, HopKind, HopOutcome, Participant,
+    ParticipantTimeline, Status, Stint, TransferType, Transfers, Transition,
 };
 use crate::error::{ApiError, Problem};
 use crate::store::{
@@ -67,6 +67,50 @@ pub struct ConversationSummary {
     transfers: Transfers,
     /// Identities with an open stint, in order of first entry.
     participants_present: Vec<String>,
+    /// Every hand-over, in `seq` order.
+    hops: Vec<HopView>,
+    /// Every delivered Bright Pattern `InteractionData`, merged (the latest delivery wins
+    /// per member), with `deliveredTo`: the agents it was delivered to, in order, each
+    /// with the time; `null` when none was delivered.
+    #[schema(value_type = Option<Object>)]
+    interaction: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One hand-over (SPEC 7.3).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HopView {
+    /// The event that made it.
+    seq: i64,
+    #[serde(serialize_with = "timestamp::serialize")]
+    at: OffsetDateTime,
+    kind: HopKind,
+    /// Who handed over; `null` when unknown.
+    from: Option<String>,
+    /// Who took over; `null` until an escalation's agent enters.
+    to: Option<String>,
+    outcome: HopOutcome,
+    /// Why an escalation failed: `NoAgentAvailable` or `Error`.
+    reason: Option<String>,
+    /// An escalation's targets, as the bot sent them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>, nullable = false)]
+    targets: Option<Vec<serde_json::Value>>,
+}
+
+impl From<Hop> for HopView {
+    fn from(hop: Hop) -> Self {
+        Self {
+            seq: hop.seq,
+            at: hop.at,
+            kind: hop.kind,
+            from: hop.from,
+            to: hop.to,
+            outcome: hop.outcome,
+            reason: hop.reason,
+            targets: hop.targets,
+        }
+    }
 }
 
 impl From<ConversationRecord> for ConversationSummary {
@@ -86,6 +130,8 @@ impl From<ConversationRecord> for ConversationSummary {
             anomaly_count: summary.anomaly_count,
             transfers: summary.transfers,
             participants_present: record.present,
+            hops: record.hops.into_iter().map(HopView::from).collect(),
+            interaction: record.interaction,
         }
     }
 }
@@ -429,6 +475,9 @@ pub struct ConversationsQuery {
     /// Only conversations where this identity ever had a stint.
     #[param(min_length = 1)]
     pub participant: Option<String>,
+    /// Only conversations whose interaction (Bright Pattern) names this service.
+    #[param(min_length = 1)]
+    pub service: Option<String>,
     /// Conversations whose lifetime `[startedAt, endedAt or now]` overlaps `[from, to)`
     /// (RFC 3339).
     pub from: Option<OffsetDateTime>,
@@ -479,12 +528,14 @@ pub async fn list(
         status
     });
     let participant = params.non_empty("participant", &mut problems);
+    let service = params.non_empty("service", &mut problems);
     let window = params.window(&mut problems);
     let after: Option<ConversationKey> = params.cursor(&mut problems);
     reject(problems)?;
 
     let filter = ConversationFilter {
         status,
+        service,
         participant,
         from: window.from,
         to: window.to,

@@ -104,13 +104,28 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let parse = |body: &[u8], bot_id: &str| IngestBatch::parse(body, bot_id);
+    append_request(&caller, &state, bot_id, &headers, body, parse).await
+}
+
+/// Appends what `parse` makes of a request's body to a conversation of `bot_id`, with
+/// everything every ingest endpoint does (SPEC 1 and 7): the `ingest` permission, a JSON
+/// body within the limit, and an optional `Idempotency-Key`, in this order of checks.
+pub(super) async fn append_request(
+    caller: &Caller,
+    state: &AppState,
+    bot_id: String,
+    headers: &HeaderMap,
+    body: Body,
+    parse: impl FnOnce(&[u8], &str) -> Result<IngestBatch, BodyError>,
+) -> Result<Response, ApiError> {
     if !caller.may(&bot_id, Permission::Ingest) {
         return Err(ApiError::Forbidden);
     }
-    require_json(&headers)?;
-    let key = idempotency_key(&headers)?;
+    require_json(headers)?;
+    let key = idempotency_key(headers)?;
     let body = read_body(body, state.body_limit_bytes).await?;
-    let parsed = IngestBatch::parse(&body, &bot_id).map_err(|error| match error {
+    let parsed = parse(&body, &bot_id).map_err(|error| match error {
         BodyError::Malformed(reason) => ApiError::MalformedJson(reason),
         BodyError::Invalid(problems) => ApiError::Validation(problems),
     });

@@ -4,6 +4,7 @@ pub mod conversations;
 pub mod extract;
 pub mod health;
 pub mod hooks;
+pub mod sources;
 
 use crate::auth::AppRegistry;
 use crate::config::{IdempotencySettings, ServerSettings};
@@ -71,6 +72,11 @@ pub mod paths {
     pub const TRANSFER_DATA: &str =
         "/api/v1/bots/{botId}/conversations/{conversationId}/transfer-data";
     pub const STINTS: &str = "/api/v1/bots/{botId}/participants/{identity}/stints";
+    /// Bright Pattern's `ON_NEW_INTERACTION` (SPEC 7.1).
+    pub const INTERACTIONS: &str = "/api/v1/bots/{botId}/interactions";
+    /// The Salesforce bot's escalation and the client's transfer outcome (SPEC 7.2).
+    pub const BOT_MESSAGES: &str =
+        "/api/v1/bots/{botId}/conversations/{conversationId}/bot-messages";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";
@@ -105,7 +111,12 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         .route(paths::CONVERSATIONS, get(conversations::list))
         .route(paths::CONVERSATION, get(conversations::conversation))
         .route(paths::EVENTS, get(conversations::events))
-        .route(paths::TRANSFER_DATA, get(conversations::transfer_data))
+        .route(
+            paths::TRANSFER_DATA,
+            get(conversations::transfer_data).put(sources::transfer_data),
+        )
+        .route(paths::INTERACTIONS, post(sources::interaction))
+        .route(paths::BOT_MESSAGES, post(sources::bot_messages))
         .route(paths::STINTS, get(conversations::participant_stints))
         .route(paths::OPENAPI, get(health::openapi))
         .fallback(|| async { ApiError::NotFound })

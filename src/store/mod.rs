@@ -14,8 +14,8 @@ pub use sqlite::{DEFAULT_SQLITE_FILE, SqliteStore};
 
 use crate::config::DatabaseSettings;
 use crate::domain::{
-    Anomaly, AppendPlan, EventName, IngestBatch, Participant, ParticipantTimeline, Status, Stint,
-    Stored, Summary, TransferType, Transition, plan_append,
+    Anomaly, AppendPlan, EventName, Hop, IngestBatch, Participant, ParticipantTimeline, Status,
+    Stint, Stored, Summary, TransferType, Transition, plan_append,
 };
 use secrecy::ExposeSecret;
 use serde_json::value::RawValue;
@@ -216,7 +216,8 @@ fn named_identities(batch: &IngestBatch) -> Vec<&str> {
     identities
 }
 
-/// A conversation's summary and who is present in it: a SPEC 4.3 list item.
+/// A conversation's summary, who is present in it, its hops and its interaction: a SPEC
+/// 4.3 list item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConversationRecord {
     pub bot_id: String,
@@ -224,6 +225,9 @@ pub struct ConversationRecord {
     pub summary: Summary,
     /// Identities with an open stint, in order of first entry.
     pub present: Vec<String>,
+    /// In `seq` order.
+    pub hops: Vec<Hop>,
+    pub interaction: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A stored event (SPEC 4.2).
@@ -271,6 +275,8 @@ pub struct TransferDataRecord {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConversationFilter {
     pub status: Option<Status>,
+    /// Conversations whose interaction names this service.
+    pub service: Option<String>,
     pub participant: Option<String>,
     pub from: Option<OffsetDateTime>,
     pub to: Option<OffsetDateTime>,

@@ -2,10 +2,12 @@
 //! conversation row (a compare-and-set on its `last_seq`, else its lock), so any number of
 //! replicas can share one database.
 
-use super::sql::{self, DbTime, StateParticipant, SummaryRow};
+use super::sql::{self, DbTime, PresentStintRow, StateParticipant, SummaryRow};
 use super::{Appended, Checkout, KeyRecord, Keyed, StoreError, finish, named_identities, plan};
 use crate::config::DatabaseSettings;
-use crate::domain::{Anomaly, AppendPlan, IngestBatch, Participant, Stored};
+use crate::domain::{
+    Anomaly, AppendPlan, IngestBatch, Participant, Stored, needs_interaction, present_needed,
+};
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
@@ -173,6 +175,7 @@ struct StateRow {
     summary: SummaryRow,
     received_at: DbTime,
     participants: Option<Json<Vec<StateParticipant>>>,
+    present: Option<Json<Vec<PresentStintRow>>>,
 }
 
 /// Reads, in one round trip and without locking, what an append of `batch` needs, and
@@ -196,6 +199,13 @@ async fn load(
                 COALESCE(c.redial_transfers, 0) AS redial_transfers,
                 COALESCE(c.present_count, 0) AS present_count,
                 COALESCE(c.participant_count, 0) AS participant_count,
+                COALESCE(c.experience_from_events, false) AS experience_from_events,
+                COALESCE(c.escalated_transfers, 0) AS escalated_transfers,
+                COALESCE(c.failed_transfers, 0) AS failed_transfers,
+                COALESCE(c.hop_count, 0) AS hop_count, c.last_emptied_by,
+                COALESCE(CAST(c.pending_escalations AS TEXT), '[]') AS pending_escalations,
+                c.awaiting_agent, c.service,
+                CASE WHEN $5 THEN CAST(c.interaction AS TEXT) END AS interaction,
                 GREATEST(clock_timestamp(), c.last_event_at) AS received_at,
                 (SELECT json_agg(json_build_object(
                             'identity', p.identity, 'name', p.name, 'kind', p.kind,
@@ -212,20 +222,29 @@ async fn load(
                      WHERE s.bot_id = $1 AND s.conversation_id = $2
                          AND s.identity = named.identity AND s.ordinal = p.stint_count - 1
                          AND s.left_at IS NULL
-                     LIMIT 1) s ON true) AS participants
+                     LIMIT 1) s ON true) AS participants,
+                (SELECT json_agg(json_build_object(
+                            'identity', o.identity, 'position', o.position,
+                            'joined_at', o.joined_at) ORDER BY o.joined_at, o.position)
+                 FROM (SELECT s.identity, s.position, s.joined_at FROM stints s
+                       WHERE s.bot_id = $1 AND s.conversation_id = $2 AND s.left_at IS NULL
+                       ORDER BY s.joined_at, s.position LIMIT $4) o) AS present
          FROM (VALUES (1)) AS one
          LEFT JOIN conversations c ON c.bot_id = $1 AND c.conversation_id = $2",
     )
     .bind(batch.bot_id.as_str())
     .bind(batch.conversation_id.as_str())
     .bind(named_identities(batch))
+    .bind(present_needed(&batch.events))
+    .bind(needs_interaction(&batch.events))
     .fetch_one(connection)
     .await?;
     let participants = row
         .participants
         .map(|Json(participants)| participants)
         .unwrap_or_default();
-    let stored = sql::stored(&row.summary, participants)?;
+    let present = row.present.map(|Json(present)| present).unwrap_or_default();
+    let stored = sql::stored(&row.summary, participants, present)?;
     Ok((stored, row.received_at.into()))
 }
 
@@ -272,6 +291,7 @@ async fn write(
     let payloads: Vec<&str> = events.iter().map(|event| event.payload.get()).collect();
     let rows = &plan.participants;
     let (opened, closed) = (&plan.opened, &plan.closed);
+    let (hops, changes) = (&plan.hops, &plan.hop_changes);
 
     let query = sqlx::query_scalar(concat!(
         "WITH conversation AS (",
@@ -281,19 +301,19 @@ async fn write(
              INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
                  transition, participant_identity, participant, anomalies, transfer_data,
                  payload)
-             SELECT $1, $2, $18 + e.n - 1, $19, e.name, e.transfer_type, e.transition,
+             SELECT $1, $2, $27 + e.n - 1, $28, e.name, e.transfer_type, e.transition,
                     e.identity, e.participant, e.anomalies, e.transfer_data::json,
                     e.payload::json
              FROM conversation,
-                  UNNEST($20::text[], $21::text[], $22::text[], $23::text[], $24::jsonb[],
-                         $25::jsonb[], $26::text[], $27::text[])
+                  UNNEST($29::text[], $30::text[], $31::text[], $32::text[], $33::jsonb[],
+                         $34::jsonb[], $35::text[], $36::text[])
                       WITH ORDINALITY AS e(name, transfer_type, transition, identity,
                                            participant, anomalies, transfer_data, payload, n)
          ), participant_rows AS (
              INSERT INTO participants (bot_id, conversation_id, identity, position, name, kind,
                  stint_count)
              SELECT $1, $2, p.* FROM conversation,
-                  UNNEST($28::text[], $29::bigint[], $30::text[], $31::text[], $32::integer[])
+                  UNNEST($37::text[], $38::bigint[], $39::text[], $40::text[], $41::integer[])
                       AS p(identity, position, name, kind, stint_count)
              ON CONFLICT (bot_id, conversation_id, identity) DO UPDATE SET
                  name = EXCLUDED.name, kind = EXCLUDED.kind,
@@ -301,7 +321,7 @@ async fn write(
          ), closing AS (
              SELECT found.row_id, x.left_at, x.exit_type
              FROM conversation,
-                  UNNEST($33::text[], $34::integer[], $35::timestamptz[], $36::text[])
+                  UNNEST($42::text[], $43::integer[], $44::timestamptz[], $45::text[])
                       AS x(identity, ordinal, left_at, exit_type)
              CROSS JOIN LATERAL (
                  SELECT s.ctid AS row_id FROM stints s
@@ -312,17 +332,40 @@ async fn write(
              UPDATE stints s SET left_at = closing.left_at, exit_type = closing.exit_type
              FROM closing WHERE s.ctid = closing.row_id
          ), ended_stints AS (
-             UPDATE stints s SET left_at = $37, exit_type = 'END'
+             UPDATE stints s SET left_at = $46, exit_type = 'END'
              FROM conversation
-             WHERE $37::timestamptz IS NOT NULL AND s.bot_id = $1 AND s.conversation_id = $2
-                 AND s.left_at IS NULL AND s.identity <> ALL($33::text[])
+             WHERE $46::timestamptz IS NOT NULL AND s.bot_id = $1 AND s.conversation_id = $2
+                 AND s.left_at IS NULL AND s.identity <> ALL($42::text[])
          ), opened_stints AS (
              INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at,
-                 left_at, entry_type, exit_type)
+                 left_at, entry_type, exit_type, position)
              SELECT $1, $2, o.* FROM conversation,
-                  UNNEST($38::text[], $39::integer[], $40::timestamptz[], $41::timestamptz[],
-                         $42::text[], $43::text[])
-                      AS o(identity, ordinal, joined_at, left_at, entry_type, exit_type)
+                  UNNEST($47::text[], $48::integer[], $49::timestamptz[], $50::timestamptz[],
+                         $51::text[], $52::text[], $53::bigint[])
+                      AS o(identity, ordinal, joined_at, left_at, entry_type, exit_type,
+                           position)
+         ), new_hops AS (
+             INSERT INTO hops (bot_id, conversation_id, ordinal, seq, at, kind, from_identity,
+                 to_identity, outcome, reason, targets)
+             SELECT $1, $2, h.* FROM conversation,
+                  UNNEST($54::bigint[], $55::bigint[], $56::timestamptz[], $57::text[],
+                         $58::text[], $59::text[], $60::text[], $61::text[], $62::jsonb[])
+                      AS h(ordinal, seq, at, kind, from_identity, to_identity, outcome, reason,
+                           targets)
+         ), changing AS (
+             SELECT found.row_id, x.outcome, x.to_identity, x.reason
+             FROM conversation,
+                  UNNEST($63::bigint[], $64::text[], $65::text[], $66::text[])
+                      AS x(ordinal, outcome, to_identity, reason)
+             CROSS JOIN LATERAL (
+                 SELECT h.ctid AS row_id FROM hops h
+                 WHERE h.bot_id = $1 AND h.conversation_id = $2 AND h.ordinal = x.ordinal
+                 LIMIT 1) found
+         ), changed_hops AS (
+             UPDATE hops h SET outcome = COALESCE(changing.outcome, h.outcome),
+                 to_identity = COALESCE(changing.to_identity, h.to_identity),
+                 reason = COALESCE(changing.reason, h.reason)
+             FROM changing WHERE h.ctid = changing.row_id
          )
          SELECT count(*) FROM conversation"
     ));
@@ -387,6 +430,56 @@ async fn write(
                 .collect::<Vec<_>>(),
         )
         .bind(exit_types(opened))
+        .bind(opened.iter().map(|row| row.position).collect::<Vec<_>>())
+        .bind(hops.iter().map(|hop| hop.ordinal).collect::<Vec<_>>())
+        .bind(hops.iter().map(|hop| hop.seq).collect::<Vec<_>>())
+        .bind(hops.iter().map(|hop| hop.at).collect::<Vec<_>>())
+        .bind(hops.iter().map(|hop| hop.kind.as_str()).collect::<Vec<_>>())
+        .bind(
+            hops.iter()
+                .map(|hop| hop.from.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(hops.iter().map(|hop| hop.to.as_deref()).collect::<Vec<_>>())
+        .bind(
+            hops.iter()
+                .map(|hop| hop.outcome.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            hops.iter()
+                .map(|hop| hop.reason.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            hops.iter()
+                .map(|hop| hop.targets.as_ref().map(Json))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|change| change.ordinal)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|change| change.outcome.map(|outcome| outcome.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|change| change.to.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|change| change.reason.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .fetch_one(connection)
         .await?;
     Ok(written == 1)

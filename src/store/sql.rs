@@ -7,11 +7,13 @@ use super::{
     ParticipantStint, Previous, StintKey, StoreError, TransferDataRecord, Window,
 };
 use crate::domain::{
-    Anomaly, EventName, ExitType, Experience, Participant, ParticipantTimeline, Status, Stint,
-    Stored, StoredParticipant, Summary, TransferType, Transfers, Transition,
+    Anomaly, EventName, ExitType, Experience, Hop, HopKind, HopOutcome, Participant,
+    ParticipantTimeline, PresentStint, Status, Stint, Stored, StoredParticipant, Summary,
+    TransferType, Transfers, Transition,
 };
 use anyhow::Context;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
@@ -21,6 +23,7 @@ use sqlx::{
     AssertSqlSafe, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Postgres,
     Sqlite, Type,
 };
+use std::collections::HashMap;
 use std::fmt::Write;
 use time::OffsetDateTime;
 
@@ -188,8 +191,11 @@ macro_rules! upsert_conversation {
         "INSERT INTO conversations AS c
              (bot_id, conversation_id, last_seq, status, experience, language, started_at,
               ended_at, last_event_at, event_count, anomaly_count, cold_transfers,
-              warm_transfers, redial_transfers, present_count, participant_count)
-         VALUES ($1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+              warm_transfers, redial_transfers, present_count, participant_count,
+              experience_from_events, escalated_transfers, failed_transfers, hop_count,
+              last_emptied_by, pending_escalations, awaiting_agent, service, interaction)
+         VALUES ($1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26)
          ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
              last_seq = excluded.last_seq, status = excluded.status,
              experience = excluded.experience, language = excluded.language,
@@ -199,13 +205,21 @@ macro_rules! upsert_conversation {
              warm_transfers = excluded.warm_transfers,
              redial_transfers = excluded.redial_transfers,
              present_count = excluded.present_count,
-             participant_count = excluded.participant_count
+             participant_count = excluded.participant_count,
+             experience_from_events = excluded.experience_from_events,
+             escalated_transfers = excluded.escalated_transfers,
+             failed_transfers = excluded.failed_transfers, hop_count = excluded.hop_count,
+             last_emptied_by = excluded.last_emptied_by,
+             pending_escalations = excluded.pending_escalations,
+             awaiting_agent = excluded.awaiting_agent, service = excluded.service,
+             interaction = COALESCE(excluded.interaction, c.interaction)
          WHERE c.last_seq = $3"
     };
 }
 pub(super) use upsert_conversation;
 
-/// Binds `$1`–`$17` of [`upsert_conversation!`] for the append of `batch` by `plan`.
+/// Binds `$1`–`$26` of [`upsert_conversation!`] for the append of `batch` by `plan`; the
+/// interaction only when the plan changed it (the row keeps its own otherwise).
 pub fn bind_conversation<'q, DB>(
     query: sqlx::query::QueryScalar<'q, DB, i64, DB::Arguments>,
     batch: &'q crate::domain::IngestBatch,
@@ -216,8 +230,12 @@ where
     &'q str: Encode<'q, DB> + Type<DB>,
     Option<&'q str>: Encode<'q, DB> + Type<DB>,
     i64: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
     DbTime: Encode<'q, DB> + Type<DB>,
     Option<DbTime>: Encode<'q, DB> + Type<DB>,
+    Json<&'q Vec<i64>>: Encode<'q, DB> + Type<DB>,
+    Option<Json<&'q Map<String, Value>>>: Encode<'q, DB> + Type<DB>,
 {
     let summary = &plan.summary;
     query
@@ -238,13 +256,22 @@ where
         .bind(summary.transfers.redial)
         .bind(summary.present_count)
         .bind(summary.participant_count)
+        .bind(summary.experience_from_events)
+        .bind(summary.transfers.escalated)
+        .bind(summary.transfers.failed)
+        .bind(summary.hop_count)
+        .bind(summary.last_emptied_by.as_deref())
+        .bind(Json(&summary.pending_escalations))
+        .bind(summary.awaiting_agent)
+        .bind(summary.service.as_deref())
+        .bind(plan.interaction.as_ref().map(Json))
 }
 
 /// The summary columns of a conversation, as [`SummaryRow`] reads them.
-const SUMMARY_COLUMNS: &str = "c.bot_id, c.conversation_id, c.last_seq, c.status, c.experience,
-    c.language, c.started_at, c.ended_at, c.last_event_at, c.event_count, c.anomaly_count,
-    c.cold_transfers, c.warm_transfers, c.redial_transfers, c.present_count,
-    c.participant_count";
+const SUMMARY_COLUMNS: &str = concat!(
+    summary_columns!(),
+    ", CAST(c.interaction AS TEXT) AS interaction"
+);
 
 /// SPEC 4.3: newest `lastEventAt` first, keyset-paged on `(last_event_at, conversation_id)`.
 pub fn list_conversations(
@@ -422,11 +449,25 @@ fn present_in(bot_id: &str, ids: &[&str]) -> Sql {
     sql
 }
 
-const CONVERSATION: &str = "SELECT c.bot_id, c.conversation_id, c.last_seq, c.status,
-        c.experience, c.language, c.started_at, c.ended_at, c.last_event_at, c.event_count,
-        c.anomaly_count, c.cold_transfers, c.warm_transfers, c.redial_transfers,
-        c.present_count, c.participant_count
-    FROM conversations c WHERE c.bot_id = $1 AND c.conversation_id = $2";
+/// A conversation's summary row, as [`SummaryRow`] reads it: `SUMMARY_COLUMNS` spelled out.
+macro_rules! summary_columns {
+    () => {
+        "c.bot_id, c.conversation_id, c.last_seq, c.status, c.experience, c.language,
+         c.started_at, c.ended_at, c.last_event_at, c.event_count, c.anomaly_count,
+         c.cold_transfers, c.warm_transfers, c.redial_transfers, c.present_count,
+         c.participant_count, c.experience_from_events, c.escalated_transfers,
+         c.failed_transfers, c.hop_count, c.last_emptied_by,
+         CAST(c.pending_escalations AS TEXT) AS pending_escalations, c.awaiting_agent, c.service"
+    };
+}
+pub(super) use summary_columns;
+
+const CONVERSATION: &str = concat!(
+    "SELECT ",
+    summary_columns!(),
+    ", CAST(c.interaction AS TEXT) AS interaction
+     FROM conversations c WHERE c.bot_id = $1 AND c.conversation_id = $2"
+);
 
 /// Up to `$4` participants after position `$3`, each with every stint, in order.
 const PARTICIPANTS_PAGE: &str = "
@@ -521,6 +562,16 @@ pub struct SummaryRow {
     pub redial_transfers: i64,
     pub present_count: i64,
     pub participant_count: i64,
+    pub experience_from_events: bool,
+    pub escalated_transfers: i64,
+    pub failed_transfers: i64,
+    pub hop_count: i64,
+    pub last_emptied_by: Option<String>,
+    pub pending_escalations: String,
+    pub awaiting_agent: Option<i64>,
+    pub service: Option<String>,
+    /// The merged interaction, when the query read it.
+    pub interaction: Option<String>,
 }
 
 impl SummaryRow {
@@ -528,6 +579,7 @@ impl SummaryRow {
         Ok(Summary {
             status: Status::parse(&self.status).context("unknown stored status")?,
             experience: self.experience.as_deref().and_then(Experience::parse),
+            experience_from_events: self.experience_from_events,
             language: self.language.clone(),
             started_at: Some(self.started_at.into()),
             ended_at: self.ended_at.map(Into::into),
@@ -538,19 +590,117 @@ impl SummaryRow {
                 cold: self.cold_transfers,
                 warm: self.warm_transfers,
                 redial: self.redial_transfers,
+                escalated: self.escalated_transfers,
+                failed: self.failed_transfers,
             },
             present_count: self.present_count,
             participant_count: self.participant_count,
+            service: self.service.clone(),
+            hop_count: self.hop_count,
+            last_emptied_by: self.last_emptied_by.clone(),
+            pending_escalations: serde_json::from_str(&self.pending_escalations)
+                .context("stored pending escalations are not a list of ordinals")?,
+            awaiting_agent: self.awaiting_agent,
         })
     }
 
-    fn into_record(self, present: Vec<String>) -> anyhow::Result<ConversationRecord> {
+    /// The merged interaction, when the query read it.
+    pub fn interaction(&self) -> anyhow::Result<Option<Map<String, Value>>> {
+        self.interaction
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .context("stored interaction is not a JSON object")
+    }
+
+    fn into_record(
+        self,
+        present: Vec<String>,
+        hops: Vec<Hop>,
+    ) -> anyhow::Result<ConversationRecord> {
         Ok(ConversationRecord {
             summary: self.summary()?,
+            interaction: self.interaction()?,
             bot_id: self.bot_id,
             conversation_id: self.conversation_id,
             present,
+            hops,
         })
+    }
+}
+
+/// The hops of the conversations `ids` of a bot, in order.
+fn hops_in(bot_id: &str, ids: &[&str]) -> Sql {
+    let mut sql = Sql::new(
+        "SELECT conversation_id, ordinal, seq, at, kind, from_identity, to_identity, outcome,
+                reason, CAST(targets AS TEXT) AS targets
+         FROM hops WHERE bot_id = ",
+    );
+    sql.bind(Sql::text(bot_id))
+        .push(" AND conversation_id IN (");
+    for (index, id) in ids.iter().enumerate() {
+        if index > 0 {
+            sql.push(", ");
+        }
+        sql.bind(Sql::text(id));
+    }
+    sql.push(") ORDER BY conversation_id, ordinal");
+    sql
+}
+
+#[derive(FromRow)]
+pub struct HopRow {
+    conversation_id: String,
+    ordinal: i64,
+    seq: i64,
+    at: DbTime,
+    kind: String,
+    from_identity: Option<String>,
+    to_identity: Option<String>,
+    outcome: String,
+    reason: Option<String>,
+    targets: Option<String>,
+}
+
+impl HopRow {
+    fn into_hop(self) -> anyhow::Result<Hop> {
+        Ok(Hop {
+            ordinal: self.ordinal,
+            seq: self.seq,
+            at: self.at.into(),
+            kind: HopKind::parse(&self.kind).context("unknown stored hop kind")?,
+            from: self.from_identity,
+            to: self.to_identity,
+            outcome: HopOutcome::parse(&self.outcome).context("unknown stored hop outcome")?,
+            reason: self.reason,
+            targets: self
+                .targets
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .context("stored hop targets are not a JSON array")?,
+        })
+    }
+}
+
+/// The longest-present participant an append reads (see [`Stored::present`]).
+#[derive(FromRow, serde::Deserialize)]
+pub struct PresentStintRow {
+    identity: String,
+    position: i64,
+    #[serde(deserialize_with = "rfc3339_time")]
+    joined_at: Option<DbTime>,
+}
+
+impl PresentStintRow {
+    fn into_present(self) -> PresentStint {
+        PresentStint {
+            identity: self.identity,
+            position: self.position,
+            joined_at: self
+                .joined_at
+                .map_or(OffsetDateTime::UNIX_EPOCH, Into::into),
+        }
     }
 }
 
@@ -593,7 +743,11 @@ impl StateParticipant {
 
 /// What an append reads: the conversation's summary row (`last_seq` 0 for one that has no
 /// events yet, whatever the row says) and the participants its events name.
-pub fn stored(row: &SummaryRow, participants: Vec<StateParticipant>) -> anyhow::Result<Stored> {
+pub fn stored(
+    row: &SummaryRow,
+    participants: Vec<StateParticipant>,
+    present: Vec<PresentStintRow>,
+) -> anyhow::Result<Stored> {
     if row.last_seq == 0 {
         return Ok(Stored::default());
     }
@@ -604,6 +758,11 @@ pub fn stored(row: &SummaryRow, participants: Vec<StateParticipant>) -> anyhow::
             .into_iter()
             .map(StateParticipant::into_stored)
             .collect::<anyhow::Result<_>>()?,
+        present: present
+            .into_iter()
+            .map(PresentStintRow::into_present)
+            .collect(),
+        interaction: row.interaction()?,
     })
 }
 
@@ -753,6 +912,7 @@ where
     for<'q> Bind: Encode<'q, DB> + Type<DB>,
     SummaryRow: for<'r> FromRow<'r, DB::Row>,
     PresentRow: for<'r> FromRow<'r, DB::Row>,
+    HopRow: for<'r> FromRow<'r, DB::Row>,
     ParticipantStintRow: for<'r> FromRow<'r, DB::Row>,
     EventRow: for<'r> FromRow<'r, DB::Row>,
     StintRow: for<'r> FromRow<'r, DB::Row>,
@@ -794,13 +954,44 @@ where
         else {
             return Ok(None);
         };
-        let present = self
-            .fetch::<PresentRow>(present_in(bot_id, &[conversation_id]))
-            .await?
-            .into_iter()
-            .map(|row| row.identity)
+        Ok(self.records(bot_id, vec![row]).await?.pop())
+    }
+
+    /// Each summary row with who is present in its conversation and its hops.
+    async fn records(
+        &self,
+        bot_id: &str,
+        rows: Vec<SummaryRow>,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = rows
+            .iter()
+            .map(|row| row.conversation_id.as_str())
             .collect();
-        Ok(Some(row.into_record(present)?))
+        let mut present: HashMap<String, Vec<String>> = HashMap::new();
+        for found in self.fetch::<PresentRow>(present_in(bot_id, &ids)).await? {
+            present
+                .entry(found.conversation_id)
+                .or_default()
+                .push(found.identity);
+        }
+        let mut hops: HashMap<String, Vec<Hop>> = HashMap::new();
+        for found in self.fetch::<HopRow>(hops_in(bot_id, &ids)).await? {
+            let conversation_id = found.conversation_id.clone();
+            hops.entry(conversation_id)
+                .or_default()
+                .push(found.into_hop()?);
+        }
+        rows.into_iter()
+            .map(|row| {
+                let here = present.remove(&row.conversation_id).unwrap_or_default();
+                let made = hops.remove(&row.conversation_id).unwrap_or_default();
+                row.into_record(here, made)
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(StoreError::Other)
     }
 
     /// Up to `limit` participants after `after` (a position), each with all their stints.
@@ -888,28 +1079,7 @@ where
         sql: Sql,
     ) -> Result<Vec<ConversationRecord>, StoreError> {
         let rows: Vec<SummaryRow> = self.fetch(sql).await?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = rows
-            .iter()
-            .map(|row| row.conversation_id.as_str())
-            .collect();
-        let mut present: Vec<PresentRow> = self.fetch(present_in(bot_id, &ids)).await?;
-        rows.into_iter()
-            .map(|row| {
-                let (here, elsewhere) = present
-                    .drain(..)
-                    .partition(|found| found.conversation_id == row.conversation_id);
-                present = elsewhere;
-                row.into_record(
-                    here.into_iter()
-                        .map(|found: PresentRow| found.identity)
-                        .collect(),
-                )
-            })
-            .collect::<anyhow::Result<_>>()
-            .map_err(StoreError::Other)
+        self.records(bot_id, rows).await
     }
 
     pub async fn stints(

@@ -2,13 +2,13 @@
 //! PostgreSQL. Writes go through a one-connection pool and `BEGIN IMMEDIATE`, so there is
 //! one writer at a time even across processes sharing the file.
 
-use super::sql::{self, DbTime, StateParticipant, SummaryRow};
+use super::sql::{self, DbTime, PresentStintRow, StateParticipant, SummaryRow};
 use super::{
     Appended, Checkout, KeyRecord, Keyed, StoreError, finish, is_disk_failure, named_identities,
     plan,
 };
 use crate::config::DatabaseSettings;
-use crate::domain::{AppendPlan, IngestBatch};
+use crate::domain::{AppendPlan, IngestBatch, needs_interaction, present_needed};
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
@@ -210,15 +210,15 @@ async fn load(
     tx: &mut Transaction<'_, Sqlite>,
     batch: &IngestBatch,
 ) -> Result<(crate::domain::Stored, Option<OffsetDateTime>), StoreError> {
-    let row: Option<SummaryRow> = sqlx::query_as(
-        "SELECT c.bot_id, c.conversation_id, c.last_seq, c.status, c.experience, c.language,
-                c.started_at, c.ended_at, c.last_event_at, c.event_count, c.anomaly_count,
-                c.cold_transfers, c.warm_transfers, c.redial_transfers, c.present_count,
-                c.participant_count
-         FROM conversations c WHERE c.bot_id = $1 AND c.conversation_id = $2",
-    )
+    let row: Option<SummaryRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        sql::summary_columns!(),
+        ", CASE WHEN $3 THEN c.interaction END AS interaction
+         FROM conversations c WHERE c.bot_id = $1 AND c.conversation_id = $2"
+    ))
     .bind(batch.bot_id.as_str())
     .bind(batch.conversation_id.as_str())
+    .bind(needs_interaction(&batch.events))
     .fetch_optional(&mut **tx)
     .await?;
     let Some(row) = row else {
@@ -239,8 +239,18 @@ async fn load(
     .bind(Json(named_identities(batch)))
     .fetch_all(&mut **tx)
     .await?;
+    let present: Vec<PresentStintRow> = sqlx::query_as(
+        "SELECT identity, position, joined_at FROM stints
+         WHERE bot_id = $1 AND conversation_id = $2 AND left_at IS NULL
+         ORDER BY joined_at, position LIMIT $3",
+    )
+    .bind(batch.bot_id.as_str())
+    .bind(batch.conversation_id.as_str())
+    .bind(present_needed(&batch.events))
+    .fetch_all(&mut **tx)
+    .await?;
     let last_event_at = Some(row.last_event_at.into());
-    Ok((sql::stored(&row, participants)?, last_event_at))
+    Ok((sql::stored(&row, participants, present)?, last_event_at))
 }
 
 /// Writes `plan`, a statement a row, in the order that keeps END from closing a stint the
@@ -330,8 +340,8 @@ async fn write(
     for row in &plan.opened {
         sqlx::query(AssertSqlSafe(
             "INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
-                 entry_type, exit_type)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 entry_type, exit_type, position)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         ))
         .bind(bot_id)
         .bind(conversation_id)
@@ -341,6 +351,42 @@ async fn write(
         .bind(row.stint.left_at.map(DbTime))
         .bind(row.stint.entry_type.as_str())
         .bind(row.stint.exit_type.map(|exit| exit.as_str()))
+        .bind(row.position)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for hop in &plan.hops {
+        sqlx::query(
+            "INSERT INTO hops (bot_id, conversation_id, ordinal, seq, at, kind, from_identity,
+                 to_identity, outcome, reason, targets)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .bind(hop.ordinal)
+        .bind(hop.seq)
+        .bind(DbTime(hop.at))
+        .bind(hop.kind.as_str())
+        .bind(hop.from.as_deref())
+        .bind(hop.to.as_deref())
+        .bind(hop.outcome.as_str())
+        .bind(hop.reason.as_deref())
+        .bind(hop.targets.as_ref().map(Json))
+        .execute(&mut **tx)
+        .await?;
+    }
+    for change in &plan.hop_changes {
+        sqlx::query(
+            "UPDATE hops SET outcome = COALESCE($4, outcome),
+                 to_identity = COALESCE($5, to_identity), reason = COALESCE($6, reason)
+             WHERE bot_id = $1 AND conversation_id = $2 AND ordinal = $3",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .bind(change.ordinal)
+        .bind(change.outcome.map(|outcome| outcome.as_str()))
+        .bind(change.to.as_deref())
+        .bind(change.reason.as_deref())
         .execute(&mut **tx)
         .await?;
     }
