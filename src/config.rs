@@ -45,6 +45,36 @@ pub struct ServerSettings {
     pub write_timeout_seconds: u64,
     /// Serve `GET /metrics` (unauthenticated: keep it off the public network).
     pub metrics: bool,
+    /// Origins whose browser pages may call the API (the agent desktop's CRM integration);
+    /// none by default.
+    pub cors_origins: Vec<String>,
+}
+
+impl ServerSettings {
+    /// Refuses settings that would only fail later: origins that are not
+    /// `scheme://host[:port]`.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for origin in &self.cors_origins {
+            anyhow::ensure!(
+                is_origin(origin),
+                "server.cors_origins: {origin:?} is not an origin (scheme://host[:port])"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]`, nothing after it but an optional `/`.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
 }
 
 impl Default for ServerSettings {
@@ -59,6 +89,7 @@ impl Default for ServerSettings {
             header_read_timeout_seconds: 10,
             write_timeout_seconds: 30,
             metrics: true,
+            cors_origins: Vec::new(),
         }
     }
 }

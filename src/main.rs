@@ -94,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::CheckConfig => {
+            settings.server.check()?;
             AppRegistry::from_settings(&settings.auth, &settings.apps)?;
             println!(
                 "configuration OK: {} app(s), listening on {}",

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 /// Opens the store (migrating it when configured) and resolves the apps' secrets.
 pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
+    settings.server.check()?;
     let apps = AppRegistry::from_settings(&settings.auth, &settings.apps)
         .context("invalid [[apps]] or [auth] configuration")?;
     let store = store::connect(&settings.database).await?;

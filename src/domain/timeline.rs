@@ -530,6 +530,224 @@ mod tests {
         ]
     }
 
+    /// A Salesforce bot message, parsed from a bot-messages body as the route would.
+    fn bot(message: Value) -> Event {
+        let body = json!({ "message": message });
+        let mut batch = crate::domain::sources::parse_bot_messages(
+            body.to_string().as_bytes(),
+            "st-1",
+            "atesta-0001",
+        )
+        .expect("the test body is a valid bot-messages request");
+        batch.events.remove(0)
+    }
+
+    fn escalate() -> Event {
+        bot(json!({ "type": "escalate", "targets": [{ "type": "Skill", "value": "billing" }] }))
+    }
+
+    fn transfer_succeeded() -> Event {
+        bot(json!({ "type": "transferSucceeded", "sequenceId": 2 }))
+    }
+
+    fn transfer_failed(reason: &str) -> Event {
+        bot(json!({ "type": "transferFailed", "sequenceId": 2, "reason": reason }))
+    }
+
+    /// `(kind, from, to, outcome, reason)` of a hop.
+    type HopColumns<'a> = (
+        HopKind,
+        Option<&'a str>,
+        Option<&'a str>,
+        HopOutcome,
+        Option<&'a str>,
+    );
+
+    fn hops(timeline: &Timeline) -> Vec<HopColumns<'_>> {
+        timeline
+            .hops
+            .iter()
+            .map(|hop| {
+                (
+                    hop.kind,
+                    hop.from.as_deref(),
+                    hop.to.as_deref(),
+                    hop.outcome,
+                    hop.reason.as_deref(),
+                )
+            })
+            .collect()
+    }
+
+    // Hops (SPEC 7.3).
+
+    #[test]
+    fn the_cold_flow_hands_over_from_each_agent_to_the_next() {
+        let (timeline, anomalies) = fold(&cold_transfer_flow());
+
+        use HopOutcome::Completed;
+        assert_eq!(
+            hops(&timeline),
+            [
+                (
+                    HopKind::Cold,
+                    Some("agentId1"),
+                    Some("agentId2"),
+                    Completed,
+                    None
+                ),
+                (
+                    HopKind::Cold,
+                    Some("agentId2"),
+                    Some("agentId3"),
+                    Completed,
+                    None
+                ),
+            ]
+        );
+        let seqs: Vec<i64> = timeline.hops.iter().map(|hop| hop.seq).collect();
+        assert_eq!(seqs, [3, 5], "each hop is at its COLD entry");
+        assert_eq!(anomalies, none(6));
+    }
+
+    #[test]
+    fn the_warm_flow_hands_over_from_the_inviting_agent_to_each_consultant() {
+        let (timeline, _) = fold(&warm_transfer_flow());
+
+        use HopOutcome::Completed;
+        assert_eq!(
+            hops(&timeline),
+            [
+                (
+                    HopKind::Warm,
+                    Some("agentId1"),
+                    Some("agentId2"),
+                    Completed,
+                    None
+                ),
+                (
+                    HopKind::Warm,
+                    Some("agentId1"),
+                    Some("agentId3"),
+                    Completed,
+                    None
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cold_entry_before_the_previous_agent_leaves_comes_from_that_agent() {
+        let (timeline, _) = fold(&[entry("NA", 1), entry("cold", 2), exit("cold", 1)]);
+
+        assert_eq!(
+            hops(&timeline),
+            [(
+                HopKind::Cold,
+                Some("agentId1"),
+                Some("agentId2"),
+                HopOutcome::Completed,
+                None
+            )]
+        );
+    }
+
+    #[test]
+    fn a_cold_entry_among_several_present_comes_from_nobody_known() {
+        let (timeline, _) = fold(&[entry("NA", 1), entry("warm", 2), entry("cold", 3)]);
+
+        assert_eq!(timeline.hops[1].from, None);
+    }
+
+    #[test]
+    fn a_redial_comes_from_nobody_and_na_entries_make_no_hop() {
+        let (timeline, _) = fold(&[entry("NA", 1), exit("NA", 1), entry("redial", 1)]);
+
+        assert_eq!(
+            hops(&timeline),
+            [(
+                HopKind::Redial,
+                None,
+                Some("agentId1"),
+                HopOutcome::Completed,
+                None
+            )]
+        );
+    }
+
+    #[test]
+    fn an_escalation_that_succeeded_is_one_completed_hop_from_the_bot_to_the_next_agent() {
+        let events = [escalate(), transfer_succeeded(), entry("NA", 1)];
+
+        let (timeline, anomalies) = fold(&events);
+
+        assert_eq!(
+            hops(&timeline),
+            [(
+                HopKind::Escalation,
+                Some("bot:st-1"),
+                Some("agentId1"),
+                HopOutcome::Completed,
+                None
+            )]
+        );
+        assert_eq!(
+            timeline.hops[0].targets,
+            Some(vec![json!({ "type": "Skill", "value": "billing" })])
+        );
+        assert_eq!(timeline.summary.transfers.escalated, 1);
+        assert_eq!(timeline.summary.transfers.failed, 0);
+        assert_eq!(anomalies, none(3));
+    }
+
+    #[test]
+    fn the_agent_of_a_succeeded_escalation_entering_cold_makes_no_second_hop() {
+        let (timeline, _) = fold(&[escalate(), transfer_succeeded(), entry("cold", 2)]);
+
+        assert_eq!(timeline.hops.len(), 1);
+        assert_eq!(timeline.hops[0].to.as_deref(), Some("agentId2"));
+    }
+
+    #[test]
+    fn an_escalation_that_failed_is_a_failed_hop_with_its_reason() {
+        let (timeline, anomalies) = fold(&[escalate(), transfer_failed("NoAgentAvailable")]);
+
+        assert_eq!(
+            hops(&timeline),
+            [(
+                HopKind::Escalation,
+                Some("bot:st-1"),
+                None,
+                HopOutcome::Failed,
+                Some("NoAgentAvailable")
+            )]
+        );
+        assert_eq!(timeline.summary.transfers.failed, 1);
+        assert_eq!(anomalies, none(2));
+    }
+
+    #[test]
+    fn a_transfer_outcome_without_an_escalation_is_flagged() {
+        let (timeline, anomalies) = fold(&[transfer_succeeded(), transfer_failed("Error")]);
+
+        let flagged = [Anomaly::TransferOutcomeWithoutEscalation];
+        assert_eq!(anomalies, [flagged.to_vec(), flagged.to_vec()]);
+        assert!(timeline.hops.is_empty());
+    }
+
+    #[test]
+    fn an_escalation_still_pending_at_the_end_is_flagged_on_the_ending_event() {
+        let ended_by_na_exit = [entry("NA", 1), escalate(), exit("NA", 1)];
+        let ended_by_end = [escalate(), end_of_conversation()];
+
+        let (timeline, anomalies) = fold(&ended_by_na_exit);
+        let (_, ended) = fold(&ended_by_end);
+
+        assert_eq!(anomalies, only_at(3, 2, &[Anomaly::EscalationUnresolved]));
+        assert_eq!(timeline.hops[0].outcome, HopOutcome::Pending);
+        assert_eq!(ended, only_at(2, 1, &[Anomaly::EscalationUnresolved]));
+    }
+
     // The vendor's flows.
 
     #[test]

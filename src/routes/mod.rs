@@ -13,7 +13,7 @@ use crate::store::Store;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{FromRef, MatchedPath, Request};
-use axum::http::{HeaderName, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware;
 use axum::routing::{get, post};
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use std::time::Duration;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -131,6 +132,10 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
     }
     // Again for the routes added after the overload layer (it only reaches those before).
     app = app.method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    // Outside the rest, so that a browser's preflight is answered before any token check.
+    if let Some(cors) = cors(&server.cors_origins) {
+        app = app.layer(cors);
+    }
     app.with_state(state).layer(
         ServiceBuilder::new()
             // Outermost, so that it counts the 503s of the overload layer and the 500 of
@@ -154,6 +159,40 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(middleware::from_fn(refuse_large_heads)),
+    )
+}
+
+/// CORS for the configured origins (the agent desktop runs the adapter in a browser);
+/// `None` when there are none. An origin that is not a valid header value is skipped with
+/// a warning (`check-config` reports it).
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| {
+            let value = HeaderValue::from_str(origin.trim_end_matches('/')).ok();
+            if value.is_none() {
+                tracing::warn!(origin, "server.cors_origins: not a valid origin, skipped");
+            }
+            value
+        })
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed))
+            .allow_methods([Method::GET, Method::POST, Method::PUT])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static("token"),
+                HeaderName::from_static("auth"),
+                HeaderName::from_static("idempotency-key"),
+                REQUEST_ID,
+            ])
+            .expose_headers([REQUEST_ID, HeaderName::from_static("idempotent-replayed")])
+            .max_age(Duration::from_secs(600)),
     )
 }
 

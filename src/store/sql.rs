@@ -359,6 +359,9 @@ fn push_conversations(
         sql.push(" AND c.status = ")
             .bind(Sql::text(status.as_str()));
     }
+    if let Some(service) = &filter.service {
+        sql.push(" AND c.service = ").bind(Sql::text(service));
+    }
     if let Some(identity) = &filter.participant {
         sql.push(
             " AND EXISTS (SELECT 1 FROM participants p WHERE p.bot_id = c.bot_id
