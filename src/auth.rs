@@ -147,9 +147,10 @@ impl AppRegistry {
             return Err(AuthFailure::BadSignature);
         }
 
-        self.check_dates(&claims, now as f64)?;
+        let exp = self.check_dates(&claims, now as f64)?;
         Ok(Caller {
             access: Arc::clone(&app.access),
+            valid_until: exp.map(|exp| exp + self.leeway),
         })
     }
 
@@ -161,7 +162,12 @@ impl AppRegistry {
         self.apps.get(app_id).ok_or(AuthFailure::UnknownApp)
     }
 
-    fn check_dates(&self, claims: &Map<String, Value>, now: f64) -> Result<(), AuthFailure> {
+    /// The token's `exp`, if it has one, once its dates are acceptable at `now`.
+    fn check_dates(
+        &self,
+        claims: &Map<String, Value>,
+        now: f64,
+    ) -> Result<Option<f64>, AuthFailure> {
         let leeway = self.leeway;
         let exp = numeric_date(claims, "exp")?;
         let nbf = numeric_date(claims, "nbf")?;
@@ -184,7 +190,7 @@ impl AppRegistry {
         {
             return Err(AuthFailure::TooOld);
         }
-        Ok(())
+        Ok(exp)
     }
 }
 
@@ -192,9 +198,22 @@ impl AppRegistry {
 #[derive(Clone, Debug)]
 pub struct Caller {
     access: Arc<Access>,
+    /// When the token stops being accepted (unix seconds, leeway included); `None` for a
+    /// token without `exp`.
+    valid_until: Option<f64>,
 }
 
 impl Caller {
+    /// How much longer the token is accepted; `None` for a token without `exp`.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.valid_until
+            .map(|until| std::time::Duration::try_from_secs_f64(until - now).unwrap_or_default())
+    }
+
     /// The app's id, as configured (the vendor's Client ID).
     pub fn app_id(&self) -> &str {
         &self.access.app_id

@@ -22,6 +22,8 @@ pub struct Settings {
     #[serde(default)]
     pub idempotency: IdempotencySettings,
     #[serde(default)]
+    pub changes: ChangesSettings,
+    #[serde(default)]
     pub apps: Vec<AppConfig>,
 }
 
@@ -174,6 +176,30 @@ impl Default for IdempotencySettings {
     fn default() -> Self {
         Self {
             retention_seconds: 24 * 60 * 60,
+        }
+    }
+}
+
+/// The live change stream (SPEC 8).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChangesSettings {
+    /// Streams open at once on this instance; more are refused with 503.
+    pub max_streams: usize,
+    /// How often an open stream looks for new events when no wake-up came (a wake-up is
+    /// missed only when a notification is lost, or a long transaction held events back).
+    pub poll_interval_ms: u64,
+    /// A stream whose reader takes nothing for this long, with its buffer full, is closed;
+    /// the reader reconnects and resumes.
+    pub slow_reader_seconds: u64,
+}
+
+impl Default for ChangesSettings {
+    fn default() -> Self {
+        Self {
+            max_streams: 1000,
+            poll_interval_ms: 500,
+            slow_reader_seconds: 10,
         }
     }
 }

@@ -3,6 +3,8 @@
 
 /// App registry, JWT verification and the authenticated-caller extractor.
 pub mod auth;
+/// Wake-ups of the live change streams, on this replica and across replicas.
+pub mod changes;
 /// Typed settings layered from files and the environment.
 pub mod config;
 /// Validated hook events and the pure timeline fold.
@@ -19,7 +21,7 @@ pub mod routes;
 pub mod server;
 /// Building and serving the application.
 pub mod startup;
-/// The storage trait and its backends.
+/// The store over its two backends, PostgreSQL and SQLite.
 pub mod store;
 /// Logging setup.
 pub mod telemetry;

@@ -43,6 +43,15 @@ pub const DB_POOL_CONNECTIONS: &str = "agentassist_hooks_db_pool_connections";
 /// The most connections each `pool` will open.
 pub const DB_POOL_MAX_CONNECTIONS: &str = "agentassist_hooks_db_pool_max_connections";
 
+/// Live change streams open now (SPEC 8).
+pub const CHANGE_STREAMS_OPEN: &str = "agentassist_hooks_change_streams_open";
+/// Change feed items sent on live streams.
+pub const CHANGE_ITEMS_SENT: &str = "agentassist_hooks_change_items_sent_total";
+/// Live streams closed because their reader fell behind (`changes.slow_reader_seconds`).
+pub const CHANGE_READERS_CUT_OFF: &str = "agentassist_hooks_change_readers_cut_off_total";
+/// Live streams refused with 503 at `changes.max_streams`.
+pub const CHANGE_STREAMS_REFUSED: &str = "agentassist_hooks_change_streams_refused_total";
+
 /// Latency buckets, in seconds: an append takes milliseconds; 30 s is the request timeout.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -127,7 +136,31 @@ fn describe() {
         Unit::Count,
         "Most database connections each pool will open"
     );
+    describe_gauge!(
+        CHANGE_STREAMS_OPEN,
+        Unit::Count,
+        "Live change streams open now"
+    );
+    describe_counter!(
+        CHANGE_ITEMS_SENT,
+        Unit::Count,
+        "Change feed items sent on live streams"
+    );
+    describe_counter!(
+        CHANGE_READERS_CUT_OFF,
+        Unit::Count,
+        "Live change streams closed because their reader fell behind"
+    );
+    describe_counter!(
+        CHANGE_STREAMS_REFUSED,
+        Unit::Count,
+        "Live change streams refused with 503 because changes.max_streams were open"
+    );
     // Series that exist before their first event, so that rate() sees them start at zero.
+    gauge!(CHANGE_STREAMS_OPEN).set(0);
+    counter!(CHANGE_ITEMS_SENT).absolute(0);
+    counter!(CHANGE_READERS_CUT_OFF).absolute(0);
+    counter!(CHANGE_STREAMS_REFUSED).absolute(0);
     counter!(REQUESTS_SHED).absolute(0);
     counter!(REQUEST_TIMEOUTS).absolute(0);
     counter!(IDEMPOTENT_REPLAYS).absolute(0);
@@ -243,4 +276,29 @@ pub fn connection_opened() {
 /// A client connection closed.
 pub fn connection_closed() {
     gauge!(HTTP_CONNECTIONS).decrement(1);
+}
+
+/// A live change stream opened.
+pub fn change_stream_opened() {
+    gauge!(CHANGE_STREAMS_OPEN).increment(1);
+}
+
+/// A live change stream closed.
+pub fn change_stream_closed() {
+    gauge!(CHANGE_STREAMS_OPEN).decrement(1);
+}
+
+/// An item sent on a live change stream.
+pub fn change_sent() {
+    counter!(CHANGE_ITEMS_SENT).increment(1);
+}
+
+/// A live change stream closed because its reader fell behind.
+pub fn change_reader_cut_off() {
+    counter!(CHANGE_READERS_CUT_OFF).increment(1);
+}
+
+/// A live change stream refused at `changes.max_streams`.
+pub fn change_stream_refused() {
+    counter!(CHANGE_STREAMS_REFUSED).increment(1);
 }

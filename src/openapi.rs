@@ -3,7 +3,7 @@
 //! `agentassist-hooks openapi` and committed as `docs/openapi.json`.
 
 use crate::error::Problem;
-use crate::routes::{conversations, health, hooks, paths, sources};
+use crate::routes::{changes, conversations, health, hooks, paths, sources};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -41,6 +41,8 @@ internal network (firewall it, or set `server.metrics = false`).",
         conversations::list,
         conversations::participant_stints,
         conversations::transfer_data,
+        changes::changes,
+        changes::stream,
         sources::interaction,
         sources::transfer_data,
         sources::bot_messages,
@@ -53,7 +55,7 @@ internal network (firewall it, or set `server.metrics = false`).",
     modifiers(&Security, &IngestAliases, &VendorExamples),
     tags(
         (name = "ingest", description = "Events in: the hooks API (SPEC 1), Bright Pattern and Salesforce (SPEC 7)"),
-        (name = "query", description = "Timelines out, for operations staff (SPEC 4)"),
+        (name = "query", description = "Timelines out, for operations staff (SPEC 4), and the change feed (SPEC 8)"),
         (name = "operations", description = "Probes, metrics and this document (SPEC 5)"),
     )
 )]

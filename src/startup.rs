@@ -27,6 +27,7 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         Arc::new(apps),
         &settings.server,
         &settings.idempotency,
+        &settings.changes,
     ))
 }
 
@@ -35,6 +36,11 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let state = build_state(&settings).await?;
     let store = state.store.clone();
+    let hub = state.changes.clone();
+    let relaying = tokio::spawn({
+        let (store, hub) = (store.clone(), hub.clone());
+        async move { store.relay_changes(&hub).await }
+    });
     let purging = tokio::spawn(purge_expired_keys(
         store.clone(),
         Duration::from_secs(settings.idempotency.retention_seconds),
@@ -54,6 +60,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let serving = server.serve(listener, app, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
+        // Live streams never finish by themselves.
+        hub.stop();
         let _ = stopping.send(());
     });
     let grace = Duration::from_secs(settings.server.shutdown_timeout_seconds);
@@ -68,6 +76,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         } => tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway"),
     }
     purging.abort();
+    relaying.abort();
     upkeep.abort();
     store.close().await;
     tracing::info!("stopped");

@@ -31,6 +31,7 @@ async fn sqlite_app(file: &Path) -> (Router, Store) {
         Arc::new(apps),
         &ServerSettings::default(),
         &Default::default(),
+        &Default::default(),
     );
     (router(state, &ServerSettings::default()), store)
 }

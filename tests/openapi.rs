@@ -85,8 +85,9 @@ async fn every_documented_operation_is_routed() {
         }
     }
     assert_eq!(
-        operations, 15,
-        "3 hooks paths, 3 for Bright Pattern and Salesforce, 5 queries, 4 operator endpoints"
+        operations, 17,
+        "3 hooks paths, 3 for Bright Pattern and Salesforce, 5 queries, the change feed and its \
+         stream, 4 operator endpoints"
     );
 }
 

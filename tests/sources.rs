@@ -183,6 +183,7 @@ async fn invalid_interaction_members_are_refused_at_their_pointers(backend: Back
         "callDirection": "sideways",
         "origination": "telepathy",
         "startTime": "noon",
+        "service": {},
         "callParties": [{ "id": "p-1", "name": 7 }, "nobody"]
     } });
 
@@ -196,6 +197,7 @@ async fn invalid_interaction_members_are_refused_at_their_pointers(backend: Back
         "/interaction/callDirection",
         "/interaction/origination",
         "/interaction/startTime",
+        "/interaction/service",
         "/interaction/callParties/0/name",
         "/interaction/callParties/0/phone",
         "/interaction/callParties/1",

@@ -177,6 +177,8 @@ pub struct AppendPlan {
     pub received_at: OffsetDateTime,
     /// Each event's anomalies, in order.
     pub anomalies: Vec<Vec<Anomaly>>,
+    /// The conversation's status after each event, in order (the change feed shows it).
+    pub statuses: Vec<Status>,
     /// The summary after the events.
     pub summary: Summary,
     pub participants: Vec<ParticipantRow>,
@@ -215,11 +217,18 @@ const DELIVERED_TO: &str = "deliveredTo";
 pub fn plan_append(stored: Stored, events: &[Event], received_at: OffsetDateTime) -> AppendPlan {
     let mut planner = Planner::new(stored);
     let first_seq = planner.expected_seq + 1;
+    let mut statuses = Vec::with_capacity(events.len());
     let anomalies = (first_seq..)
         .zip(events)
-        .map(|(seq, event)| planner.apply(seq, received_at, event))
+        .map(|(seq, event)| {
+            let anomalies = planner.apply(seq, received_at, event);
+            statuses.push(planner.summary.status);
+            anomalies
+        })
         .collect();
-    planner.finish(received_at, anomalies)
+    let mut plan = planner.finish(received_at, anomalies);
+    plan.statuses = statuses;
+    plan
 }
 
 /// A participant an append touches, and what it did to them.
@@ -656,6 +665,7 @@ impl Planner {
             first_seq: self.expected_seq + 1,
             received_at,
             anomalies,
+            statuses: Vec::new(),
             summary: self.summary,
             participants: Vec::new(),
             opened: Vec::new(),

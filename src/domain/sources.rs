@@ -175,6 +175,13 @@ fn check_interaction(interaction: &Map<String, Value>, problems: &mut Problems) 
             Some(_) => problems.add(at(key), format!("must be one of {}", allowed.join(", "))),
         }
     }
+    // The list filters on `service`, so it must be what the seed says it is.
+    if !matches!(
+        interaction.get("service"),
+        None | Some(Value::Null | Value::String(_))
+    ) {
+        problems.add(at("service"), "must be a string");
+    }
     for key in ["startTime", "endTime", "duration"] {
         if let Some(value) = interaction.get(key)
             && !value.is_null()

@@ -37,7 +37,7 @@ pub(crate) const LIST_LIMIT: (i64, i64) = (50, 500);
 pub(crate) const PARTICIPANTS_LIMIT: (i64, i64) = (1000, 1000);
 
 /// A conversation of a bot the app cannot read is answered like a missing one: 404.
-fn authorize_read(caller: &Caller, bot_id: &str) -> Result<(), ApiError> {
+pub(super) fn authorize_read(caller: &Caller, bot_id: &str) -> Result<(), ApiError> {
     if !caller.has(Permission::Read) {
         Err(ApiError::Forbidden)
     } else if !caller.serves(bot_id) {
@@ -219,7 +219,7 @@ fn round_millis(seconds: f64) -> f64 {
 }
 
 /// Path parameters shared by the conversation queries.
-const BOT_ID: &str =
+pub(super) const BOT_ID: &str =
     "The bot. A bot the app may not read answers 404, like a missing conversation.";
 
 /// Query parameters of a conversation (parsed by [`QueryParams`]; this describes them).
@@ -366,27 +366,38 @@ pub struct EventPage {
 pub const EVENTS_PAGE_BYTES: i64 = 4 * 1024 * 1024;
 
 impl IntoResponse for EventPage {
-    /// Written an event at a time as the client reads, so an event's memory goes as it is sent.
     fn into_response(self) -> Response {
         let next_after_seq = serde_json::to_string(&self.next_after_seq).unwrap_or_default();
-        let head = std::iter::once(Ok::<_, serde_json::Error>(Bytes::from_static(
-            b"{\"events\":[",
-        )));
-        let events = self.events.into_iter().enumerate().map(|(index, event)| {
-            let mut chunk = if index == 0 { Vec::new() } else { vec![b','] };
-            serde_json::to_writer(&mut chunk, &event)?;
-            Ok(Bytes::from(chunk))
-        });
-        let tail = std::iter::once(Ok(Bytes::from(format!(
-            "],\"nextAfterSeq\":{next_after_seq}}}"
-        ))));
-        let chunks = futures_util::stream::iter(head.chain(events).chain(tail));
-        (
-            [(header::CONTENT_TYPE, "application/json")],
-            Body::from_stream(chunks),
+        streamed_list(
+            "{\"events\":[",
+            self.events,
+            format!("],\"nextAfterSeq\":{next_after_seq}}}"),
         )
-            .into_response()
     }
+}
+
+/// A JSON object holding a list, written an item at a time as the client reads, so that an
+/// item's memory goes as it is sent: `open`, the items separated by commas, then `close`.
+pub(super) fn streamed_list<T: Serialize + Send + 'static>(
+    open: &'static str,
+    items: Vec<T>,
+    close: String,
+) -> Response {
+    let head = std::iter::once(Ok::<_, serde_json::Error>(Bytes::from_static(
+        open.as_bytes(),
+    )));
+    let items = items.into_iter().enumerate().map(|(index, item)| {
+        let mut chunk = if index == 0 { Vec::new() } else { vec![b','] };
+        serde_json::to_writer(&mut chunk, &item)?;
+        Ok(Bytes::from(chunk))
+    });
+    let tail = std::iter::once(Ok(Bytes::from(close)));
+    let chunks = futures_util::stream::iter(head.chain(items).chain(tail));
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(chunks),
+    )
+        .into_response()
 }
 
 /// Query parameters of the events query (parsed by [`QueryParams`]; this describes them).
@@ -697,11 +708,11 @@ fn next_key<T, K>(items: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> K) -> Opti
     }
 }
 
-fn encode_cursor<K: Serialize>(key: &K) -> String {
+pub(super) fn encode_cursor<K: Serialize>(key: &K) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).unwrap_or_default())
 }
 
-fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Option<K> {
+pub(super) fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Option<K> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     // No cursor we issue holds U+0000, and PostgreSQL cannot take it as an argument.
     let key: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
@@ -738,14 +749,14 @@ fn in_utc_range(time: OffsetDateTime) -> bool {
     time.checked_to_offset(time::UtcOffset::UTC).is_some()
 }
 
-fn problem(parameter: &str, message: &str) -> FieldError {
+pub(super) fn problem(parameter: &str, message: &str) -> FieldError {
     FieldError {
         path: format!("/{parameter}"),
         message: message.to_owned(),
     }
 }
 
-fn reject(problems: Vec<FieldError>) -> Result<(), ApiError> {
+pub(super) fn reject(problems: Vec<FieldError>) -> Result<(), ApiError> {
     if problems.is_empty() {
         Ok(())
     } else {
@@ -754,7 +765,7 @@ fn reject(problems: Vec<FieldError>) -> Result<(), ApiError> {
 }
 
 impl QueryParams {
-    fn limit(&self, range: (i64, i64), problems: &mut Vec<FieldError>) -> i64 {
+    pub(super) fn limit(&self, range: (i64, i64), problems: &mut Vec<FieldError>) -> i64 {
         self.limit_named("limit", range, problems)
     }
 

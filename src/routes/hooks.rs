@@ -133,6 +133,7 @@ pub(super) async fn append_request(
     let Some(key) = key else {
         let batch = parsed?;
         let appended = state.store.append(&batch).await?;
+        state.changes.committed(&batch.bot_id);
         metrics::stored(&batch, &appended.anomalies);
         return Ok(success(outcome(&batch, appended), false));
     };
@@ -156,6 +157,7 @@ pub(super) async fn append_request(
     };
     match state.store.append_keyed(&batch, &key).await? {
         Keyed::Stored(appended) => {
+            state.changes.committed(&batch.bot_id);
             metrics::stored(&batch, &appended.anomalies);
             Ok(success(outcome(&batch, appended), false))
         }

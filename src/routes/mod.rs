@@ -1,5 +1,6 @@
 //! HTTP routes, one file per resource, and the router that mounts them.
 
+pub mod changes;
 pub mod conversations;
 pub mod extract;
 pub mod health;
@@ -7,7 +8,8 @@ pub mod hooks;
 pub mod sources;
 
 use crate::auth::AppRegistry;
-use crate::config::{IdempotencySettings, ServerSettings};
+use crate::changes::ChangeHub;
+use crate::config::{ChangesSettings, IdempotencySettings, ServerSettings};
 use crate::error::ApiError;
 use crate::store::Store;
 use axum::Router;
@@ -35,6 +37,8 @@ pub struct AppState {
     pub body_limit_bytes: usize,
     /// How long an `Idempotency-Key` is remembered.
     pub key_retention: Duration,
+    /// Wake-ups of the live change streams.
+    pub changes: Arc<ChangeHub>,
 }
 
 impl AppState {
@@ -43,12 +47,14 @@ impl AppState {
         apps: Arc<AppRegistry>,
         server: &ServerSettings,
         idempotency: &IdempotencySettings,
+        changes: &ChangesSettings,
     ) -> Self {
         Self {
             store,
             apps,
             body_limit_bytes: server.body_limit_bytes,
             key_retention: Duration::from_secs(idempotency.retention_seconds),
+            changes: Arc::new(ChangeHub::new(changes)),
         }
     }
 }
@@ -73,6 +79,9 @@ pub mod paths {
     pub const TRANSFER_DATA: &str =
         "/api/v1/bots/{botId}/conversations/{conversationId}/transfer-data";
     pub const STINTS: &str = "/api/v1/bots/{botId}/participants/{identity}/stints";
+    /// SPEC 8: the change feed and its live stream.
+    pub const CHANGES: &str = "/api/v1/bots/{botId}/changes";
+    pub const CHANGES_STREAM: &str = "/api/v1/bots/{botId}/changes/stream";
     /// Bright Pattern's `ON_NEW_INTERACTION` (SPEC 7.1).
     pub const INTERACTIONS: &str = "/api/v1/bots/{botId}/interactions";
     /// The Salesforce bot's escalation and the client's transfer outcome (SPEC 7.2).
@@ -119,6 +128,8 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         .route(paths::INTERACTIONS, post(sources::interaction))
         .route(paths::BOT_MESSAGES, post(sources::bot_messages))
         .route(paths::STINTS, get(conversations::participant_stints))
+        .route(paths::CHANGES, get(changes::changes))
+        .route(paths::CHANGES_STREAM, get(changes::stream))
         .route(paths::OPENAPI, get(health::openapi))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

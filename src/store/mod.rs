@@ -252,6 +252,39 @@ pub struct EventsPage {
     pub more: bool,
 }
 
+/// A place in a bot's change feed (SPEC 8): just after the event `seq` of conversation
+/// `conversation_id` written in feed transaction `txn`. The feed is in this order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct FeedPosition {
+    #[serde(rename = "t")]
+    pub txn: i64,
+    #[serde(rename = "c")]
+    pub conversation_id: String,
+    #[serde(rename = "s")]
+    pub seq: i64,
+}
+
+/// An item of the change feed: a stored event with its conversation.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub position: FeedPosition,
+    /// The conversation's status after the event; unknown for an event stored before the
+    /// feed existed, other than its conversation's last.
+    pub conversation_status: Option<Status>,
+    pub event: EventRecord,
+}
+
+/// A page of the change feed.
+#[derive(Debug)]
+pub struct ChangesPage {
+    pub changes: Vec<Change>,
+    /// Whether more changes visible now follow the last one.
+    pub more: bool,
+    /// Whether committed changes follow that are not listed yet, because a transaction
+    /// that could still precede them is running (PostgreSQL): they come once it ends.
+    pub held_back: bool,
+}
+
 /// One stint of a participant, with the conversation it belongs to (SPEC 4.4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParticipantStint {
@@ -498,6 +531,33 @@ impl Store {
         read!(self, reads => reads.events(bot_id, conversation_id, after_seq, limit, max_bytes))
     }
 
+    /// Up to `limit` of the bot's events after `after` in feed order, ending early once
+    /// their payloads reach `max_bytes` (the first always comes). Only events that no
+    /// transaction still running can precede are listed (see `sql::CHANGES`).
+    pub async fn changes(
+        &self,
+        bot_id: &str,
+        after: Option<&FeedPosition>,
+        limit: i64,
+        max_bytes: i64,
+    ) -> Result<ChangesPage, StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => {
+                let sql = sql::changes(bot_id, after, limit, max_bytes, sql::Horizon::Running);
+                let mut page = Reads(store.pool()).changes(sql, limit).await?;
+                if !page.more {
+                    let last = page.changes.last().map(|change| &change.position);
+                    page.held_back = store.feed_held_back(bot_id, last.or(after)).await?;
+                }
+                Ok(page)
+            }
+            Backend::Sqlite(store) => {
+                let sql = sql::changes(bot_id, after, limit, max_bytes, sql::Horizon::Committed);
+                Reads(store.reader()).changes(sql, limit).await
+            }
+        }
+    }
+
     /// Up to `limit` conversations after `after`, newest `lastEventAt` first; `now` ends
     /// the lifetime of conversations that have not ended.
     pub async fn conversations(
@@ -541,6 +601,14 @@ impl Store {
         conversation_id: &str,
     ) -> Result<Option<TransferDataRecord>, StoreError> {
         read!(self, reads => reads.transfer_data(bot_id, conversation_id))
+    }
+
+    /// Relays new events between replicas for the live streams (PostgreSQL, until
+    /// aborted); SQLite has no other replicas, so it returns at once.
+    pub async fn relay_changes(&self, hub: &crate::changes::ChangeHub) {
+        if let Backend::Postgres(store) = &self.backend {
+            store.relay_changes(hub).await;
+        }
     }
 
     /// Connection-pool use, sampled when `/metrics` is scraped.

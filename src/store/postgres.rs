@@ -3,13 +3,16 @@
 //! replicas can share one database.
 
 use super::sql::{self, DbTime, PresentStintRow, StateParticipant, SummaryRow};
-use super::{Appended, Checkout, KeyRecord, Keyed, StoreError, finish, named_identities, plan};
+use super::{
+    Appended, Checkout, FeedPosition, KeyRecord, Keyed, StoreError, finish, named_identities, plan,
+};
+use crate::changes::ChangeHub;
 use crate::config::DatabaseSettings;
 use crate::domain::{
     Anomaly, AppendPlan, IngestBatch, Participant, Stored, needs_interaction, present_needed,
 };
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Connection, FromRow, PgConnection, PgPool, Postgres, Transaction};
 use std::str::FromStr;
@@ -82,6 +85,30 @@ impl PgStore {
         super::require_migrations(&MIGRATOR, &self.pool).await
     }
 
+    /// Whether committed events of the bot follow `after` in the feed that it does not
+    /// list yet, because a transaction that could still precede them is running.
+    pub(super) async fn feed_held_back(
+        &self,
+        bot_id: &str,
+        after: Option<&FeedPosition>,
+    ) -> Result<bool, StoreError> {
+        let (txn, conversation_id, seq) = after.map_or((-1, "", 0), |after| {
+            (after.txn, after.conversation_id.as_str(), after.seq)
+        });
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events
+                 WHERE bot_id = $1 AND (feed_txn, conversation_id, seq) > ($2, $3, $4)
+                     AND feed_txn >= (SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot())
+                                                       AS TEXT) AS BIGINT)))",
+        )
+        .bind(bot_id)
+        .bind(txn)
+        .bind(conversation_id)
+        .bind(seq)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub(super) async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
         let mut connection = Checkout::acquire(&self.pool).await?;
         let appended = append_on(&mut connection, batch).await;
@@ -103,6 +130,76 @@ impl PgStore {
         .await;
         connection.reuse_if_ok(&keyed);
         keyed
+    }
+}
+
+/// The channel on which replicas announce the bots they stored events for.
+const CHANGES_CHANNEL: &str = "agentassist_hooks_changes";
+/// A notification's payload must stay under 8000 bytes; a longer bot id (or one with a
+/// character PostgreSQL text cannot hold) is announced as `""`, which wakes every stream.
+const MAX_ANNOUNCED_BOT_ID: usize = 4000;
+
+impl PgStore {
+    /// Announces to the other replicas which bots this one stored events for, and wakes
+    /// this replica's streams when another announces; runs until aborted. The
+    /// notifications are sent after the appends committed, from their own statement, so
+    /// that no append waits on PostgreSQL's notification queue lock; many commits are
+    /// announced at once.
+    pub(super) async fn relay_changes(&self, hub: &ChangeHub) {
+        hub.start_relay();
+        tokio::join!(announce(&self.pool, hub), listen(&self.pool, hub));
+    }
+}
+
+async fn announce(pool: &PgPool, hub: &ChangeHub) {
+    loop {
+        let bots = hub.take_outbox().await;
+        let payloads: Vec<&str> = bots
+            .iter()
+            .map(|bot| {
+                if bot.len() <= MAX_ANNOUNCED_BOT_ID && !bot.contains('\0') {
+                    bot.as_str()
+                } else {
+                    ""
+                }
+            })
+            .collect();
+        let sent = sqlx::query("SELECT pg_notify($1, payload) FROM UNNEST($2::text[]) AS payload")
+            .bind(CHANGES_CHANNEL)
+            .bind(payloads)
+            .execute(pool)
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(%error, "could not announce new events to the other replicas; \
+                their streams find them at their next poll");
+        }
+    }
+}
+
+/// Wakes the streams of each bot another replica announces; every stream whenever
+/// announcements may have been missed (connecting, reconnecting).
+async fn listen(pool: &PgPool, hub: &ChangeHub) {
+    loop {
+        if let Err(error) = listen_until_error(pool, hub).await {
+            tracing::warn!(%error, "not listening for other replicas' events; retrying in 1 s");
+        }
+        hub.wake_all();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_until_error(pool: &PgPool, hub: &ChangeHub) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANGES_CHANNEL).await?;
+    hub.wake_all();
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) if !notification.payload().is_empty() => {
+                hub.wake(notification.payload());
+            }
+            // An announcement for every bot, or a lost connection, now re-established.
+            _ => hub.wake_all(),
+        }
     }
 }
 
@@ -252,6 +349,14 @@ async fn load(
 /// one the plan was made from; then, only if it was written, the events, participants and
 /// stints. Whether it was written. Closed stints are found from the plan's rows, as the
 /// participants are in [`load`].
+///
+/// Each event carries its feed transaction (SPEC 8, see `sql::CHANGES`): this
+/// transaction's id, or the previous event's feed transaction if that is larger. An id is
+/// taken when a transaction first writes, which may be before it waits for the row lock,
+/// so a later append to the conversation can have a smaller id; the previous event is
+/// visible here, as the compare-and-set only writes when `last_seq` is the one `load`
+/// read. So feed transactions never decrease along a conversation's `seq`, and none is
+/// ever below the id of the transaction that wrote it.
 async fn write(
     connection: &mut PgConnection,
     batch: &IngestBatch,
@@ -300,15 +405,20 @@ async fn write(
          ), new_events AS (
              INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
                  transition, participant_identity, participant, anomalies, transfer_data,
-                 payload)
+                 payload, status_after, feed_txn)
              SELECT $1, $2, $27 + e.n - 1, $28, e.name, e.transfer_type, e.transition,
                     e.identity, e.participant, e.anomalies, e.transfer_data::json,
-                    e.payload::json
+                    e.payload::json, e.status_after,
+                    GREATEST((pg_current_xact_id()::text)::bigint, COALESCE(
+                        (SELECT previous.feed_txn FROM events previous
+                         WHERE previous.bot_id = $1 AND previous.conversation_id = $2
+                             AND previous.seq = $27 - 1), 0))
              FROM conversation,
                   UNNEST($29::text[], $30::text[], $31::text[], $32::text[], $33::jsonb[],
-                         $34::jsonb[], $35::text[], $36::text[])
+                         $34::jsonb[], $35::text[], $36::text[], $67::text[])
                       WITH ORDINALITY AS e(name, transfer_type, transition, identity,
-                                           participant, anomalies, transfer_data, payload, n)
+                                           participant, anomalies, transfer_data, payload,
+                                           status_after, n)
          ), participant_rows AS (
              INSERT INTO participants (bot_id, conversation_id, identity, position, name, kind,
                  stint_count)
@@ -480,6 +590,12 @@ async fn write(
                 .map(|change| change.reason.as_deref())
                 .collect::<Vec<_>>(),
         )
+        .bind(
+            plan.statuses
+                .iter()
+                .map(|status| status.as_str())
+                .collect::<Vec<_>>(),
+        )
         .fetch_one(connection)
         .await?;
     Ok(written == 1)
@@ -566,6 +682,43 @@ mod tests {
             [(1, "a1".into()), (2, "a3".into()), (3, "a2".into())]
         );
         assert_eq!(open_stints(&pool).await, ["a1", "a2", "a3"]);
+    }
+
+    /// A transaction takes its id at its first write, which can be before it waits for the
+    /// conversation's lock (two first appends creating the row): its events must still come
+    /// after those of the append that held the lock, in the feed.
+    #[sqlx::test(migrator = "MIGRATOR")]
+    async fn an_append_whose_transaction_took_its_id_first_still_follows_in_the_feed(pool: PgPool) {
+        let store = PgStore::from_pool(pool.clone());
+        let mut early = pool.begin().await.unwrap();
+        let early_id: i64 = sqlx::query_scalar("SELECT (pg_current_xact_id()::text)::bigint")
+            .fetch_one(&mut *early)
+            .await
+            .unwrap();
+        store
+            .append(&batch(json!([transfer("NA", "entry", "a1")])))
+            .await
+            .unwrap();
+
+        append_locked(&mut early, &batch(json!([transfer("COLD", "entry", "a2")])))
+            .await
+            .unwrap();
+        early.commit().await.unwrap();
+
+        let feed: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT seq, feed_txn FROM events WHERE conversation_id = 'c-race' ORDER BY seq",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(
+            feed[0].1 > early_id,
+            "the first append's transaction is younger"
+        );
+        assert!(
+            feed[1].1 >= feed[0].1,
+            "seq 2 may not come before seq 1 in the feed: {feed:?}"
+        );
     }
 
     #[sqlx::test(migrator = "MIGRATOR")]

@@ -3,8 +3,9 @@
 //! written once over either database.
 
 use super::{
-    ConversationFilter, ConversationKey, ConversationRecord, EventRecord, EventsPage, KeyRecord,
-    ParticipantStint, Previous, StintKey, StoreError, TransferDataRecord, Window,
+    Change, ChangesPage, ConversationFilter, ConversationKey, ConversationRecord, EventRecord,
+    EventsPage, FeedPosition, KeyRecord, ParticipantStint, Previous, StintKey, StoreError,
+    TransferDataRecord, Window,
 };
 use crate::domain::{
     Anomaly, EventName, ExitType, Experience, Hop, HopKind, HopOutcome, Participant,
@@ -502,6 +503,80 @@ const EVENTS_PAGE: &str = "
     WHERE bytes_before < $5
     ORDER BY seq";
 
+/// Which events the change feed may list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Horizon {
+    /// Those of transactions older than the oldest one still running (PostgreSQL).
+    Running,
+    /// Every committed one: SQLite's writers commit one at a time, in the order of the
+    /// feed counter they take.
+    Committed,
+}
+
+/// SPEC 8, the change feed: up to `limit` of the bot's events after `after`, in the order
+/// of `(feed_txn, conversation_id, seq)`, cut short by payload bytes as [`EVENTS_PAGE`].
+///
+/// Why a consumer passing the last position it got sees every event exactly once, with
+/// any number of replicas writing (PostgreSQL): an event's `feed_txn` is at least the id of
+/// the transaction that wrote it (see `postgres::write`). The query lists only events with
+/// `feed_txn` below the oldest transaction id still running when its snapshot was taken;
+/// every transaction with a smaller id has then ended, so those events are all visible
+/// now, and every transaction still running or yet to start has a larger id and can only
+/// write events with a larger `feed_txn`. The listed part of the order never changes
+/// afterwards: nothing is ever inserted before a position a consumer has passed. Along a
+/// conversation, `feed_txn` never decreases, so its events come in `seq` order. The cost
+/// on ingest: two columns and one index lookup of the conversation's previous event; no
+/// lock, counter or notification inside the transaction. A transaction anywhere in the
+/// cluster that runs long holds the feed back (never loses it) until it ends.
+pub fn changes(
+    bot_id: &str,
+    after: Option<&FeedPosition>,
+    limit: i64,
+    max_bytes: i64,
+    horizon: Horizon,
+) -> Sql {
+    let start = FeedPosition {
+        txn: -1,
+        conversation_id: String::new(),
+        seq: 0,
+    };
+    let after = after.unwrap_or(&start);
+    let mut sql = Sql::new(
+        "SELECT feed_txn, conversation_id, status_after, seq, received_at, name, transfer_type,
+                transition, participant, anomalies, payload, in_window
+         FROM (SELECT e.*,
+                      sum(octet_length(e.payload)) OVER (
+                          ORDER BY e.feed_txn, e.conversation_id, e.seq ROWS UNBOUNDED PRECEDING)
+                          - octet_length(e.payload) AS bytes_before,
+                      count(*) OVER () AS in_window
+               FROM (SELECT feed_txn, conversation_id, status_after, seq, received_at, name,
+                            transfer_type, transition, participant, anomalies,
+                            CAST(payload AS TEXT) AS payload
+                     FROM events WHERE bot_id = ",
+    );
+    sql.bind(Sql::text(bot_id))
+        .push(" AND (feed_txn, conversation_id, seq) > (")
+        .bind(Bind::Int(after.txn))
+        .push(", ")
+        .bind(Sql::text(&after.conversation_id))
+        .push(", ")
+        .bind(Bind::Int(after.seq))
+        .push(")");
+    if horizon == Horizon::Running {
+        // A subquery, so that it is computed once, from the statement's own snapshot.
+        sql.push(
+            " AND feed_txn < (SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT)
+                                          AS BIGINT))",
+        );
+    }
+    sql.push(" ORDER BY feed_txn, conversation_id, seq LIMIT ")
+        .bind(Bind::Int(limit + 1))
+        .push(") e) page WHERE bytes_before < ")
+        .bind(Bind::Int(max_bytes))
+        .push(" ORDER BY feed_txn, conversation_id, seq");
+    sql
+}
+
 const EXISTS: &str =
     "SELECT count(*) FROM conversations WHERE bot_id = $1 AND conversation_id = $2";
 
@@ -815,6 +890,33 @@ impl EventRow {
     }
 }
 
+#[derive(FromRow)]
+pub struct ChangeRow {
+    feed_txn: i64,
+    conversation_id: String,
+    status_after: Option<String>,
+    #[sqlx(flatten)]
+    event: EventRow,
+}
+
+impl ChangeRow {
+    fn into_change(self) -> anyhow::Result<Change> {
+        let event = self.event.into_event()?;
+        Ok(Change {
+            position: FeedPosition {
+                txn: self.feed_txn,
+                conversation_id: self.conversation_id,
+                seq: event.seq,
+            },
+            conversation_status: self
+                .status_after
+                .map(|status| Status::parse(&status).context("unknown stored status"))
+                .transpose()?,
+            event,
+        })
+    }
+}
+
 /// A stint row read back.
 #[derive(FromRow)]
 pub struct StintRow {
@@ -918,6 +1020,7 @@ where
     HopRow: for<'r> FromRow<'r, DB::Row>,
     ParticipantStintRow: for<'r> FromRow<'r, DB::Row>,
     EventRow: for<'r> FromRow<'r, DB::Row>,
+    ChangeRow: for<'r> FromRow<'r, DB::Row>,
     StintRow: for<'r> FromRow<'r, DB::Row>,
     TransferDataRow: for<'r> FromRow<'r, DB::Row>,
     KeyRow: for<'r> FromRow<'r, DB::Row>,
@@ -1067,6 +1170,20 @@ where
         events.truncate(usize::try_from(limit).unwrap_or(0));
         let more = usize::try_from(in_window).unwrap_or(0) > events.len();
         Ok(Some(EventsPage { events, more }))
+    }
+
+    /// The page of the change feed that `sql` ([`changes`]) reads.
+    pub async fn changes(&self, sql: Sql, limit: i64) -> Result<ChangesPage, StoreError> {
+        let rows: Vec<ChangeRow> = self.fetch(sql).await?;
+        let in_window = rows.first().map_or(0, |row| row.event.in_window);
+        let mut changes = convert(rows, ChangeRow::into_change)?;
+        changes.truncate(usize::try_from(limit).unwrap_or(0));
+        let more = usize::try_from(in_window).unwrap_or(0) > changes.len();
+        Ok(ChangesPage {
+            changes,
+            more,
+            held_back: false,
+        })
     }
 
     async fn exists(&self, bot_id: &str, conversation_id: &str) -> Result<bool, StoreError> {

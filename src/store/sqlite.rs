@@ -269,11 +269,20 @@ async fn write(
     if written.is_none() {
         return Err(anyhow::anyhow!("the conversation changed under the write lock").into());
     }
-    for ((seq, event), anomalies) in (plan.first_seq..).zip(&batch.events).zip(&plan.anomalies) {
+    // The one writer's transactions commit in the order they take the counter.
+    let feed_txn: i64 =
+        sqlx::query_scalar("UPDATE feed_counter SET last = last + 1 WHERE id = 1 RETURNING last")
+            .fetch_one(&mut **tx)
+            .await?;
+    let events = (plan.first_seq..)
+        .zip(&batch.events)
+        .zip(plan.anomalies.iter().zip(&plan.statuses));
+    for ((seq, event), (anomalies, status)) in events {
         sqlx::query(
             "INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
-                 transition, participant_identity, participant, anomalies, transfer_data, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 transition, participant_identity, participant, anomalies, transfer_data, payload,
+                 status_after, feed_txn)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(bot_id)
         .bind(conversation_id)
@@ -291,6 +300,8 @@ async fn write(
         .bind(Json(anomalies))
         .bind(event.transfer_data.as_ref().map(|data| data.get()))
         .bind(event.payload.get())
+        .bind(status.as_str())
+        .bind(feed_txn)
         .execute(&mut **tx)
         .await?;
     }

@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 use agentassist_hooks::auth::{AppRegistry, issue_token};
+use agentassist_hooks::changes::ChangeHub;
 use agentassist_hooks::config::{
-    AppConfig, AuthSettings, IdempotencySettings, OneOrMany, Permission, ServerSettings,
+    AppConfig, AuthSettings, ChangesSettings, IdempotencySettings, OneOrMany, Permission,
+    ServerSettings,
 };
 use agentassist_hooks::routes::{AppState, router};
 use agentassist_hooks::store::{PgStore, SqliteStore, Store};
@@ -140,6 +142,23 @@ impl Backend {
         server: ServerSettings,
         idempotency: IdempotencySettings,
     ) -> TestApp {
+        self.app_built(auth, server, idempotency, ChangesSettings::default())
+            .await
+    }
+
+    /// An app whose live streams have `changes` settings.
+    pub async fn app_streaming(&self, auth: AuthSettings, changes: ChangesSettings) -> TestApp {
+        self.app_built(auth, ServerSettings::default(), Default::default(), changes)
+            .await
+    }
+
+    async fn app_built(
+        &self,
+        auth: AuthSettings,
+        server: ServerSettings,
+        idempotency: IdempotencySettings,
+        changes: ChangesSettings,
+    ) -> TestApp {
         let (store, db): (Store, Db) = match self {
             Self::Postgres(pool) => {
                 let own_pool = PgPoolOptions::new()
@@ -159,7 +178,7 @@ impl Backend {
                 (store.into(), Db::Sqlite(pool))
             }
         };
-        TestApp::build(store, db, auth, server, idempotency)
+        TestApp::build(store, db, auth, server, idempotency, changes)
     }
 }
 
@@ -171,7 +190,17 @@ enum Db {
 pub struct TestApp {
     pub router: Router,
     pub store: Store,
+    pub changes: Arc<ChangeHub>,
     db: Db,
+}
+
+/// The relay of an app's live streams between replicas; stops when dropped.
+pub struct Relay(tokio::task::JoinHandle<()>);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl TestApp {
@@ -182,7 +211,14 @@ impl TestApp {
 
     pub fn with(pool: PgPool, auth: AuthSettings, server: ServerSettings) -> Self {
         let store = PgStore::from_pool(pool.clone()).into();
-        Self::build(store, Db::Postgres(pool), auth, server, Default::default())
+        Self::build(
+            store,
+            Db::Postgres(pool),
+            auth,
+            server,
+            Default::default(),
+            Default::default(),
+        )
     }
 
     /// An app over an SQLite store as it is (migrated or not).
@@ -194,6 +230,7 @@ impl TestApp {
             AuthSettings::default(),
             ServerSettings::default(),
             IdempotencySettings::default(),
+            ChangesSettings::default(),
         )
     }
 
@@ -203,13 +240,48 @@ impl TestApp {
         auth: AuthSettings,
         server: ServerSettings,
         idempotency: IdempotencySettings,
+        changes: ChangesSettings,
     ) -> Self {
         let apps = AppRegistry::from_settings(&auth, &test_apps()).expect("test apps are valid");
-        let state = AppState::new(store.clone(), Arc::new(apps), &server, &idempotency);
+        let state = AppState::new(
+            store.clone(),
+            Arc::new(apps),
+            &server,
+            &idempotency,
+            &changes,
+        );
         Self {
+            changes: state.changes.clone(),
             router: router(state, &server),
             store,
             db,
+        }
+    }
+
+    /// Starts relaying new events to and from the other replicas, as `serve` does.
+    pub fn relay(&self) -> Relay {
+        let (store, hub) = (self.store.clone(), self.changes.clone());
+        Relay(tokio::spawn(async move { store.relay_changes(&hub).await }))
+    }
+
+    /// Opens the live stream of `bot`, resuming after `last_event_id` if given.
+    pub async fn stream(&self, bot: &str, token: &str, last_event_id: Option<&str>) -> SseReader {
+        let mut request =
+            Request::get(format!("/api/v1/bots/{bot}/changes/stream")).header("token", token);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK, "the stream opens");
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        SseReader {
+            body: response.into_body(),
+            buffer: String::new(),
         }
     }
 
@@ -434,4 +506,80 @@ impl TestApp {
         self.send(hooks_request(BOT, &ingest_token(), body.to_owned()))
             .await
     }
+}
+
+/// A message of a Server-Sent Events stream: a comment has only `comment`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SseMessage {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub comment: Option<String>,
+}
+
+impl SseMessage {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).expect("an item is JSON")
+    }
+}
+
+/// Reads a `text/event-stream` body message by message, as the client reads it.
+pub struct SseReader {
+    body: Body,
+    buffer: String,
+}
+
+impl SseReader {
+    /// The next message, comments included; `None` once the stream has ended.
+    pub async fn next_message(&mut self) -> Option<SseMessage> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                return Some(parse_sse(&block));
+            }
+            let frame = self.body.frame().await?.expect("the stream reads");
+            if let Ok(data) = frame.into_data() {
+                self.buffer
+                    .push_str(std::str::from_utf8(&data).expect("UTF-8"));
+            }
+        }
+    }
+
+    /// The next `change` item, skipping comments (the opening and heartbeats).
+    pub async fn next_change(&mut self) -> Option<SseMessage> {
+        loop {
+            let message = self.next_message().await?;
+            if message.comment.is_none() {
+                return Some(message);
+            }
+        }
+    }
+
+    /// As [`SseReader::next_change`], failing the test after `seconds`.
+    pub async fn expect_change(&mut self, seconds: u64) -> SseMessage {
+        tokio::time::timeout(std::time::Duration::from_secs(seconds), self.next_change())
+            .await
+            .expect("an item arrives in time")
+            .expect("the stream is still open")
+    }
+}
+
+fn parse_sse(block: &str) -> SseMessage {
+    let mut message = SseMessage::default();
+    let mut data: Vec<&str> = Vec::new();
+    for line in block.lines() {
+        if let Some(comment) = line.strip_prefix(':') {
+            message.comment = Some(comment.trim().to_owned());
+        } else if let Some((field, value)) = line.split_once(':') {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => message.id = Some(value.to_owned()),
+                "event" => message.event = Some(value.to_owned()),
+                "data" => data.push(value),
+                _ => {}
+            }
+        }
+    }
+    message.data = data.join("\n");
+    message
 }
