@@ -3,7 +3,7 @@
 //! `agentassist-hooks openapi` and committed as `docs/openapi.json`.
 
 use crate::error::Problem;
-use crate::routes::{changes, conversations, health, hooks, paths, sources};
+use crate::routes::{bots, changes, conversations, health, hooks, paths, sources};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -36,6 +36,7 @@ internal network (firewall it, or set `server.metrics = false`).",
     ),
     paths(
         hooks::ingest,
+        bots::list,
         conversations::conversation,
         conversations::events,
         conversations::list,

@@ -36,11 +36,19 @@ pub(crate) const LIST_LIMIT: (i64, i64) = (50, 500);
 /// more participants is read a part at a time.
 pub(crate) const PARTICIPANTS_LIMIT: (i64, i64) = (1000, 1000);
 
+/// An app without the `read` permission is refused: 403.
+pub(super) fn authorize_read_any(caller: &Caller) -> Result<(), ApiError> {
+    if caller.has(Permission::Read) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}
+
 /// A conversation of a bot the app cannot read is answered like a missing one: 404.
 pub(super) fn authorize_read(caller: &Caller, bot_id: &str) -> Result<(), ApiError> {
-    if !caller.has(Permission::Read) {
-        Err(ApiError::Forbidden)
-    } else if !caller.serves(bot_id) {
+    authorize_read_any(caller)?;
+    if !caller.serves(bot_id) {
         Err(ApiError::NotFound)
     } else {
         Ok(())

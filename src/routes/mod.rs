@@ -1,6 +1,8 @@
 //! HTTP routes, one file per resource, and the router that mounts them.
 
+pub mod bots;
 pub mod changes;
+pub mod console;
 pub mod conversations;
 pub mod extract;
 pub mod health;
@@ -73,6 +75,8 @@ pub mod paths {
     pub const HOOKS: &str = "/agentassist/api/v1/hooks/{botId}";
     /// Ingest aliases the vendor's documentation also uses.
     pub const HOOKS_ALIASES: [&str; 2] = ["/agentai/api/v1/hooks/{botId}", "/api/v1/hooks/{botId}"];
+    /// SPEC 9: the bots a caller may read.
+    pub const BOTS: &str = "/api/v1/bots";
     pub const CONVERSATIONS: &str = "/api/v1/bots/{botId}/conversations";
     pub const CONVERSATION: &str = "/api/v1/bots/{botId}/conversations/{conversationId}";
     pub const EVENTS: &str = "/api/v1/bots/{botId}/conversations/{conversationId}/events";
@@ -91,6 +95,10 @@ pub mod paths {
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";
     pub const OPENAPI: &str = "/openapi.json";
+    /// SPEC 9: the ops console's page and files.
+    pub const CONSOLE: &str = "/console";
+    pub const CONSOLE_INDEX: &str = "/console/";
+    pub const CONSOLE_FILES: &str = "/console/{*path}";
 }
 
 /// The whole service: routes, error fallbacks and the production middleware.
@@ -118,6 +126,7 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         .route(paths::HOOKS, post(hooks::ingest))
         .route(paths::HOOKS_ALIASES[0], post(hooks::ingest))
         .route(paths::HOOKS_ALIASES[1], post(hooks::ingest))
+        .route(paths::BOTS, get(bots::list))
         .route(paths::CONVERSATIONS, get(conversations::list))
         .route(paths::CONVERSATION, get(conversations::conversation))
         .route(paths::EVENTS, get(conversations::events))
@@ -131,6 +140,9 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         .route(paths::CHANGES, get(changes::changes))
         .route(paths::CHANGES_STREAM, get(changes::stream))
         .route(paths::OPENAPI, get(health::openapi))
+        .route(paths::CONSOLE, get(console::root))
+        .route(paths::CONSOLE_INDEX, get(console::index))
+        .route(paths::CONSOLE_FILES, get(console::file))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(overload)

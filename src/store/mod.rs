@@ -293,6 +293,14 @@ pub struct ParticipantStint {
     pub stint: Stint,
 }
 
+/// A bot that has conversations (SPEC 9: the bots the console offers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BotRecord {
+    pub bot_id: String,
+    /// When its latest event arrived.
+    pub last_event_at: OffsetDateTime,
+}
+
 /// The latest `transferData` of a conversation (SPEC 4.5).
 #[derive(Debug, Clone)]
 pub struct TransferDataRecord {
@@ -592,6 +600,11 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<Vec<ParticipantStint>, StoreError> {
         read!(self, reads => reads.stints(bot_id, identity, window, after, limit, now))
+    }
+
+    /// Up to `limit` bots that have conversations, by id.
+    pub async fn bots(&self, limit: i64) -> Result<Vec<BotRecord>, StoreError> {
+        read!(self, reads => reads.bots(limit))
     }
 
     /// The most recent `transferData` sent in a conversation.

@@ -143,16 +143,22 @@ impl PgStore {
     /// Announces to the other replicas which bots this one stored events for, and wakes
     /// this replica's streams when another announces; runs until aborted. The
     /// notifications are sent after the appends committed, from their own statement, so
-    /// that no append waits on PostgreSQL's notification queue lock; many commits are
-    /// announced at once.
+    /// that no append waits on PostgreSQL's notification queue lock; the commits of
+    /// [`ANNOUNCE_EVERY`] are announced at once.
     pub(super) async fn relay_changes(&self, hub: &ChangeHub) {
         hub.start_relay();
         tokio::join!(announce(&self.pool, hub), listen(&self.pool, hub));
     }
 }
 
+/// Announcements go out at most this often: each is a transaction of its own (one commit,
+/// a lock on the notification queue), and a wake-up a few milliseconds later costs the
+/// streams nothing, while one per append would double the database's commits.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
+
 async fn announce(pool: &PgPool, hub: &ChangeHub) {
     loop {
+        tokio::time::sleep(ANNOUNCE_EVERY).await;
         let bots = hub.take_outbox().await;
         let payloads: Vec<&str> = bots
             .iter()

@@ -3,9 +3,9 @@
 //! written once over either database.
 
 use super::{
-    Change, ChangesPage, ConversationFilter, ConversationKey, ConversationRecord, EventRecord,
-    EventsPage, FeedPosition, KeyRecord, ParticipantStint, Previous, StintKey, StoreError,
-    TransferDataRecord, Window,
+    BotRecord, Change, ChangesPage, ConversationFilter, ConversationKey, ConversationRecord,
+    EventRecord, EventsPage, FeedPosition, KeyRecord, ParticipantStint, Previous, StintKey,
+    StoreError, TransferDataRecord, Window,
 };
 use crate::domain::{
     Anomaly, EventName, ExitType, Experience, Hop, HopKind, HopOutcome, Participant,
@@ -580,6 +580,20 @@ pub fn changes(
 const EXISTS: &str =
     "SELECT count(*) FROM conversations WHERE bot_id = $1 AND conversation_id = $2";
 
+/// The bots that have conversations, by id, each with its latest event's time: a loose
+/// index scan (one probe per bot, not a read of every conversation).
+const BOTS: &str = "WITH RECURSIVE bots(bot_id) AS (
+        SELECT (SELECT bot_id FROM conversations ORDER BY bot_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT c.bot_id FROM conversations c WHERE c.bot_id > b.bot_id
+                ORDER BY c.bot_id LIMIT 1)
+        FROM bots b WHERE b.bot_id IS NOT NULL)
+    SELECT b.bot_id,
+        (SELECT c.last_event_at FROM conversations c WHERE c.bot_id = b.bot_id
+         ORDER BY c.last_event_at DESC LIMIT 1) AS last_event_at
+    FROM bots b WHERE b.bot_id IS NOT NULL
+    LIMIT $1";
+
 const TRANSFER_DATA: &str = "SELECT seq, received_at, participant,
         CAST(transfer_data AS TEXT) AS data
     FROM events
@@ -967,6 +981,12 @@ pub struct TransferDataRow {
 }
 
 #[derive(FromRow)]
+pub struct BotRow {
+    bot_id: String,
+    last_event_at: DbTime,
+}
+
+#[derive(FromRow)]
 pub struct KeyRow {
     fingerprint: String,
     conversation_id: String,
@@ -1023,6 +1043,7 @@ where
     ChangeRow: for<'r> FromRow<'r, DB::Row>,
     StintRow: for<'r> FromRow<'r, DB::Row>,
     TransferDataRow: for<'r> FromRow<'r, DB::Row>,
+    BotRow: for<'r> FromRow<'r, DB::Row>,
     KeyRow: for<'r> FromRow<'r, DB::Row>,
     (i64,): for<'r> FromRow<'r, DB::Row>,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
@@ -1234,6 +1255,20 @@ where
             participant: row.participant.map(|Json(participant)| participant),
             data: RawValue::from_string(row.data).context("stored transferData is not JSON")?,
         }))
+    }
+
+    /// Up to `limit` bots that have conversations, by id.
+    pub async fn bots(&self, limit: i64) -> Result<Vec<BotRecord>, StoreError> {
+        let rows = self
+            .fetch::<BotRow>(Self::sql(BOTS, [Bind::Int(limit)]))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| BotRecord {
+                bot_id: row.bot_id,
+                last_event_at: row.last_event_at.into(),
+            })
+            .collect())
     }
 
     pub async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError> {

@@ -1,0 +1,74 @@
+//! The bots a caller may read (SPEC 9): where the ops console starts.
+
+use super::conversations::authorize_read_any;
+use super::{AppState, paths};
+use crate::auth::Caller;
+use crate::domain::timestamp;
+use crate::error::{ApiError, Problem};
+use crate::store::BotRecord;
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// The most bots listed: the console offers them in one menu.
+pub const MAX_BOTS: i64 = 1000;
+
+/// A bot with conversations.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BotView {
+    bot_id: String,
+    /// When its latest event arrived.
+    #[serde(serialize_with = "timestamp::serialize")]
+    last_event_at: OffsetDateTime,
+}
+
+/// The bots the token's app may read.
+#[derive(Serialize, ToSchema)]
+pub struct BotList {
+    /// By `botId`; at most 1000.
+    items: Vec<BotView>,
+}
+
+#[utoipa::path(
+    get,
+    path = paths::BOTS,
+    tag = "query",
+    operation_id = "listBots",
+    summary = "The bots the app may read that have conversations",
+    description = "By `botId`, at most 1000: the bots the token's app may read (its `bots`, or \
+every bot for `*`) that have at least one conversation.",
+    responses(
+        (status = 200, description = "The bots.", body = BotList),
+        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+    security(("token" = []))
+)]
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<BotList>, ApiError> {
+    authorize_read_any(&caller)?;
+    // Bots are few; those the app may not read are left out after the scan.
+    let bots = state.store.bots(MAX_BOTS * 10).await?;
+    let items = bots
+        .into_iter()
+        .filter(|bot| caller.serves(&bot.bot_id))
+        .take(MAX_BOTS as usize)
+        .map(
+            |BotRecord {
+                 bot_id,
+                 last_event_at,
+             }| BotView {
+                bot_id,
+                last_event_at,
+            },
+        )
+        .collect();
+    Ok(Json(BotList { items }))
+}
