@@ -1,37 +1,44 @@
-# syntax=docker/dockerfile:1.7
+# The service's image: `docker build -t agentassist-hooks .` (README, "Deployment with
+# Docker"). CI builds and runs this file for real (.ci/container).
+#
+# The base images are build arguments. The defaults are the public images; a build that
+# cannot pull them passes its own, as CI does with stand-ins it builds locally
+# (--build-arg BUILDER_IMAGE=… --build-arg RUNTIME_IMAGE=…). Builder and runtime must be
+# the same Debian release (the binary links against its glibc).
+# No `# syntax=` line and no BuildKit-only instructions: the builder's built-in frontend
+# (or the legacy builder) reads this file with nothing pulled from a registry.
+ARG BUILDER_IMAGE=rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-ARG RUST_VERSION=1.95
-ARG DEBIAN_RELEASE=bookworm
-
-FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
-# aws-lc-sys (JWT signatures) compiles C with the cc crate on x86_64/aarch64 Linux:
-# a C toolchain is enough, no cmake, clang or Go unless the FIPS feature is on.
-# Unpinned on purpose: the release's current (security-patched) packages are wanted.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
-    && rm -rf /var/lib/apt/lists/*
+FROM ${BUILDER_IMAGE} AS builder
+# The slim Rust image already has gcc and libc6-dev: all that aws-lc-sys (JWT signatures)
+# and the bundled SQLite need to compile their C with the cc crate.
 WORKDIR /src
-# Compile-time checked queries must not need a database during the image build.
 ENV CARGO_INCREMENTAL=0 \
     CARGO_TERM_COLOR=never \
     SQLX_OFFLINE=true
+# Dependencies first, from the manifests alone with an empty crate in place of ours: this
+# layer (the crates downloaded and compiled, most of the build's time) is reused until
+# Cargo.toml or Cargo.lock changes. Then the crate's own artefacts are cleaned, so the
+# build below always compiles the real sources whatever their timestamps.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src \
+    && echo 'fn main() {}' > src/main.rs \
+    && cp src/main.rs build.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked --bin agentassist-hooks \
+    && cargo clean --release -p agentassist-hooks \
+    && rm -rf src build.rs
 COPY . .
-# The registry and target dir live in BuildKit caches, so a source change only
-# recompiles the crate itself; the binary is copied out of the cache mount.
-RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
-    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin agentassist-hooks \
+RUN cargo build --release --locked --bin agentassist-hooks \
     && install -D -m 0755 target/release/agentassist-hooks /out/agentassist-hooks
 
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-# curl only serves the HEALTHCHECK below and the compose file's readiness probe.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 app \
+FROM ${RUNTIME_IMAGE} AS runtime
+# Nothing is installed: the binary needs only glibc (no TLS: PostgreSQL is reached
+# without it), and the health check is the binary's own `healthcheck` command.
+# /app/data belongs to the service's user, and a fresh named volume mounted there takes
+# that ownership, so the embedded SQLite store is writable without running as root.
+RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin app \
     && mkdir -p /app/data \
@@ -46,10 +53,13 @@ EXPOSE 8080
 VOLUME ["/app/data"]
 # Numeric, so that orchestrators can verify runAsNonRoot without /etc/passwd.
 USER 10001:10001
-# Shell form for `|| exit 1`: Docker reserves health-check exit codes other than 0 and 1.
-# hadolint ignore=DL3025
+# GET /readyz on 127.0.0.1:8080; exits 0 on a 2xx answer, 1 otherwise (the only codes
+# Docker allows), within 2 s.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-    CMD curl -fsS -o /dev/null http://127.0.0.1:8080/healthz || exit 1
+    CMD ["/usr/local/bin/agentassist-hooks", "healthcheck"]
+# The binary is PID 1 and handles SIGTERM itself: it stops accepting, lets in-flight
+# requests finish (up to server.shutdown_timeout_seconds, 30 s) and exits 0. It starts
+# no child processes, so there are none to reap.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/agentassist-hooks"]
 CMD ["serve"]

@@ -82,7 +82,7 @@ impl AppRegistry {
             );
             ensure!(
                 !app.permissions.is_empty(),
-                "app {id} has no permissions: list \"ingest\" and/or \"read\""
+                "app {id} has no permissions: list \"ingest\", \"read\" and/or \"erase\""
             );
             let access = Access {
                 app_id: id.clone(),

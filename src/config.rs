@@ -24,6 +24,8 @@ pub struct Settings {
     #[serde(default)]
     pub changes: ChangesSettings,
     #[serde(default)]
+    pub retention: RetentionSettings,
+    #[serde(default)]
     pub apps: Vec<AppConfig>,
 }
 
@@ -204,12 +206,38 @@ impl Default for ChangesSettings {
     }
 }
 
+/// How long conversations are kept (SPEC 10).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Conversations ended, or idle (nobody present), with no event for this many days
+    /// are deleted with everything they hold; `None` (the default) keeps them forever.
+    pub ended_days: Option<u32>,
+    /// How long an erasure's tombstone stays in the change feed, so that consumers that
+    /// were away learn of it; it holds the conversation's id and the time, nothing else.
+    pub tombstone_days: u32,
+    /// How often each replica looks for conversations past the limit.
+    pub purge_interval_seconds: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            ended_days: None,
+            tombstone_days: 30,
+            purge_interval_seconds: 600,
+        }
+    }
+}
+
 /// What an app may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Permission {
     Ingest,
     Read,
+    /// Delete a conversation and everything it holds (SPEC 10); in no app unless configured.
+    Erase,
 }
 
 /// One value or a list: a list of secrets rotates keys.

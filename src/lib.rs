@@ -15,6 +15,8 @@ pub mod error;
 pub mod metrics;
 /// The OpenAPI document of the HTTP API.
 pub mod openapi;
+/// The `healthcheck` command's HTTP probe (the container image has no curl).
+pub mod probe;
 /// Routes and the router with its middleware.
 pub mod routes;
 /// The HTTP/1 server: connection limit, header, idle and write timeouts.

@@ -1,12 +1,14 @@
-//! The `agentassist-hooks` command line: serve, migrate, check-config, token, openapi.
+//! The `agentassist-hooks` command line: serve, migrate, check-config, token, openapi,
+//! healthcheck, purge.
 
 use agentassist_hooks::auth::{AppRegistry, issue_token};
 use agentassist_hooks::config::Settings;
-use agentassist_hooks::{openapi, startup, store, telemetry};
+use agentassist_hooks::{openapi, probe, startup, store, telemetry};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +35,29 @@ enum Command {
     Token(TokenArgs),
     /// Print the OpenAPI document (as served at /openapi.json and kept in docs/openapi.json).
     Openapi,
+    /// GET a URL of the running service (the container's health check); exit 0 on a 2xx
+    /// answer within 2 s, 1 otherwise.
+    Healthcheck(HealthcheckArgs),
+    /// Delete the conversations past `retention.ended_days` now (the service also does it
+    /// in the background), or with --dry-run only show what would go.
+    Purge(PurgeArgs),
+}
+
+#[derive(Args)]
+struct PurgeArgs {
+    /// Show what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Days instead of the configured `retention.ended_days`.
+    #[arg(long)]
+    ended_days: Option<u32>,
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// The URL to ask (http only).
+    #[arg(long, default_value = probe::DEFAULT_URL)]
+    url: String,
 }
 
 #[derive(Args)]
@@ -77,6 +102,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", openapi::json());
             return Ok(());
         }
+        Command::Healthcheck(args) => {
+            println!("{}", probe::check(&args.url, Duration::from_secs(2))?);
+            return Ok(());
+        }
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
@@ -103,8 +132,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Token(_) | Command::Openapi => unreachable!("handled above"),
+        Command::Purge(args) => runtime.block_on(purge(&settings, &args)),
+        Command::Token(_) | Command::Openapi | Command::Healthcheck(_) => {
+            unreachable!("handled above")
+        }
     }
+}
+
+async fn purge(settings: &Settings, args: &PurgeArgs) -> anyhow::Result<()> {
+    let days = args.ended_days.or(settings.retention.ended_days).context(
+        "retention.ended_days is not set, so nothing expires; set it, or pass --ended-days",
+    )?;
+    let ended_before = time::OffsetDateTime::now_utc() - time::Duration::days(days.into());
+    let since = ended_before
+        .format(&time::format_description::well_known::Rfc3339)
+        .context("cannot format the limit")?;
+    let store = store::connect(&settings.database).await?;
+    let outcome = async {
+        if args.dry_run {
+            let expired = store.expired(ended_before).await?;
+            println!(
+                "dry run: {} conversation(s) with {} event(s), nobody present and no event since \
+                 {since} ({days} days), would be deleted",
+                expired.conversations, expired.events
+            );
+        } else {
+            let purged = store.purge_expired(ended_before).await?;
+            println!(
+                "deleted {purged} conversation(s) with nobody present and no event since {since} \
+                 ({days} days)"
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    outcome
 }
 
 fn token(args: &TokenArgs) -> anyhow::Result<String> {

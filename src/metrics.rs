@@ -51,6 +51,10 @@ pub const CHANGE_ITEMS_SENT: &str = "agentassist_hooks_change_items_sent_total";
 pub const CHANGE_READERS_CUT_OFF: &str = "agentassist_hooks_change_readers_cut_off_total";
 /// Live streams refused with 503 at `changes.max_streams`.
 pub const CHANGE_STREAMS_REFUSED: &str = "agentassist_hooks_change_streams_refused_total";
+/// Conversations deleted by retention (SPEC 10).
+pub const CONVERSATIONS_PURGED: &str = "agentassist_hooks_conversations_purged_total";
+/// Conversations erased on request (SPEC 10).
+pub const CONVERSATIONS_ERASED: &str = "agentassist_hooks_conversations_erased_total";
 
 /// Latency buckets, in seconds: an append takes milliseconds; 30 s is the request timeout.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -156,11 +160,23 @@ fn describe() {
         Unit::Count,
         "Live change streams refused with 503 because changes.max_streams were open"
     );
+    describe_counter!(
+        CONVERSATIONS_PURGED,
+        Unit::Count,
+        "Conversations deleted by retention (retention.ended_days) on this instance"
+    );
+    describe_counter!(
+        CONVERSATIONS_ERASED,
+        Unit::Count,
+        "Conversations erased on request (DELETE) through this instance"
+    );
     // Series that exist before their first event, so that rate() sees them start at zero.
     gauge!(CHANGE_STREAMS_OPEN).set(0);
     counter!(CHANGE_ITEMS_SENT).absolute(0);
     counter!(CHANGE_READERS_CUT_OFF).absolute(0);
     counter!(CHANGE_STREAMS_REFUSED).absolute(0);
+    counter!(CONVERSATIONS_PURGED).absolute(0);
+    counter!(CONVERSATIONS_ERASED).absolute(0);
     counter!(REQUESTS_SHED).absolute(0);
     counter!(REQUEST_TIMEOUTS).absolute(0);
     counter!(IDEMPOTENT_REPLAYS).absolute(0);
@@ -301,4 +317,14 @@ pub fn change_reader_cut_off() {
 /// A live change stream refused at `changes.max_streams`.
 pub fn change_stream_refused() {
     counter!(CHANGE_STREAMS_REFUSED).increment(1);
+}
+
+/// Conversations deleted by retention.
+pub fn conversations_purged(count: usize) {
+    counter!(CONVERSATIONS_PURGED).increment(count as u64);
+}
+
+/// A conversation erased on request.
+pub fn conversation_erased() {
+    counter!(CONVERSATIONS_ERASED).increment(1);
 }

@@ -1,7 +1,7 @@
 //! Builds the application from settings and serves it until a shutdown signal.
 
 use crate::auth::AppRegistry;
-use crate::config::Settings;
+use crate::config::{RetentionSettings, Settings};
 use crate::routes::{AppState, router};
 use crate::server;
 use crate::store::{self, Store};
@@ -45,6 +45,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         store.clone(),
         Duration::from_secs(settings.idempotency.retention_seconds),
     ));
+    let retaining = tokio::spawn(enforce_retention(store.clone(), settings.retention.clone()));
     let app = router(state, &settings.server);
     let upkeep = crate::metrics::spawn_upkeep();
     let listener = TcpListener::bind(settings.server.bind)
@@ -76,6 +77,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         } => tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway"),
     }
     purging.abort();
+    retaining.abort();
     relaying.abort();
     upkeep.abort();
     store.close().await;
@@ -93,6 +95,36 @@ async fn purge_expired_keys(store: Store, retention: Duration) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "forgot expired idempotency keys"),
             Err(error) => tracing::warn!(error = %error, "could not purge idempotency keys"),
+        }
+    }
+}
+
+/// Deletes conversations past `retention.ended_days`, and erasure tombstones past
+/// `retention.tombstone_days`, every `retention.purge_interval_seconds`. Every replica runs
+/// it; they never delete a conversation twice, nor wait on each other.
+async fn enforce_retention(store: Store, retention: RetentionSettings) {
+    let mut every =
+        tokio::time::interval(Duration::from_secs(retention.purge_interval_seconds.max(1)));
+    loop {
+        every.tick().await;
+        let now = time::OffsetDateTime::now_utc();
+        if let Some(days) = retention.ended_days {
+            match store
+                .purge_expired(now - time::Duration::days(days.into()))
+                .await
+            {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, days, "deleted conversations past retention"),
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not purge expired conversations")
+                }
+            }
+        }
+        let tombstones_before = now - time::Duration::days(retention.tombstone_days.into());
+        match store.purge_tombstones(tombstones_before).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "forgot old erasure tombstones"),
+            Err(error) => tracing::warn!(error = %error, "could not purge erasure tombstones"),
         }
     }
 }

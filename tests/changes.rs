@@ -23,6 +23,7 @@ on_both_backends!(
     a_reader_that_falls_behind_is_cut_off_and_resumes_on_reconnect,
     streams_beyond_the_limit_are_refused_and_streams_end_at_shutdown,
     a_stream_ends_when_its_token_expires,
+    a_reader_starting_at_now_gets_only_what_is_stored_from_then_on,
 );
 
 fn changes_path(after: Option<&str>, limit: usize) -> String {
@@ -501,4 +502,45 @@ async fn wait_for_listeners(pool: &sqlx::PgPool, count: i64) {
         assert!(Instant::now() < deadline, "the relays never listen");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn a_reader_starting_at_now_gets_only_what_is_stored_from_then_on(backend: Backend) {
+    let app = backend.app().await;
+    let empty = app.get(&changes_path(Some("now"), 10), &read_token()).await;
+    assert_eq!(empty.status, 200, "{}", empty.body);
+    assert_eq!(empty.body["items"], json!([]));
+    let beginning = empty.body["nextAfter"]
+        .as_str()
+        .expect("an empty feed's end is named");
+    let from_beginning = app
+        .get(&changes_path(Some(beginning), 10), &read_token())
+        .await;
+    assert_eq!(from_beginning.body["items"], json!([]));
+    let before = batch("c-before", vec![transfer("NA", "entry", "a1")]);
+    assert_eq!(app.post_events(BOT, &before).await.status, 200);
+
+    let end = app.get(&changes_path(Some("now"), 10), &read_token()).await;
+
+    assert_eq!(end.body["items"], json!([]), "nothing stored before now");
+    let position = end.body["nextAfter"]
+        .as_str()
+        .expect("the end's position")
+        .to_owned();
+    let mut stream = app.stream_after(BOT, &read_token(), "now").await;
+    let opened = stream.next_message().await.unwrap();
+    assert_eq!(opened.comment.as_deref(), Some("connected"));
+    assert_eq!(
+        opened.id.as_deref(),
+        Some(position.as_str()),
+        "the stream names where it starts, for a reconnect before any item"
+    );
+    let after = batch("c-after", vec![transfer("NA", "entry", "a2")]);
+    assert_eq!(app.post_events(BOT, &after).await.status, 200);
+    let (items, _) = read_feed(&app, Some(position), 10, 1).await;
+    assert_eq!(keys(&items), [("c-after".to_owned(), 1)]);
+    let streamed = stream.expect_change(10).await.json();
+    assert_eq!(
+        streamed["conversationId"], "c-after",
+        "the stream skipped what came before"
+    );
 }

@@ -1,12 +1,15 @@
 //! The command line: `token` prints a JWT the service accepts; `check-config` vets config;
-//! `openapi` prints the committed API description.
+//! `openapi` prints the committed API description; `healthcheck` probes a running service.
 
 mod common;
 
 on_both_backends!(the_token_command_prints_a_token_the_service_accepts,);
 
 use common::*;
-use std::process::Command;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_agentassist-hooks");
 
@@ -146,4 +149,79 @@ fn the_openapi_command_prints_the_committed_document() {
         "docs/openapi.json is stale: regenerate it with \
          `cargo run -q -- openapi > docs/openapi.json` and commit it"
     );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn healthcheck(url: &str) -> Output {
+    Command::new(BINARY)
+        .args(["healthcheck", "--url", url])
+        .output()
+        .unwrap()
+}
+
+/// The real service on the embedded store in a directory of its own, killed when dropped.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn healthcheck_exits_0_on_a_ready_service_and_1_on_an_error_answer_or_a_closed_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut service = Service(
+        Command::new(BINARY)
+            .args(["serve", "--config"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local.toml"))
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("AGENTASSIST_HOOKS_CONFIG")
+            .env("KORE_CLIENT_SECRET", INGEST_SECRET)
+            .env("HOOKS__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let healthy = loop {
+        let output = healthcheck(&ready);
+        if output.status.success() {
+            break output;
+        }
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        assert!(
+            service.0.try_wait().unwrap().is_none(),
+            "the service exited early"
+        );
+        assert!(Instant::now() < deadline, "never healthy: {output:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let not_found = healthcheck(&format!("http://127.0.0.1:{port}/no-such-page"));
+    let started = Instant::now();
+    let closed = healthcheck(&format!("http://127.0.0.1:{}/readyz", free_port()));
+    let closed_took = started.elapsed();
+
+    assert!(
+        String::from_utf8_lossy(&healthy.stdout).starts_with("HTTP/1.1 200"),
+        "{healthy:?}"
+    );
+    assert_eq!(not_found.status.code(), Some(1), "{not_found:?}");
+    assert!(String::from_utf8_lossy(&not_found.stderr).contains("404"));
+    assert_eq!(closed.status.code(), Some(1), "{closed:?}");
+    assert!(String::from_utf8_lossy(&closed.stderr).contains("cannot connect"));
+    assert!(closed_took < Duration::from_secs(3), "took {closed_took:?}");
 }

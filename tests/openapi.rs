@@ -85,9 +85,9 @@ async fn every_documented_operation_is_routed() {
         }
     }
     assert_eq!(
-        operations, 18,
-        "3 hooks paths, 3 for Bright Pattern and Salesforce, the bots and 5 queries, the change \
-         feed and its stream, 4 operator endpoints"
+        operations, 19,
+        "3 hooks paths, 3 for Bright Pattern and Salesforce, the bots and 5 queries, the erasure, \
+         the change feed and its stream, 4 operator endpoints"
     );
 }
 

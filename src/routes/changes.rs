@@ -10,9 +10,10 @@ use super::extract::{PathParams, QueryParams};
 use super::paths;
 use crate::auth::Caller;
 use crate::changes::{StreamHandle, Woken};
+use crate::domain::timestamp;
 use crate::domain::{FieldError, Status};
 use crate::error::{ApiError, Problem};
-use crate::store::{Change, ChangesPage, FeedPosition, Store};
+use crate::store::{Change, ChangeKind, ChangesPage, FeedPosition, Store};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -21,6 +22,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use std::convert::Infallible;
 use std::time::Duration;
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::time::Instant;
@@ -45,11 +47,19 @@ const HELD_BACK_RETRY: Duration = Duration::from_millis(20);
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
-/// A stored event in the feed (SPEC 8): the 4.2 event with its conversation and position.
+/// An item of the feed (SPEC 8): a stored event, or a conversation's erasure.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ChangeItem {
+    Event(EventChange),
+    Erased(ErasureChange),
+}
+
+/// A stored event in the feed: the 4.2 event with its conversation and position.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ChangeItem {
-    /// Always `event` (an erasure is `conversation.erased`).
+pub struct EventChange {
+    /// Always `event`.
     #[schema(example = "event")]
     kind: &'static str,
     /// Opaque: pass it as `after`, or as `Last-Event-ID`, to continue after this item.
@@ -62,14 +72,51 @@ pub struct ChangeItem {
     event: StoredEvent,
 }
 
+/// A conversation was erased (SPEC 10): delete every copy of it. An event of the same
+/// conversation id after it starts a new conversation (from `seq` 1).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasureChange {
+    /// Always `conversation.erased`.
+    #[schema(example = "conversation.erased")]
+    kind: &'static str,
+    /// Opaque, as an event's.
+    position: String,
+    conversation_id: String,
+    #[serde(serialize_with = "timestamp::serialize")]
+    erased_at: OffsetDateTime,
+}
+
+impl ChangeItem {
+    fn position(&self) -> &str {
+        match self {
+            Self::Event(change) => &change.position,
+            Self::Erased(change) => &change.position,
+        }
+    }
+}
+
 impl From<Change> for ChangeItem {
     fn from(change: Change) -> Self {
-        Self {
-            kind: "event",
-            position: encode_cursor(&change.position),
-            conversation_id: change.position.conversation_id,
-            conversation_status: change.conversation_status,
-            event: change.event.into(),
+        let position = encode_cursor(&change.position);
+        let conversation_id = change.position.conversation_id;
+        match change.kind {
+            ChangeKind::Event {
+                conversation_status,
+                event,
+            } => Self::Event(EventChange {
+                kind: "event",
+                position,
+                conversation_id,
+                conversation_status,
+                event: event.into(),
+            }),
+            ChangeKind::Erased { at } => Self::Erased(ErasureChange {
+                kind: "conversation.erased",
+                position,
+                conversation_id,
+                erased_at: at,
+            }),
         }
     }
 }
@@ -101,7 +148,8 @@ impl IntoResponse for ChangePage {
 #[into_params(parameter_in = Query, style = Form)]
 pub struct ChangesQuery {
     /// The `nextAfter` of the previous page, or an item's `position`; omitted or empty:
-    /// from the oldest kept event.
+    /// from the oldest kept event; `now`: from the feed's end, only what is stored from now
+    /// on (the page's `nextAfter` is then that end's position).
     pub after: Option<String>,
     /// Page size.
     #[param(minimum = 1, maximum = 1000, default = 100)]
@@ -117,18 +165,53 @@ pub struct StreamQuery {
     pub after: Option<String>,
 }
 
-/// A position as sent in `name`; empty or absent is the start of the feed.
-fn position(
-    text: Option<&str>,
-    name: &str,
-    problems: &mut Vec<FieldError>,
-) -> Option<FeedPosition> {
-    let text = text.filter(|text| !text.is_empty())?;
-    let position = decode_cursor::<FeedPosition>(text);
-    if position.is_none() {
-        problems.push(problem(name, "is not a position this API returned"));
+/// The `after` that starts at the feed's end: only what is stored from now on.
+const NOW: &str = "now";
+
+/// Where a reader starts.
+enum Start {
+    /// The oldest kept item: `after` empty or absent.
+    Beginning,
+    /// Just after a position this API returned.
+    After(FeedPosition),
+    /// The feed's end as it is now (`after=now`).
+    End,
+}
+
+impl Start {
+    /// As sent in `name`.
+    fn parse(text: Option<&str>, name: &str, problems: &mut Vec<FieldError>) -> Self {
+        match text.filter(|text| !text.is_empty()) {
+            None => Self::Beginning,
+            Some(NOW) => Self::End,
+            Some(text) => decode_cursor::<FeedPosition>(text).map_or_else(
+                || {
+                    problems.push(problem(
+                        name,
+                        "is not a position this API returned, nor `now`",
+                    ));
+                    Self::Beginning
+                },
+                Self::After,
+            ),
+        }
     }
-    position
+
+    /// The position to read after; `None` for the beginning.
+    async fn resolve(self, store: &Store, bot_id: &str) -> Result<Option<FeedPosition>, ApiError> {
+        Ok(match self {
+            Self::Beginning => None,
+            Self::After(position) => Some(position),
+            // An empty feed's end is its beginning, named, so that a reader who keeps it
+            // gets everything stored from now on.
+            Self::End => Some(
+                store
+                    .feed_end(bot_id)
+                    .await?
+                    .unwrap_or_else(FeedPosition::beginning),
+            ),
+        })
+    }
 }
 
 #[utoipa::path(
@@ -163,9 +246,10 @@ pub async fn changes(
     authorize_read(&caller, &bot_id)?;
     let mut problems = Vec::new();
     let limit = params.limit(CHANGES_LIMIT, &mut problems);
-    let after = position(params.get("after"), "after", &mut problems);
+    let start = Start::parse(params.get("after"), "after", &mut problems);
     reject(problems)?;
 
+    let after = start.resolve(&state.store, &bot_id).await?;
     let mut page = state
         .store
         .changes(&bot_id, after.as_ref(), limit, EVENTS_PAGE_BYTES)
@@ -186,7 +270,7 @@ pub async fn changes(
     let items: Vec<ChangeItem> = page.changes.into_iter().map(ChangeItem::from).collect();
     let next_after = items
         .last()
-        .map(|item| item.position.clone())
+        .map(|item| item.position().to_owned())
         .or_else(|| after.as_ref().map(encode_cursor));
     Ok(ChangePage { items, next_after })
 }
@@ -229,15 +313,16 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     authorize_read(&caller, &bot_id)?;
     let mut problems = Vec::new();
-    let after = match headers.get(LAST_EVENT_ID) {
+    let start = match headers.get(LAST_EVENT_ID) {
         Some(value) if !value.is_empty() => {
             // Not visible ASCII cannot be a position either.
             let text = value.to_str().unwrap_or("\0");
-            position(Some(text), "Last-Event-ID", &mut problems)
+            Start::parse(Some(text), "Last-Event-ID", &mut problems)
         }
-        _ => position(params.get("after"), "after", &mut problems),
+        _ => Start::parse(params.get("after"), "after", &mut problems),
     };
     reject(problems)?;
+    let after = start.resolve(&state.store, &bot_id).await?;
 
     // Read before answering, so that a database that is down answers 503, not a silent stream.
     let first = state
@@ -248,6 +333,10 @@ pub async fn stream(
         .changes
         .open_stream(&bot_id)
         .ok_or(ApiError::Unavailable)?;
+    // The position it starts after, as the first `id:` (with no data, so no item): a reader
+    // that reconnects before any item came resumes there, not at a later `now`.
+    let start = encode_cursor(after.as_ref().unwrap_or(&FeedPosition::beginning()));
+    let opened = Event::default().comment("connected").id(start);
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
     let producer = Producer {
         store: state.store.clone(),
@@ -260,7 +349,7 @@ pub async fn stream(
     };
     tokio::spawn(producer.run(first));
 
-    let opened = futures_util::stream::once(async { Ok(Event::default().comment("connected")) });
+    let opened = futures_util::stream::once(async { Ok(opened) });
     let items = futures_util::stream::unfold(receiver, |mut receiver| async move {
         let event = receiver.recv().await?;
         Some((Ok::<_, Infallible>(event), receiver))
@@ -365,7 +454,7 @@ fn sse_event(change: Change) -> Event {
     let item = ChangeItem::from(change);
     let data = serde_json::to_string(&item).unwrap_or_default();
     Event::default()
-        .id(item.position)
+        .id(item.position())
         .event("change")
         .data(data)
 }

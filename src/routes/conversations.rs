@@ -18,7 +18,7 @@ use crate::store::{
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -224,6 +224,49 @@ impl ParticipantView {
 /// Durations to the millisecond, so that `12.345` reads as written.
 fn round_millis(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
+}
+
+#[utoipa::path(
+    delete,
+    path = paths::CONVERSATION,
+    tag = "query",
+    operation_id = "eraseConversation",
+    summary = "Erase a conversation and everything it holds",
+    description = "Needs the `erase` permission. Deletes the conversation's events, stints, \
+hops, transfer data, interaction and idempotency records in one transaction; every read then \
+answers 404, as for a conversation that never existed, and the change feed gets a \
+`conversation.erased` item. An event arriving later for the same conversation id starts a new \
+conversation, from `seq` 1.",
+    params(
+        ("botId" = String, Path, description = BOT_ID),
+        ("conversationId" = String, Path, description = "The conversation."),
+    ),
+    responses(
+        (status = 204, description = "Erased."),
+        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The app lacks the `erase` permission.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such conversation, or a bot the app may not erase in.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+    security(("token" = []))
+)]
+pub async fn erase(
+    caller: Caller,
+    State(state): State<AppState>,
+    PathParams((bot_id, conversation_id)): PathParams<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    if !caller.has(Permission::Erase) {
+        return Err(ApiError::Forbidden);
+    }
+    if !caller.serves(&bot_id) || !state.store.erase(&bot_id, &conversation_id).await? {
+        return Err(ApiError::NotFound);
+    }
+    crate::metrics::conversation_erased();
+    state.changes.committed(&bot_id);
+    // Without the conversation's id: the log is not a place it may stay.
+    tracing::info!(app_id = caller.app_id(), bot_id, "erased a conversation");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Path parameters shared by the conversation queries.

@@ -128,7 +128,10 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         .route(paths::HOOKS_ALIASES[1], post(hooks::ingest))
         .route(paths::BOTS, get(bots::list))
         .route(paths::CONVERSATIONS, get(conversations::list))
-        .route(paths::CONVERSATION, get(conversations::conversation))
+        .route(
+            paths::CONVERSATION,
+            get(conversations::conversation).delete(conversations::erase),
+        )
         .route(paths::EVENTS, get(conversations::events))
         .route(
             paths::TRANSFER_DATA,

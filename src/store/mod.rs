@@ -5,10 +5,12 @@
 //! written per backend.
 
 mod postgres;
+pub(crate) mod retention;
 mod sql;
 mod sqlite;
 
 pub use postgres::PgStore;
+pub use retention::{Candidate, Expired};
 pub use sql::DbTime;
 pub use sqlite::{DEFAULT_SQLITE_FILE, SqliteStore};
 
@@ -264,14 +266,35 @@ pub struct FeedPosition {
     pub seq: i64,
 }
 
-/// An item of the change feed: a stored event with its conversation.
+impl FeedPosition {
+    /// Before every item of every feed.
+    pub fn beginning() -> Self {
+        Self {
+            txn: -1,
+            conversation_id: String::new(),
+            seq: 0,
+        }
+    }
+}
+
+/// An item of the change feed.
 #[derive(Debug, Clone)]
 pub struct Change {
     pub position: FeedPosition,
-    /// The conversation's status after the event; unknown for an event stored before the
-    /// feed existed, other than its conversation's last.
-    pub conversation_status: Option<Status>,
-    pub event: EventRecord,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChangeKind {
+    /// A stored event of the conversation.
+    Event {
+        /// The conversation's status after the event; unknown for an event stored before
+        /// the feed existed, other than its conversation's last.
+        conversation_status: Option<Status>,
+        event: EventRecord,
+    },
+    /// The conversation was erased (SPEC 10): consumers delete their copies of it.
+    Erased { at: OffsetDateTime },
 }
 
 /// A page of the change feed.
@@ -566,6 +589,21 @@ impl Store {
         }
     }
 
+    /// The bot's feed's end now: the position after which only what is listed from now on
+    /// comes; `None` while its feed is empty.
+    pub async fn feed_end(&self, bot_id: &str) -> Result<Option<FeedPosition>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => {
+                let sql = sql::feed_end(bot_id, sql::Horizon::Running);
+                Reads(store.pool()).feed_end(sql).await
+            }
+            Backend::Sqlite(store) => {
+                let sql = sql::feed_end(bot_id, sql::Horizon::Committed);
+                Reads(store.reader()).feed_end(sql).await
+            }
+        }
+    }
+
     /// Up to `limit` conversations after `after`, newest `lastEventAt` first; `now` ends
     /// the lifetime of conversations that have not ended.
     pub async fn conversations(
@@ -614,6 +652,60 @@ impl Store {
         conversation_id: &str,
     ) -> Result<Option<TransferDataRecord>, StoreError> {
         read!(self, reads => reads.transfer_data(bot_id, conversation_id))
+    }
+
+    /// Deletes the conversation with everything it holds, in one transaction, and leaves a
+    /// tombstone in the change feed; whether it existed.
+    pub async fn erase(&self, bot_id: &str, conversation_id: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => store.erase(bot_id, conversation_id).await,
+            Backend::Sqlite(store) => store.erase(bot_id, conversation_id).await,
+        }
+    }
+
+    /// Deletes, in one short transaction, the next few conversations with nobody present
+    /// and no event since `ended_before`; those it deleted (none when nothing is left, or
+    /// another replica holds what is). Safe to run on every replica at once.
+    pub async fn purge_batch(
+        &self,
+        ended_before: OffsetDateTime,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => store.purge_batch(ended_before).await,
+            Backend::Sqlite(store) => store.purge_batch(ended_before).await,
+        }
+    }
+
+    /// Deletes every conversation past the limit, batch by batch; how many this call
+    /// deleted (those another replica deleted meanwhile are its own to count).
+    pub async fn purge_expired(&self, ended_before: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        loop {
+            let batch = self.purge_batch(ended_before).await?;
+            if batch.is_empty() {
+                return Ok(purged);
+            }
+            crate::metrics::conversations_purged(batch.len());
+            purged += batch.len() as u64;
+            // Between batches the writers go first (SQLite has one at a time).
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// What [`Store::purge_expired`] would delete now.
+    pub async fn expired(&self, ended_before: OffsetDateTime) -> Result<Expired, StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => retention::expired(store.pool(), ended_before).await,
+            Backend::Sqlite(store) => retention::expired(store.reader(), ended_before).await,
+        }
+    }
+
+    /// Forgets erasure tombstones older than `before`; how many.
+    pub async fn purge_tombstones(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => retention::purge_tombstones(store.pool(), before).await,
+            Backend::Sqlite(store) => retention::purge_tombstones(store.writer(), before).await,
+        }
     }
 
     /// Relays new events between replicas for the live streams (PostgreSQL, until

@@ -2,6 +2,7 @@
 //! conversation row (a compare-and-set on its `last_seq`, else its lock), so any number of
 //! replicas can share one database.
 
+use super::retention::{self, Candidate};
 use super::sql::{self, DbTime, PresentStintRow, StateParticipant, SummaryRow};
 use super::{
     Appended, Checkout, FeedPosition, KeyRecord, Keyed, StoreError, finish, named_identities, plan,
@@ -96,10 +97,17 @@ impl PgStore {
             (after.txn, after.conversation_id.as_str(), after.seq)
         });
         Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events
-                 WHERE bot_id = $1 AND (feed_txn, conversation_id, seq) > ($2, $3, $4)
-                     AND feed_txn >= (SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot())
-                                                       AS TEXT) AS BIGINT)))",
+            "WITH horizon AS (
+                 SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)
+                     AS xmin)
+             SELECT EXISTS (SELECT 1 FROM events, horizon
+                            WHERE bot_id = $1
+                                AND (feed_txn, conversation_id, seq) > ($2, $3, $4)
+                                AND feed_txn >= horizon.xmin)
+                 OR EXISTS (SELECT 1 FROM erasures, horizon
+                            WHERE bot_id = $1
+                                AND (feed_txn, conversation_id, seq) > ($2, $3, $4)
+                                AND feed_txn >= horizon.xmin)",
         )
         .bind(bot_id)
         .bind(txn)
@@ -131,6 +139,117 @@ impl PgStore {
         connection.reuse_if_ok(&keyed);
         keyed
     }
+}
+
+impl PgStore {
+    /// Deletes the conversation with everything it holds and leaves its tombstone in the
+    /// feed, in one transaction; whether it existed.
+    pub(super) async fn erase(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut connection = Checkout::acquire(&self.pool).await?;
+        let erased = async {
+            let mut tx = connection.begin().await?;
+            let erased = erase_in(&mut tx, bot_id, conversation_id).await;
+            finish(tx, erased, |erased| *erased).await
+        }
+        .await;
+        connection.reuse_if_ok(&erased);
+        erased
+    }
+
+    /// Deletes the next conversations past the limit, in one short transaction; those it
+    /// deleted. A conversation another replica is deleting, or that an append holds right
+    /// now, is skipped; one that took an event meanwhile is kept.
+    pub(super) async fn purge_batch(
+        &self,
+        ended_before: OffsetDateTime,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        let candidates = retention::candidates(&self.pool, ended_before).await?;
+        if candidates.is_empty() {
+            return Ok(candidates);
+        }
+        let mut connection = Checkout::acquire(&self.pool).await?;
+        let purged = async {
+            let mut tx = connection.begin().await?;
+            let purged = purge_in(&mut tx, candidates, ended_before).await;
+            finish(tx, purged, |_| true).await
+        }
+        .await;
+        connection.reuse_if_ok(&purged);
+        purged
+    }
+}
+
+async fn erase_in(
+    tx: &mut Transaction<'_, Postgres>,
+    bot_id: &str,
+    conversation_id: &str,
+) -> Result<bool, StoreError> {
+    let locked = sqlx::query(
+        "SELECT 1 FROM conversations WHERE bot_id = $1 AND conversation_id = $2 FOR UPDATE",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if locked.is_none() {
+        return Ok(false);
+    }
+    // A statement of its own, after the lock: its snapshot sees an append that held the
+    // lock before us and committed.
+    let (last_seq, last_feed_txn): (i64, i64) = sqlx::query_as(
+        "SELECT c.last_seq, COALESCE(
+             (SELECT e.feed_txn FROM events e WHERE e.bot_id = c.bot_id
+                  AND e.conversation_id = c.conversation_id AND e.seq = c.last_seq), 0)
+         FROM conversations c WHERE c.bot_id = $1 AND c.conversation_id = $2",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    retention::delete_conversation(tx, bot_id, conversation_id).await?;
+    // After every event of the conversation in the feed: at least this transaction's id
+    // (the feed's rule) and the last event's feed transaction, one past its last seq.
+    sqlx::query(
+        "INSERT INTO erasures (bot_id, conversation_id, feed_txn, seq, erased_at)
+         VALUES ($1, $2, GREATEST((pg_current_xact_id()::text)::bigint, $3), $4, $5)",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .bind(last_feed_txn)
+    .bind(last_seq + 1)
+    .bind(retention::now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(true)
+}
+
+async fn purge_in(
+    tx: &mut Transaction<'_, Postgres>,
+    candidates: Vec<Candidate>,
+    ended_before: OffsetDateTime,
+) -> Result<Vec<Candidate>, StoreError> {
+    let mut purged = Vec::new();
+    for candidate in candidates {
+        let still_expired = sqlx::query(concat!(
+            retention::still_expired!(),
+            " FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(candidate.bot_id.as_str())
+        .bind(candidate.conversation_id.as_str())
+        .bind(DbTime(ended_before))
+        .fetch_optional(&mut **tx)
+        .await?;
+        if still_expired.is_some() {
+            retention::delete_conversation(tx, &candidate.bot_id, &candidate.conversation_id)
+                .await?;
+            purged.push(candidate);
+        }
+    }
+    Ok(purged)
 }
 
 /// The channel on which replicas announce the bots they stored events for.
@@ -351,62 +470,10 @@ async fn load(
     Ok((stored, row.received_at.into()))
 }
 
-/// Writes `plan` in one statement: the conversation row, if its `last_seq` is still the
-/// one the plan was made from; then, only if it was written, the events, participants and
-/// stints. Whether it was written. Closed stints are found from the plan's rows, as the
-/// participants are in [`load`].
-///
-/// Each event carries its feed transaction (SPEC 8, see `sql::CHANGES`): this
-/// transaction's id, or the previous event's feed transaction if that is larger. An id is
-/// taken when a transaction first writes, which may be before it waits for the row lock,
-/// so a later append to the conversation can have a smaller id; the previous event is
-/// visible here, as the compare-and-set only writes when `last_seq` is the one `load`
-/// read. So feed transactions never decrease along a conversation's `seq`, and none is
-/// ever below the id of the transaction that wrote it.
-async fn write(
-    connection: &mut PgConnection,
-    batch: &IngestBatch,
-    plan: &AppendPlan,
-) -> Result<bool, StoreError> {
-    let events = &batch.events;
-    let names: Vec<&str> = events.iter().map(|event| event.name().as_str()).collect();
-    let transfer_types: Vec<Option<&str>> = events
-        .iter()
-        .map(|event| event.transfer_type().map(|kind| kind.as_str()))
-        .collect();
-    let transitions: Vec<Option<&str>> = events
-        .iter()
-        .map(|event| event.transition().map(|transition| transition.as_str()))
-        .collect();
-    let identities: Vec<Option<&str>> = events
-        .iter()
-        .map(|event| {
-            event
-                .participant()
-                .map(|participant| participant.identity.as_str())
-        })
-        .collect();
-    let participants: Vec<Option<Json<&Participant>>> = events
-        .iter()
-        .map(|event| event.participant().map(Json))
-        .collect();
-    let anomalies: Vec<Json<&[Anomaly]>> = plan
-        .anomalies
-        .iter()
-        .map(|codes| Json(&codes[..]))
-        .collect();
-    let transfer_data: Vec<Option<&str>> = events
-        .iter()
-        .map(|event| event.transfer_data.as_ref().map(|data| data.get()))
-        .collect();
-    let payloads: Vec<&str> = events.iter().map(|event| event.payload.get()).collect();
-    let rows = &plan.participants;
-    let (opened, closed) = (&plan.opened, &plan.closed);
-    let (hops, changes) = (&plan.hops, &plan.hop_changes);
-
-    let query = sqlx::query_scalar(concat!(
-        "WITH conversation AS (",
-        sql::upsert_conversation!(),
+/// The rows an append writes after its conversation's row (`conversation`, which returns
+/// one row only if it was written): events, participants, stints and hops, `$27` onwards.
+macro_rules! append_rows {
+    () => {
         " RETURNING 1
          ), new_events AS (
              INSERT INTO events (bot_id, conversation_id, seq, received_at, name, transfer_type,
@@ -418,7 +485,9 @@ async fn write(
                     GREATEST((pg_current_xact_id()::text)::bigint, COALESCE(
                         (SELECT previous.feed_txn FROM events previous
                          WHERE previous.bot_id = $1 AND previous.conversation_id = $2
-                             AND previous.seq = $27 - 1), 0))
+                             AND previous.seq = $27 - 1),
+                        (SELECT max(erased.feed_txn) + 1 FROM erasures erased
+                         WHERE erased.bot_id = $1 AND erased.conversation_id = $2), 0))
              FROM conversation,
                   UNNEST($29::text[], $30::text[], $31::text[], $32::text[], $33::jsonb[],
                          $34::jsonb[], $35::text[], $36::text[], $67::text[])
@@ -484,7 +553,77 @@ async fn write(
              FROM changing WHERE h.ctid = changing.row_id
          )
          SELECT count(*) FROM conversation"
-    ));
+    };
+}
+
+/// Writes `plan` in one statement: the conversation row, if its `last_seq` is still the
+/// one the plan was made from; then, only if it was written, the events, participants and
+/// stints. Whether it was written. Closed stints are found from the plan's rows, as the
+/// participants are in [`load`].
+///
+/// Each event carries its feed transaction (SPEC 8, see `sql::CHANGES`): this
+/// transaction's id, or the previous event's feed transaction if that is larger. An id is
+/// taken when a transaction first writes, which may be before it waits for the row lock,
+/// so a later append to the conversation can have a smaller id; the previous event is
+/// visible here, as the compare-and-set only writes when `last_seq` is the one `load`
+/// read. So feed transactions never decrease along a conversation's `seq`, and none is
+/// ever below the id of the transaction that wrote it. The first event of a conversation
+/// started again after an erasure goes after the erasure's tombstone, for the same reason.
+async fn write(
+    connection: &mut PgConnection,
+    batch: &IngestBatch,
+    plan: &AppendPlan,
+) -> Result<bool, StoreError> {
+    let events = &batch.events;
+    let names: Vec<&str> = events.iter().map(|event| event.name().as_str()).collect();
+    let transfer_types: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| event.transfer_type().map(|kind| kind.as_str()))
+        .collect();
+    let transitions: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| event.transition().map(|transition| transition.as_str()))
+        .collect();
+    let identities: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| {
+            event
+                .participant()
+                .map(|participant| participant.identity.as_str())
+        })
+        .collect();
+    let participants: Vec<Option<Json<&Participant>>> = events
+        .iter()
+        .map(|event| event.participant().map(Json))
+        .collect();
+    let anomalies: Vec<Json<&[Anomaly]>> = plan
+        .anomalies
+        .iter()
+        .map(|codes| Json(&codes[..]))
+        .collect();
+    let transfer_data: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| event.transfer_data.as_ref().map(|data| data.get()))
+        .collect();
+    let payloads: Vec<&str> = events.iter().map(|event| event.payload.get()).collect();
+    let rows = &plan.participants;
+    let (opened, closed) = (&plan.opened, &plan.closed);
+    let (hops, changes) = (&plan.hops, &plan.hop_changes);
+
+    // A conversation that had events is only ever updated (see `sql::update_conversation`).
+    let query = if plan.expected_seq == 0 {
+        sqlx::query_scalar(concat!(
+            "WITH conversation AS (",
+            sql::upsert_conversation!(),
+            append_rows!()
+        ))
+    } else {
+        sqlx::query_scalar(concat!(
+            "WITH conversation AS (",
+            sql::update_conversation!(),
+            append_rows!()
+        ))
+    };
     let written: i64 = sql::bind_conversation(query, batch, plan)
         .bind(plan.first_seq)
         .bind(plan.received_at)
@@ -724,6 +863,44 @@ mod tests {
         assert!(
             feed[1].1 >= feed[0].1,
             "seq 2 may not come before seq 1 in the feed: {feed:?}"
+        );
+    }
+
+    /// Without the update-only write for a conversation that had events, the stale plan
+    /// would create the erased conversation again, at seq 3, with the erased counts.
+    #[sqlx::test(migrator = "MIGRATOR")]
+    async fn an_append_planned_before_an_erasure_starts_the_conversation_again(pool: PgPool) {
+        let store = PgStore::from_pool(pool.clone());
+        store
+            .append(&batch(json!([
+                transfer("NA", "entry", "a1"),
+                transfer("NA", "exit", "a1")
+            ])))
+            .await
+            .unwrap();
+        let late = batch(json!([transfer("NA", "entry", "a2")]));
+        let mut connection = pool.acquire().await.unwrap();
+        let (found, at) = load(&mut connection, &late).await.unwrap();
+        assert_eq!(found.last_seq, 2);
+
+        assert!(store.erase("st-1", "c-race").await.unwrap());
+        let written = write(&mut connection, &late, &plan(&late, found, at))
+            .await
+            .unwrap();
+
+        assert!(!written, "the conversation is gone: nothing may be written");
+        assert!(stored(&pool).await.is_empty());
+        let appended = store.append(&late).await.unwrap();
+        assert_eq!((appended.first_seq, appended.last_seq), (1, 1));
+        let event_count: i64 = sqlx::query_scalar(
+            "SELECT event_count FROM conversations WHERE conversation_id = 'c-race'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            event_count, 1,
+            "nothing of the erased conversation carried over"
         );
     }
 

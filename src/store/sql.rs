@@ -3,9 +3,9 @@
 //! written once over either database.
 
 use super::{
-    BotRecord, Change, ChangesPage, ConversationFilter, ConversationKey, ConversationRecord,
-    EventRecord, EventsPage, FeedPosition, KeyRecord, ParticipantStint, Previous, StintKey,
-    StoreError, TransferDataRecord, Window,
+    BotRecord, Change, ChangeKind, ChangesPage, ConversationFilter, ConversationKey,
+    ConversationRecord, EventRecord, EventsPage, FeedPosition, KeyRecord, ParticipantStint,
+    Previous, StintKey, StoreError, TransferDataRecord, Window,
 };
 use crate::domain::{
     Anomaly, EventName, ExitType, Experience, Hop, HopKind, HopOutcome, Participant,
@@ -218,6 +218,24 @@ macro_rules! upsert_conversation {
     };
 }
 pub(super) use upsert_conversation;
+
+/// As [`upsert_conversation!`], for a conversation that had events when the plan was made:
+/// only updates, so that a conversation erased meanwhile is not written back from the stale
+/// plan (the append then starts it again, from `seq` 1). Binds the same way.
+macro_rules! update_conversation {
+    () => {
+        "UPDATE conversations AS c SET
+             (last_seq, status, experience, language, started_at, ended_at, last_event_at,
+              event_count, anomaly_count, cold_transfers, warm_transfers, redial_transfers,
+              present_count, participant_count, experience_from_events, escalated_transfers,
+              failed_transfers, hop_count, last_emptied_by, pending_escalations,
+              awaiting_agent, service, interaction)
+           = ($4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+              $21, $22, $23, $24, $25, COALESCE($26, c.interaction))
+         WHERE c.bot_id = $1 AND c.conversation_id = $2 AND c.last_seq = $3"
+    };
+}
+pub(super) use update_conversation;
 
 /// Binds `$1`–`$26` of [`upsert_conversation!`] for the append of `batch` by `plan`; the
 /// interaction only when the plan changed it (the row keeps its own otherwise).
@@ -513,8 +531,11 @@ pub enum Horizon {
     Committed,
 }
 
-/// SPEC 8, the change feed: up to `limit` of the bot's events after `after`, in the order
-/// of `(feed_txn, conversation_id, seq)`, cut short by payload bytes as [`EVENTS_PAGE`].
+/// SPEC 8, the change feed: up to `limit` of the bot's events and erasure tombstones after
+/// `after`, in the order of `(feed_txn, conversation_id, seq)`, cut short by payload bytes
+/// as [`EVENTS_PAGE`]. A tombstone takes the place after its conversation's last event (at
+/// least its feed transaction, one past its `seq`), and the first event of a conversation
+/// started again comes after the tombstone, so the same rule covers both.
 ///
 /// Why a consumer passing the last position it got sees every event exactly once, with
 /// any number of replicas writing (PostgreSQL): an event's `feed_txn` is at least the id of
@@ -535,11 +556,7 @@ pub fn changes(
     max_bytes: i64,
     horizon: Horizon,
 ) -> Sql {
-    let start = FeedPosition {
-        txn: -1,
-        conversation_id: String::new(),
-        seq: 0,
-    };
+    let start = FeedPosition::beginning();
     let after = after.unwrap_or(&start);
     let mut sql = Sql::new(
         "SELECT feed_txn, conversation_id, status_after, seq, received_at, name, transfer_type,
@@ -549,12 +566,68 @@ pub fn changes(
                           ORDER BY e.feed_txn, e.conversation_id, e.seq ROWS UNBOUNDED PRECEDING)
                           - octet_length(e.payload) AS bytes_before,
                       count(*) OVER () AS in_window
-               FROM (SELECT feed_txn, conversation_id, status_after, seq, received_at, name,
-                            transfer_type, transition, participant, anomalies,
-                            CAST(payload AS TEXT) AS payload
-                     FROM events WHERE bot_id = ",
+               FROM (SELECT * FROM (",
     );
-    sql.bind(Sql::text(bot_id))
+    // Each part is read in feed order from its own index and cut at the page size, so
+    // that only two pages are ever merged, however long the feed.
+    sql.push(
+        "SELECT feed_txn, conversation_id, status_after, seq, received_at, name, transfer_type,
+                transition, participant, anomalies, CAST(payload AS TEXT) AS payload
+         FROM events",
+    );
+    feed_part(&mut sql, bot_id, after, limit, horizon);
+    sql.push(
+        ") tail_events UNION ALL SELECT * FROM (
+         SELECT feed_txn, conversation_id, CAST(NULL AS TEXT) AS status_after, seq,
+                erased_at AS received_at, '",
+    )
+    .push(ERASED)
+    .push(
+        "' AS name, CAST(NULL AS TEXT) AS transfer_type, CAST(NULL AS TEXT) AS transition,
+                CAST(NULL AS jsonb) AS participant, CAST(NULL AS jsonb) AS anomalies,
+                'null' AS payload
+         FROM erasures",
+    );
+    feed_part(&mut sql, bot_id, after, limit, horizon);
+    sql.push(") tail_erasures ORDER BY feed_txn, conversation_id, seq LIMIT ")
+        .bind(Bind::Int(limit + 1))
+        .push(") e) page WHERE bytes_before < ")
+        .bind(Bind::Int(max_bytes))
+        .push(" ORDER BY feed_txn, conversation_id, seq");
+    sql
+}
+
+/// The bot's last listed position (its feed's end now), if any: every event or tombstone
+/// listed later comes after it, as nothing is ever placed before a listed position.
+pub fn feed_end(bot_id: &str, horizon: Horizon) -> Sql {
+    let mut sql = Sql::new("SELECT feed_txn, conversation_id, seq FROM (SELECT * FROM (");
+    for (index, table) in ["events", "erasures"].into_iter().enumerate() {
+        if index > 0 {
+            sql.push(") last_event UNION ALL SELECT * FROM (");
+        }
+        sql.push("SELECT feed_txn, conversation_id, seq FROM ")
+            .push(table)
+            .push(" WHERE bot_id = ")
+            .bind(Sql::text(bot_id));
+        if horizon == Horizon::Running {
+            sql.push(BELOW_RUNNING);
+        }
+        sql.push(" ORDER BY feed_txn DESC, conversation_id DESC, seq DESC LIMIT 1");
+    }
+    sql.push(") last_erasure) ends ORDER BY feed_txn DESC, conversation_id DESC, seq DESC LIMIT 1");
+    sql
+}
+
+/// Only rows of transactions older than the oldest one running; a subquery, so that it is
+/// computed once, from the statement's own snapshot.
+const BELOW_RUNNING: &str =
+    " AND feed_txn < (SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT)
+                                  AS BIGINT))";
+
+/// ` WHERE` the bot's rows after `after`, below the horizon, in feed order, at most a page.
+fn feed_part(sql: &mut Sql, bot_id: &str, after: &FeedPosition, limit: i64, horizon: Horizon) {
+    sql.push(" WHERE bot_id = ")
+        .bind(Sql::text(bot_id))
         .push(" AND (feed_txn, conversation_id, seq) > (")
         .bind(Bind::Int(after.txn))
         .push(", ")
@@ -563,18 +636,10 @@ pub fn changes(
         .bind(Bind::Int(after.seq))
         .push(")");
     if horizon == Horizon::Running {
-        // A subquery, so that it is computed once, from the statement's own snapshot.
-        sql.push(
-            " AND feed_txn < (SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT)
-                                          AS BIGINT))",
-        );
+        sql.push(BELOW_RUNNING);
     }
     sql.push(" ORDER BY feed_txn, conversation_id, seq LIMIT ")
-        .bind(Bind::Int(limit + 1))
-        .push(") e) page WHERE bytes_before < ")
-        .bind(Bind::Int(max_bytes))
-        .push(" ORDER BY feed_txn, conversation_id, seq");
-    sql
+        .bind(Bind::Int(limit + 1));
 }
 
 const EXISTS: &str =
@@ -884,7 +949,8 @@ pub struct EventRow {
     transfer_type: Option<String>,
     transition: Option<String>,
     participant: Option<Json<Participant>>,
-    anomalies: Json<Vec<Anomaly>>,
+    /// Null only for a tombstone in the change feed.
+    anomalies: Option<Json<Vec<Anomaly>>>,
     payload: String,
     in_window: i64,
 }
@@ -898,7 +964,7 @@ impl EventRow {
             transfer_type: self.transfer_type.as_deref().and_then(TransferType::parse),
             transition: self.transition.as_deref().and_then(Transition::parse),
             participant: self.participant.map(|Json(participant)| participant),
-            anomalies: self.anomalies.0,
+            anomalies: self.anomalies.map(|Json(codes)| codes).unwrap_or_default(),
             payload: RawValue::from_string(self.payload).context("stored payload is not JSON")?,
         })
     }
@@ -913,20 +979,33 @@ pub struct ChangeRow {
     event: EventRow,
 }
 
+/// The `name` of a feed row that is an erasure's tombstone, not an event.
+const ERASED: &str = "conversation.erased";
+
 impl ChangeRow {
     fn into_change(self) -> anyhow::Result<Change> {
-        let event = self.event.into_event()?;
+        let position = FeedPosition {
+            txn: self.feed_txn,
+            conversation_id: self.conversation_id,
+            seq: self.event.seq,
+        };
+        if self.event.name == ERASED {
+            return Ok(Change {
+                position,
+                kind: ChangeKind::Erased {
+                    at: self.event.received_at.into(),
+                },
+            });
+        }
         Ok(Change {
-            position: FeedPosition {
-                txn: self.feed_txn,
-                conversation_id: self.conversation_id,
-                seq: event.seq,
+            position,
+            kind: ChangeKind::Event {
+                conversation_status: self
+                    .status_after
+                    .map(|status| Status::parse(&status).context("unknown stored status"))
+                    .transpose()?,
+                event: self.event.into_event()?,
             },
-            conversation_status: self
-                .status_after
-                .map(|status| Status::parse(&status).context("unknown stored status"))
-                .transpose()?,
-            event,
         })
     }
 }
@@ -1046,6 +1125,7 @@ where
     BotRow: for<'r> FromRow<'r, DB::Row>,
     KeyRow: for<'r> FromRow<'r, DB::Row>,
     (i64,): for<'r> FromRow<'r, DB::Row>,
+    (i64, String, i64): for<'r> FromRow<'r, DB::Row>,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
 {
@@ -1205,6 +1285,15 @@ where
             more,
             held_back: false,
         })
+    }
+
+    pub async fn feed_end(&self, sql: Sql) -> Result<Option<FeedPosition>, StoreError> {
+        let end: Option<(i64, String, i64)> = self.fetch(sql).await?.pop();
+        Ok(end.map(|(txn, conversation_id, seq)| FeedPosition {
+            txn,
+            conversation_id,
+            seq,
+        }))
     }
 
     async fn exists(&self, bot_id: &str, conversation_id: &str) -> Result<bool, StoreError> {

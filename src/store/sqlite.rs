@@ -2,6 +2,7 @@
 //! PostgreSQL. Writes go through a one-connection pool and `BEGIN IMMEDIATE`, so there is
 //! one writer at a time even across processes sharing the file.
 
+use super::retention::{self, Candidate};
 use super::sql::{self, DbTime, PresentStintRow, StateParticipant, SummaryRow};
 use super::{
     Appended, Checkout, KeyRecord, Keyed, StoreError, finish, is_disk_failure, named_identities,
@@ -134,6 +135,58 @@ impl SqliteStore {
         .await
     }
 
+    /// Deletes the conversation with everything it holds and leaves its tombstone in the
+    /// feed, in one transaction; whether it existed.
+    pub(super) async fn erase(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(
+            async |tx| erase_in(tx, bot_id, conversation_id).await,
+            |erased| *erased,
+        )
+        .await
+    }
+
+    /// Deletes the next conversations past the limit, in one short write transaction (the
+    /// only writer: ingest waits for it, so a batch is kept to a few thousand rows); those
+    /// it deleted. One that took an event meanwhile is kept.
+    pub(super) async fn purge_batch(
+        &self,
+        ended_before: OffsetDateTime,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        let candidates = retention::candidates(&self.reader, ended_before).await?;
+        if candidates.is_empty() {
+            return Ok(candidates);
+        }
+        self.write(
+            async |tx| {
+                let mut purged = Vec::new();
+                for candidate in candidates {
+                    let still_expired = sqlx::query(retention::still_expired!())
+                        .bind(candidate.bot_id.as_str())
+                        .bind(candidate.conversation_id.as_str())
+                        .bind(DbTime(ended_before))
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    if still_expired.is_some() {
+                        retention::delete_conversation(
+                            tx,
+                            &candidate.bot_id,
+                            &candidate.conversation_id,
+                        )
+                        .await?;
+                        purged.push(candidate);
+                    }
+                }
+                Ok(purged)
+            },
+            |_| true,
+        )
+        .await
+    }
+
     /// Runs `work` in a write transaction, committed if `keep` says its result is worth it.
     async fn write<T>(
         &self,
@@ -166,6 +219,41 @@ impl SqliteStore {
         connection.reuse_if_ok(&result);
         result
     }
+}
+
+async fn erase_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    bot_id: &str,
+    conversation_id: &str,
+) -> Result<bool, StoreError> {
+    let last_seq: Option<i64> = sqlx::query_scalar(
+        "SELECT last_seq FROM conversations WHERE bot_id = $1 AND conversation_id = $2",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(last_seq) = last_seq else {
+        return Ok(false);
+    };
+    retention::delete_conversation(tx, bot_id, conversation_id).await?;
+    // Like an append, a place of its own in the feed, after everything committed before.
+    let feed_txn: i64 =
+        sqlx::query_scalar("UPDATE feed_counter SET last = last + 1 WHERE id = 1 RETURNING last")
+            .fetch_one(&mut **tx)
+            .await?;
+    sqlx::query(
+        "INSERT INTO erasures (bot_id, conversation_id, feed_txn, seq, erased_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .bind(feed_txn)
+    .bind(last_seq + 1)
+    .bind(retention::now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(true)
 }
 
 /// A write that needs the disk to take a page, for readiness after a disk failure.

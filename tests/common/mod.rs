@@ -30,6 +30,9 @@ pub const READ_APP: &str = "ops-dashboard";
 pub const READ_SECRET: &str = "read-secret-read-secret-read-secret-0123";
 pub const WILDCARD_APP: &str = "all-bots";
 pub const WILDCARD_SECRET: &str = "wildcard-secret-wildcard-secret-012345";
+/// An app that may erase (and read) BOT's conversations, and nothing else.
+pub const ERASE_APP: &str = "privacy-desk";
+pub const ERASE_SECRET: &str = "erase-secret-erase-secret-erase-secret-01";
 
 pub fn app_config(
     app_id: &str,
@@ -53,7 +56,8 @@ pub fn app_config(
 }
 
 /// The apps every test app knows: an ingest app for BOT (with a rotated second secret),
-/// a read-only app for BOT and an app for every bot with both permissions.
+/// a read-only app for BOT, an app for every bot that may ingest and read, and an app that
+/// may erase and read BOT's conversations.
 pub fn test_apps() -> Vec<AppConfig> {
     vec![
         app_config(
@@ -68,6 +72,12 @@ pub fn test_apps() -> Vec<AppConfig> {
             &[WILDCARD_SECRET],
             &["*"],
             &[Permission::Ingest, Permission::Read],
+        ),
+        app_config(
+            ERASE_APP,
+            &[ERASE_SECRET],
+            &[BOT],
+            &[Permission::Erase, Permission::Read],
         ),
     ]
 }
@@ -271,6 +281,17 @@ impl TestApp {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
+        self.open_stream(request).await
+    }
+
+    /// Opens the live stream of `bot` with `?after=`.
+    pub async fn stream_after(&self, bot: &str, token: &str, after: &str) -> SseReader {
+        let request = Request::get(format!("/api/v1/bots/{bot}/changes/stream?after={after}"))
+            .header("token", token);
+        self.open_stream(request).await
+    }
+
+    async fn open_stream(&self, request: axum::http::request::Builder) -> SseReader {
         let response = self
             .router
             .clone()
@@ -302,6 +323,113 @@ impl TestApp {
             Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
         }
         .expect("the statement runs");
+    }
+
+    /// Every table of the schema but the migration ledger, as the database lists them.
+    pub async fn tables(&self) -> Vec<String> {
+        match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT table_name::text FROM information_schema.tables
+                     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'
+                         AND table_name <> '_sqlx_migrations'
+                     ORDER BY table_name",
+                )
+                .fetch_all(pool)
+                .await
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master
+                     WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+                         AND name <> '_sqlx_migrations'
+                     ORDER BY name",
+                )
+                .fetch_all(pool)
+                .await
+            }
+        }
+        .expect("the schema lists its tables")
+    }
+
+    /// How many rows of `table` hold `text` anywhere: in any column, inside any JSON.
+    pub async fn rows_holding(&self, table: &str, text: &str) -> i64 {
+        match &self.db {
+            Db::Postgres(pool) => {
+                let sql = format!(
+                    "SELECT count(*) FROM \"{table}\" AS r WHERE strpos(CAST(r AS TEXT), $1) > 0"
+                );
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(text)
+                    .fetch_one(pool)
+                    .await
+            }
+            Db::Sqlite(pool) => {
+                let columns: Vec<String> =
+                    sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
+                        .bind(table)
+                        .fetch_all(pool)
+                        .await
+                        .expect("the table lists its columns");
+                let row_text = columns
+                    .iter()
+                    .map(|column| format!("COALESCE(CAST(\"{column}\" AS TEXT), '')"))
+                    .collect::<Vec<_>>()
+                    .join(" || ' ' || ");
+                let sql =
+                    format!("SELECT count(*) FROM \"{table}\" WHERE instr({row_text}, $1) > 0");
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(text)
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+        .expect("the table can be searched")
+    }
+
+    /// The columns of `table`, in table order.
+    pub async fn columns(&self, table: &str) -> Vec<String> {
+        match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT column_name::text FROM information_schema.columns
+                     WHERE table_schema = current_schema() AND table_name = $1
+                     ORDER BY ordinal_position",
+                )
+                .bind(table)
+                .fetch_all(pool)
+                .await
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
+                    .bind(table)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+        .expect("the table lists its columns")
+    }
+
+    /// Moves the conversations of BOT whose id is `LIKE` the pattern `days` into the past
+    /// (their activity; the events keep their times).
+    pub async fn backdate(&self, conversations: &str, days: i64) {
+        let sql = match &self.db {
+            Db::Postgres(_) => format!(
+                "UPDATE conversations SET last_event_at = last_event_at - interval '{days} days',
+                     started_at = started_at - interval '{days} days',
+                     ended_at = ended_at - interval '{days} days'
+                 WHERE bot_id = '{BOT}' AND conversation_id LIKE '{conversations}'"
+            ),
+            Db::Sqlite(_) => {
+                let micros = days * 86_400_000_000;
+                format!(
+                    "UPDATE conversations SET last_event_at = last_event_at - {micros},
+                         started_at = started_at - {micros}, ended_at = ended_at - {micros}
+                     WHERE bot_id = '{BOT}' AND conversation_id LIKE '{conversations}'"
+                )
+            }
+        };
+        self.execute(&sql).await;
     }
 
     pub async fn event_count(&self) -> i64 {
@@ -445,6 +573,10 @@ pub fn read_token() -> String {
 
 pub fn wildcard_token() -> String {
     issue_token(WILDCARD_APP, WILDCARD_SECRET.as_bytes(), Some(300)).unwrap()
+}
+
+pub fn erase_token() -> String {
+    issue_token(ERASE_APP, ERASE_SECRET.as_bytes(), Some(300)).unwrap()
 }
 
 /// One INTERNAL_TRANSFER_EVENT as the vendor's JavaScript sample builds it.

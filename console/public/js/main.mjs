@@ -1,0 +1,196 @@
+// The console's shell: hash routes (ids may be in the hash, the token never is), the
+// header's navigation, sign-in state and the live-update indicator.
+
+import { h, replace } from "./dom.mjs";
+import { token, signOut, onChange } from "./session.mjs";
+import { onLiveState, stop as stopLive } from "./live.mjs";
+import { signInPage } from "./pages/signin.mjs";
+import { botsPage } from "./pages/bots.mjs";
+import { listPage } from "./pages/list.mjs";
+import { conversationPage } from "./pages/conversation.mjs";
+import { agentPage } from "./pages/agent.mjs";
+
+const main = document.getElementById("main");
+const nav = document.getElementById("site-nav");
+const navList = document.getElementById("nav-list");
+const session = document.getElementById("session");
+const liveStatus = document.getElementById("live-status");
+
+/** `#/bots/a%2Fb/conversations/c-1?status=active` → ["bots", "a/b", …] and the query. */
+function parseHash() {
+  const raw = location.hash.replace(/^#/, "");
+  const [path, query = ""] = raw.split("?", 2);
+  let segments;
+  try {
+    segments = path.split("/").filter(Boolean).map((segment) => decodeURIComponent(segment));
+  } catch {
+    segments = null;
+  }
+  return { segments, query: new URLSearchParams(query) };
+}
+
+/** The hash of a route, each segment encoded. */
+export function href(segments, query = null) {
+  const path = `#/${segments.map((segment) => encodeURIComponent(segment)).join("/")}`;
+  const text = query ? new URLSearchParams(Object.entries(query).filter(([, value]) => value !== undefined && value !== null && value !== "")).toString() : "";
+  return text ? `${path}?${text}` : path;
+}
+
+export function navigate(segments, query = null) {
+  const target = href(segments, query);
+  if (location.hash === target) route();
+  else location.hash = target;
+}
+
+botsPage.pageName = "bots";
+listPage.pageName = "list";
+conversationPage.pageName = "conversation";
+agentPage.pageName = "agent";
+
+function resolve(segments) {
+  if (!segments || segments.length === 0) return { page: botsPage, params: {} };
+  if (segments[0] !== "bots") return null;
+  if (segments.length === 1) return { page: botsPage, params: {} };
+  const botId = segments[1];
+  if (segments.length === 2 || (segments.length === 3 && segments[2] === "conversations")) {
+    return { page: listPage, params: { botId } };
+  }
+  if (segments.length === 4 && segments[2] === "conversations") {
+    return { page: conversationPage, params: { botId, conversationId: segments[3] } };
+  }
+  if (segments.length === 4 && segments[2] === "agents") {
+    return { page: agentPage, params: { botId, identity: segments[3] } };
+  }
+  return null;
+}
+
+function renderNav(botId, current) {
+  const items = [["Bots", href(["bots"]), current === "bots"]];
+  if (botId !== undefined) {
+    items.push([`Conversations of ${botId}`, href(["bots", botId, "conversations"]), current === "list"]);
+  }
+  replace(
+    navList,
+    items.map(([text, link, isCurrent]) =>
+      h("li", {}, h("a", { href: link, "aria-current": isCurrent ? "page" : null }, text)),
+    ),
+  );
+}
+
+const LIVE_TEXT = {
+  off: "Live updates off",
+  connecting: "Connecting to live updates…",
+  reconnecting: "Reconnecting live updates…",
+  live: "Live",
+  unavailable: "Live updates unavailable",
+};
+
+onLiveState(({ state, retryInMs }) => {
+  liveStatus.dataset.state = state;
+  liveStatus.textContent =
+    state === "waiting" ? `Live updates interrupted; retrying in ${Math.ceil(retryInMs / 1000)} s` : LIVE_TEXT[state] ?? state;
+});
+
+let active = null;
+let signInReason = null;
+
+async function route() {
+  // Leave the previous page: abort its requests, stop its timers and subscriptions.
+  if (active) {
+    active.controller.abort();
+    for (const cleanup of active.cleanups.splice(0)) {
+      try {
+        cleanup();
+      } catch {}
+    }
+  }
+  const controller = new AbortController();
+  const context = {
+    controller,
+    cleanups: [],
+    signal: controller.signal,
+    main,
+    navigate,
+    href,
+    onCleanup(fn) {
+      this.cleanups.push(fn);
+    },
+    setTitle(title) {
+      document.title = title ? `${title} — agentassist-hooks console` : "agentassist-hooks console";
+    },
+    /** Moves focus to the page's heading, so that keyboard and screen reader users start there. */
+    focusHeading() {
+      main.querySelector("h1")?.focus({ preventScroll: true });
+    },
+  };
+  active = context;
+  main.dataset.ready = "false";
+  const done = (page) => {
+    if (controller.signal.aborted) return;
+    main.dataset.page = page;
+    main.dataset.route = location.hash;
+    main.dataset.ready = "true";
+  };
+
+  if (!token()) {
+    stopLive();
+    nav.hidden = true;
+    session.hidden = true;
+    const reason = signInReason;
+    signInReason = null;
+    await signInPage(context, { reason });
+    done("sign-in");
+    return;
+  }
+  nav.hidden = false;
+  session.hidden = false;
+
+  const { segments, query } = parseHash();
+  const match = resolve(segments);
+  context.query = query;
+  if (!match) {
+    renderNav(undefined, null);
+    context.setTitle("Not found");
+    replace(
+      main,
+      h("h1", { tabindex: "-1" }, "Page not found"),
+      h("p", {}, "There is no such page in the console. ", h("a", { href: "#/" }, "Back to the bots")),
+    );
+    done("not-found");
+    return;
+  }
+  if (match.params.botId === undefined) stopLive();
+  renderNav(match.params.botId, match.page === botsPage ? "bots" : match.page === listPage ? "list" : null);
+  try {
+    await match.page(context, match.params);
+    done(match.page.pageName);
+  } catch (error) {
+    if (error?.name === "AbortError" || controller.signal.aborted) return;
+    console.error(error);
+    replace(main, h("h1", { tabindex: "-1" }, "Something went wrong"), h("p", { class: "notice notice--error", role: "alert" }, error.describe ? error.describe() : String(error.message ?? error)));
+    done("error");
+  }
+}
+
+onChange(({ signedIn, reason }) => {
+  if (!signedIn) {
+    stopLive();
+    signInReason = reason ?? null;
+  }
+  route();
+});
+
+document.getElementById("sign-out").addEventListener("click", () => signOut("You are signed out. The token was removed from this tab."));
+
+// The skip link must not change the route.
+document.getElementById("skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
+
+window.addEventListener("hashchange", () => {
+  if (location.hash === "#main") return;
+  route();
+});
+
+route();

@@ -1,0 +1,190 @@
+// One agent (any participant identity): their stints across conversations on one time
+// axis, a row per conversation, newest first, with the 4.4 time window and paging.
+
+import { h, replace, scroller } from "../dom.mjs";
+import { get, apiPath, withQuery, serverNow } from "../api.mjs";
+import { dateTime, duration, parseTime, localInputToRfc3339, rfc3339ToLocalInput, plural } from "../format.mjs";
+import { subscribe, coalesce } from "../live.mjs";
+import { timeline, stintName } from "../timeline.mjs";
+
+const PAGE_SIZES = ["50", "100", "200", "500"];
+const LIVE_REFRESH_MS = 250;
+const TICK_MS = 1000;
+
+export async function agentPage(context, { botId, identity }) {
+  const { signal } = context;
+  context.setTitle(`${identity} — ${botId}`);
+  const filters = { from: context.query.get("from") ?? "", to: context.query.get("to") ?? "", limit: context.query.get("limit") ?? "" };
+
+  const from = h("input", { id: "agent-from", type: "datetime-local", step: "1", value: rfc3339ToLocalInput(filters.from) });
+  const to = h("input", { id: "agent-to", type: "datetime-local", step: "1", value: rfc3339ToLocalInput(filters.to) });
+  const limit = h("select", { id: "agent-limit" }, PAGE_SIZES.map((size) => h("option", { value: size, selected: (filters.limit || "100") === size }, size)));
+  const field = (id, label, control) => h("div", { class: "field" }, h("label", { for: id }, label), control);
+  const form = h(
+    "form",
+    { class: "filters", "aria-label": "Time window" },
+    field("agent-from", "From (UTC)", from),
+    field("agent-to", "To (UTC)", to),
+    field("agent-limit", "Per page", limit),
+    h(
+      "div",
+      { class: "filters__actions" },
+      h("button", { type: "submit", class: "button" }, "Apply"),
+      h("button", { type: "button", class: "button button--quiet", on: { click: () => context.navigate(["bots", botId, "agents", identity]) } }, "Clear"),
+    ),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    context.navigate(["bots", botId, "agents", identity], {
+      from: localInputToRfc3339(from.value),
+      to: localInputToRfc3339(to.value),
+      limit: limit.value === "100" ? "" : limit.value,
+    });
+  });
+
+  const summary = h("p", { class: "section__summary", testid: "agent-summary" });
+  const message = h("div", { "aria-live": "polite" });
+  const chartHost = h("div", { testid: "agent-timeline" });
+  const tableHost = h("div");
+  const previous = h("button", { type: "button", class: "button button--quiet", disabled: true }, "Previous page");
+  const next = h("button", { type: "button", class: "button button--quiet", disabled: true }, "Next page");
+  const pager = h("nav", { class: "pager", "aria-label": "Pages of stints" }, previous, next);
+
+  replace(
+    context.main,
+    h(
+      "nav",
+      { class: "breadcrumbs", "aria-label": "Breadcrumbs" },
+      h("ol", {}, h("li", {}, h("a", { href: context.href(["bots"]) }, "Bots")), h("li", {}, h("a", { href: context.href(["bots", botId, "conversations"]) }, botId)), h("li", { "aria-current": "page" }, identity)),
+    ),
+    h("section", { class: "panel" }, h("p", { class: "eyebrow" }, "Participant"), h("h1", { tabindex: "-1", class: "break", testid: "agent-title" }, identity), form),
+    h("section", { class: "panel", "aria-labelledby": "agent-timeline-title" }, h("h2", { id: "agent-timeline-title" }, "Stints across conversations"), summary, message, chartHost),
+    h("section", { class: "panel", "aria-labelledby": "agent-stints-title" }, h("h2", { id: "agent-stints-title" }, "Stints"), tableHost, pager),
+  );
+  context.focusHeading();
+
+  const chart = timeline(chartHost, { hops: false });
+  context.onCleanup(() => chart.destroy());
+
+  const cursors = [null];
+  let pageIndex = 0;
+  let nextCursor = null;
+  let stints = [];
+
+  function model() {
+    const now = serverNow();
+    // A row per conversation, in the order of their newest stint (the API's order).
+    const rows = new Map();
+    stints.forEach((stint, index) => {
+      if (!rows.has(stint.conversationId)) {
+        rows.set(stint.conversationId, {
+          key: stint.conversationId,
+          label: stint.conversationId,
+          href: context.href(["bots", botId, "conversations", stint.conversationId]),
+          bars: [],
+        });
+      }
+      rows.get(stint.conversationId).bars.push({
+        key: JSON.stringify(["stint", stint.conversationId, stint.joinedAt, index]),
+        start: parseTime(stint.joinedAt),
+        end: stint.leftAt ? parseTime(stint.leftAt) : null,
+        entryType: stint.entryType,
+        exitType: stint.exitType,
+        name: stintName(`${identity} in ${stint.conversationId}`, stint, now),
+        data: { conversationId: stint.conversationId },
+      });
+    });
+    for (const row of rows.values()) row.sublabel = plural(row.bars.length, "stint");
+    return {
+      label: `Stints of ${identity} across conversations`,
+      rows: [...rows.values()],
+      now,
+      emptyText: "No stints in this time window.",
+      onActivate: (bar) => context.navigate(["bots", botId, "conversations", bar.data.conversationId]),
+    };
+  }
+
+  function render() {
+    const now = serverNow();
+    const conversations = new Set(stints.map((stint) => stint.conversationId));
+    const total = stints.reduce((sum, stint) => sum + (stint.leftAt ? stint.durationSeconds : (now - parseTime(stint.joinedAt)) / 1000), 0);
+    const open = stints.filter((stint) => stint.leftAt === null).length;
+    summary.textContent = `Page ${pageIndex + 1}: ${plural(stints.length, "stint")} in ${plural(conversations.size, "conversation")}, ${duration(total)} in all${open ? `, present in ${open} now` : ""}. Activate a bar to open its conversation.`;
+    chart.render(model());
+    if (!stints.length) {
+      replace(tableHost, h("p", { class: "muted" }, "No stints."));
+      return;
+    }
+    replace(
+      tableHost,
+      scroller(
+        "Stints table",
+        h(
+          "table",
+          { class: "table table--cards", testid: "agent-stints-table" },
+          h("caption", { class: "visually-hidden" }, `Stints of ${identity}, newest first`),
+          h("thead", {}, h("tr", {}, ["Conversation", "Entered (UTC)", "Left (UTC)", "Duration", "Entry", "Exit"].map((text) => h("th", { scope: "col" }, text)))),
+          h(
+            "tbody",
+            {},
+            stints.map((stint) =>
+              h(
+                "tr",
+                { testid: "agent-stint-row" },
+                h("th", { scope: "row", "data-label": "Conversation", class: "break" }, h("a", { href: context.href(["bots", botId, "conversations", stint.conversationId]) }, stint.conversationId)),
+                h("td", { "data-label": "Entered" }, h("time", { datetime: stint.joinedAt }, dateTime(stint.joinedAt))),
+                h("td", { "data-label": "Left" }, stint.leftAt ? h("time", { datetime: stint.leftAt }, dateTime(stint.leftAt)) : "still present"),
+                h("td", { class: "num", "data-label": "Duration" }, duration(stint.leftAt ? stint.durationSeconds : (now - parseTime(stint.joinedAt)) / 1000)),
+                h("td", { "data-label": "Entry" }, stint.entryType),
+                h("td", { "data-label": "Exit" }, stint.exitType ?? "—"),
+              ),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  async function load({ live = false } = {}) {
+    let page;
+    try {
+      page = await get(withQuery(apiPath("bots", botId, "participants", identity, "stints"), { from: filters.from, to: filters.to, limit: filters.limit, cursor: cursors[pageIndex] }), { signal });
+    } catch (error) {
+      if (error.name === "AbortError" || live) return;
+      replace(message, h("p", { class: "notice notice--error", role: "alert" }, error.status === 404 ? `No bot ${botId} that this token may read.` : error.describe()));
+      return;
+    }
+    replace(message);
+    stints = page.items ?? [];
+    nextCursor = page.nextCursor ?? null;
+    previous.disabled = pageIndex === 0;
+    next.disabled = !nextCursor;
+    render();
+  }
+
+  previous.addEventListener("click", () => {
+    if (pageIndex > 0) pageIndex -= 1;
+    load();
+  });
+  next.addEventListener("click", () => {
+    if (!nextCursor) return;
+    cursors[pageIndex + 1] = nextCursor;
+    cursors.length = pageIndex + 2;
+    pageIndex += 1;
+    load();
+  });
+
+  await load();
+  if (signal.aborted) return;
+
+  const refresh = coalesce(() => load({ live: true }), LIVE_REFRESH_MS);
+  context.onCleanup(refresh.cancel);
+  context.onCleanup(subscribe(botId, (item) => {
+    const shown = stints.some((stint) => stint.conversationId === item.conversationId);
+    if (item.participant?.identity === identity || shown) refresh();
+  }));
+  const timer = setInterval(() => {
+    if (!document.hidden && stints.some((stint) => stint.leftAt === null)) chart.render(model());
+  }, TICK_MS);
+  context.onCleanup(() => clearInterval(timer));
+}
