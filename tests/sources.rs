@@ -13,6 +13,7 @@ on_both_backends!(
     a_salesforce_escalation_reads_back_as_a_hop_to_the_agent_who_entered,
     the_service_filter_lists_conversations_whose_interaction_names_it,
     the_new_endpoints_need_the_ingest_permission_and_keep_idempotency,
+    numbers_at_the_edge_of_a_double_read_back_from_the_merged_interaction,
 );
 
 use axum::body::Body;
@@ -463,4 +464,24 @@ async fn browsers_of_configured_origins_may_call_the_api_and_others_may_not() {
         .send(preflight("https://desktop.example.com"))
         .await;
     assert!(!none.headers.contains_key("access-control-allow-origin"));
+}
+
+/// PostgreSQL's jsonb writes a number in full (`1.7976931348623157e308` as 309 digits); read
+/// back, it must be the same double, not "out of range" (found by schemathesis: a 500).
+async fn numbers_at_the_edge_of_a_double_read_back_from_the_merged_interaction(backend: Backend) {
+    let app = backend.app().await;
+    let body = r#"{"agentId": "agent-1", "conversationId": "c-edge", "interaction": {
+        "interactionId": "i-edge", "type": "voice", "startTime": 17976931348623157e292,
+        "duration": 1.7976931348623157e308, "extra": [-17976931348623157e292, 5e-324]}}"#;
+    let stored = send(&app, "POST", &interactions_path(BOT), body.to_owned()).await;
+    assert_eq!(stored.status, 200, "{}", stored.body);
+
+    let conversation = read(&app, &conversation_path("c-edge")).await;
+
+    let interaction = &conversation["interaction"];
+    assert_eq!(interaction["startTime"].as_f64(), Some(f64::MAX));
+    assert_eq!(interaction["duration"].as_f64(), Some(f64::MAX));
+    assert_eq!(interaction["extra"][0].as_f64(), Some(f64::MIN));
+    let list = read(&app, &format!("/api/v1/bots/{BOT}/conversations")).await;
+    assert_eq!(list["items"][0]["interaction"], *interaction);
 }

@@ -347,13 +347,13 @@ fn bot_message(
         }
     };
     let sequence_id = |problems: &mut Problems| match message.get("sequenceId") {
-        Some(Value::Number(number)) if number.is_i64() || number.is_u64() => Some(()),
+        Some(Value::Number(number)) if number.is_i64() => Some(()),
         None | Some(Value::Null) => {
             problems.add(at("sequenceId"), "is required");
             None
         }
         Some(_) => {
-            problems.add(at("sequenceId"), "must be an integer");
+            problems.add(at("sequenceId"), "must be a 64-bit integer");
             None
         }
     };

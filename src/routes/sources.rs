@@ -216,9 +216,30 @@ pub struct CallParty {
 #[derive(Deserialize, ToSchema)]
 pub struct TransferDataRequest {
     pub participant: SourceParticipant,
-    /// Any JSON value, at most 16 KiB serialized; handed on exactly as sent.
-    #[schema(value_type = serde_json::Value)]
+    /// Described by [`any_but_null`].
+    #[schema(schema_with = any_but_null)]
     pub data: Value,
+}
+
+/// Any JSON value but `null`.
+fn any_but_null() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
+    let any_of = [
+        Type::Object,
+        Type::Array,
+        Type::String,
+        Type::Number,
+        Type::Boolean,
+    ]
+    .into_iter()
+    .fold(AnyOfBuilder::new(), |any_of, kind| {
+        any_of.item(ObjectBuilder::new().schema_type(kind))
+    });
+    let described = any_of.description(Some(
+        "Any JSON value but `null` (which means \"none\"), at most 16 KiB serialized; handed on \
+         exactly as sent.",
+    ));
+    Schema::AnyOf(described.build())
 }
 
 /// Who sent it: `identity` is required, `name` and `type` are optional.
@@ -236,29 +257,71 @@ pub struct SourceParticipant {
 /// A v5 `ChatMessageEnvelope` (`message`) or a v4 `RequestEnvelope` (`messages`): exactly
 /// one of the two.
 #[derive(Deserialize, ToSchema)]
-pub struct BotMessages {
-    pub message: Option<BotMessage>,
-    #[schema(min_items = 1, max_items = 100)]
-    pub messages: Option<Vec<BotMessage>>,
+#[serde(untagged)]
+pub enum BotMessages {
+    V5(ChatMessageEnvelope),
+    V4(RequestEnvelope),
+}
+
+/// Salesforce's v5 envelope: one message.
+#[derive(Deserialize, ToSchema)]
+pub struct ChatMessageEnvelope {
+    pub message: BotMessage,
     /// The bot; default identity `bot:{botId}`, type `bot`.
     pub participant: Option<SourceParticipant>,
 }
 
-/// One message, by `type`.
+/// Salesforce's v4 envelope: messages stored in order.
+#[derive(Deserialize, ToSchema)]
+pub struct RequestEnvelope {
+    #[schema(min_items = 1, max_items = 100)]
+    pub messages: Vec<BotMessage>,
+    /// The bot; default identity `bot:{botId}`, type `bot`.
+    pub participant: Option<SourceParticipant>,
+}
+
+/// One message, by `type`: the bot's escalation, or the client's transfer outcome.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum BotMessage {
+    Escalate(EscalateMessage),
+    TransferSucceeded(TransferSucceededMessage),
+    TransferFailed(TransferFailedMessage),
+}
+
+/// The bot's `EscalateResponseMessage`: it asks to hand over.
+#[derive(Deserialize, ToSchema)]
+pub struct EscalateMessage {
+    /// `escalate`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^escalate$")]
+    pub kind: String,
+    /// Where the bot asks to hand over to.
+    pub targets: Vec<EscalationTarget>,
+}
+
+/// The client routed the session.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BotMessage {
-    /// `escalate`, `transferSucceeded` or `transferFailed`.
+pub struct TransferSucceededMessage {
+    /// `transferSucceeded`.
     #[serde(rename = "type")]
-    #[schema(pattern = "^(escalate|transferSucceeded|transferFailed)$")]
+    #[schema(pattern = "^transferSucceeded$")]
     pub kind: String,
-    /// `escalate`: where the bot asks to hand over to.
-    pub targets: Option<Vec<EscalationTarget>>,
-    /// `transferSucceeded`, `transferFailed`: required.
-    pub sequence_id: Option<i64>,
-    /// `transferFailed`: `NoAgentAvailable` or `Error`.
+    pub sequence_id: i64,
+}
+
+/// Routing failed.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferFailedMessage {
+    /// `transferFailed`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^transferFailed$")]
+    pub kind: String,
+    pub sequence_id: i64,
     #[schema(pattern = "^(NoAgentAvailable|Error)$")]
-    pub reason: Option<String>,
+    pub reason: String,
     pub description: Option<String>,
 }
 
