@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Ingest benchmark: the release binary on PostgreSQL, driven over HTTP by wrk, against
-# pgbench doing the same durable writes per event, at the same concurrency, in one run.
+# Ingest benchmark: the release binary on PostgreSQL, driven over HTTP by wrk, against two
+# anchors at the same concurrency, in one run: pgbench doing the same durable writes with
+# one event per transaction, and with GROUP events per transaction (the best grouping
+# PostgreSQL itself can do on the machine).
 #
 #   bench/run.sh                          # PostgreSQL at postgres://postgres@127.0.0.1:5432
-#   DURATION=30 CONNECTIONS="16 64" bench/run.sh
+#   DURATION=30 CONNECTIONS="16 64" GROUP=16 bench/run.sh
 #   ADMIN_URL=postgres://me@127.0.0.1:5432/postgres bench/run.sh
 #   BINARY=/tmp/agentassist-hooks bench/run.sh   # a given build instead of cargo build
 #
@@ -19,6 +21,7 @@ ADMIN_URL=${ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DURATION=${DURATION:-20}        # seconds per measured run
 WARMUP=${WARMUP:-5}             # seconds of warm-up before each measured run
 CONNECTIONS=${CONNECTIONS:-"16 64"}
+GROUP=${GROUP:-16}              # events per transaction of the grouped pgbench anchor
 SERVICE_DB=hooks_bench
 PGBENCH_DB=hooks_bench_pgbench
 
@@ -111,14 +114,28 @@ drive() {
     grep '^RESULT' "$work/wrk-$3.txt"
 }
 
-# pgbench at $1 clients for $2 seconds, logging each transaction under tag $3.
+# pgbench at $1 clients for $2 seconds, logging each transaction under tag $3, with the
+# script $4 (default: one event per transaction).
 pgbench_run() {
     rm -f "$work/pgb-$3".*
     pgbench -n -M prepared -c "$1" -j 2 -T "$2" -l --log-prefix="$work/pgb-$3" \
         -D k=0 -D slots=$((2000 / $1)) -D tag="$3" -D payload="$payload" -D participant="$participant" \
-        -f bench/pgbench-event.sql "$pgbench_url" >"$work/pgbench-$3.txt" 2>&1 \
+        -f "${4:-bench/pgbench-event.sql}" "$pgbench_url" >"$work/pgbench-$3.txt" 2>&1 \
         || { cat "$work/pgbench-$3.txt" >&2; exit 1; }
 }
+
+# The second anchor: the same writes, GROUP events per transaction (each of another
+# conversation, as a group commit gathers them): bench/pgbench-event.sql's per-event
+# commands repeated GROUP times between one BEGIN and COMMIT.
+grouped_script=$work/pgbench-grouped.sql
+{
+    echo "BEGIN;"
+    for _ in $(seq "$GROUP"); do
+        sed -n '/^\\set /p' bench/pgbench-event.sql
+        sed -n '/^BEGIN;$/,/^COMMIT;$/p' bench/pgbench-event.sql | sed '1d;$d'
+    done
+    echo "COMMIT;"
+} >"$grouped_script"
 
 # One event as bench/ingest.lua sends it.
 payload='{"name":"INTERNAL_TRANSFER_EVENT","transfertype":"COLD","transition":"entry","isExtAD":"true","language":"en","experience":"voice","participant":{"identity":"agent-0421","name":"Agent 0421","type":"agent","customFields":{"agentEmail":"agent-0421@example.com","queueId":"q-21","queueName":"Billing and payments"}}}'
@@ -158,6 +175,7 @@ cpu_use() {
 }
 
 declare -A service_eps service_p50 service_p99 pg_tps pg_p50 pg_p99 service_cpu pgbench_cpu
+declare -A pg_grouped_eps
 total_ok=0
 total_refused=0
 for c in $CONNECTIONS; do
@@ -190,6 +208,14 @@ for c in $CONNECTIONS; do
     pg_p99[$c]=$(awk -v us="$(pgbench_percentile "run$c" 99)" 'BEGIN {printf "%.1f", us / 1000}')
     echo "pgbench: tps=${pg_tps[$c]} p50=${pg_p50[$c]}ms p99=${pg_p99[$c]}ms" \
         "failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$work/pgbench-run$c.txt")"
+
+    pgbench_run "$c" "$WARMUP" "gwarm$c" "$grouped_script"
+    psql_q "$pgbench_url" -c "VACUUM ANALYZE"
+    psql_q "$ADMIN_URL" -c CHECKPOINT
+    pgbench_run "$c" "$DURATION" "grun$c" "$grouped_script"
+    grouped_tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$work/pgbench-grun$c.txt" | head -1)
+    pg_grouped_eps[$c]=$(awk -v t="$grouped_tps" -v g="$GROUP" 'BEGIN {printf "%.0f", t * g}')
+    echo "pgbench, $GROUP events per transaction: tps=$grouped_tps events/s=${pg_grouped_eps[$c]}"
 done
 
 peak_rss_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$service_pid/status")
@@ -249,13 +275,17 @@ fi
 
 echo
 echo "== summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), ${DURATION}s per run after ${WARMUP}s warm-up)"
-printf '%-12s %12s %10s %10s %12s %10s %10s %8s\n' connections "service ev/s" "p50 ms" "p99 ms" \
-    "pgbench tps" "p50 ms" "p99 ms" ratio
+printf '%-12s %12s %10s %10s %12s %10s %10s %8s %14s %8s\n' connections "service ev/s" "p50 ms" "p99 ms" \
+    "pgbench tps" "p50 ms" "p99 ms" ratio "grouped ev/s" ratio
 for c in $CONNECTIONS; do
     ratio=$(awk -v a="${service_eps[$c]}" -v b="${pg_tps[$c]}" 'BEGIN {printf "%.2f", a / b}')
-    printf '%-12s %12s %10s %10s %12.0f %10s %10s %8s\n' "$c" "${service_eps[$c]}" "${service_p50[$c]}" \
-        "${service_p99[$c]}" "${pg_tps[$c]}" "${pg_p50[$c]}" "${pg_p99[$c]}" "$ratio"
+    grouped_ratio=$(awk -v a="${service_eps[$c]}" -v b="${pg_grouped_eps[$c]}" 'BEGIN {printf "%.2f", a / b}')
+    printf '%-12s %12s %10s %10s %12.0f %10s %10s %8s %14s %8s\n' "$c" "${service_eps[$c]}" "${service_p50[$c]}" \
+        "${service_p99[$c]}" "${pg_tps[$c]}" "${pg_p50[$c]}" "${pg_p99[$c]}" "$ratio" \
+        "${pg_grouped_eps[$c]}" "$grouped_ratio"
 done
+echo "(ratio: service events/s over pgbench with one event per transaction; then over pgbench"
+echo " with $GROUP events per transaction)"
 echo
 echo "CPU ms per event: service (app = the service), pgbench (app = none); gen = wrk or pgbench;"
 echo "rest = interrupts and any other process on the machine"
@@ -277,10 +307,14 @@ verdict() { if (($(awk "BEGIN {print ($1) ? 1 : 0}"))); then echo met; else echo
 last=${CONNECTIONS##* }
 first=${CONNECTIONS%% *}
 ratio_last=$(awk -v a="${service_eps[$last]}" -v b="${pg_tps[$last]}" 'BEGIN {printf "%.2f", a / b}')
-echo "throughput at $last connections >= 0.8 x pgbench: $ratio_last  $(verdict "$ratio_last >= 0.8")"
-echo "p99 at $first connections <= 25 ms: ${service_p99[$first]} ms  $(verdict "${service_p99[$first]} <= 25")"
+grouped_last=$(awk -v a="${service_eps[$last]}" -v b="${pg_grouped_eps[$last]}" 'BEGIN {printf "%.2f", a / b}')
+ratio_first=$(awk -v a="${service_eps[$first]}" -v b="${pg_tps[$first]}" 'BEGIN {printf "%.2f", a / b}')
+echo "throughput at $last connections >= 1.5 x pgbench, one event per transaction: $ratio_last  $(verdict "$ratio_last >= 1.5")"
+echo "throughput at $last connections >= 0.7 x pgbench, $GROUP events per transaction: $grouped_last  $(verdict "$grouped_last >= 0.7")"
+echo "throughput at $first connections >= 1.0 x pgbench, one event per transaction: $ratio_first  $(verdict "$ratio_first >= 1.0")"
+echo "p99 at $first connections <= 10 ms: ${service_p99[$first]} ms  $(verdict "${service_p99[$first]} <= 10")"
 peak_mib=$(awk -v k="$peak_rss_kib" 'BEGIN {printf "%.1f", k / 1024}')
-echo "peak RSS <= 100 MiB: $peak_mib MiB  $(verdict "$peak_mib <= 100")"
+echo "peak RSS <= 50 MiB: $peak_mib MiB  $(verdict "$peak_mib <= 50")"
 echo "every acknowledged event stored, seqs gap-free: $correct"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 [[ $correct == yes ]]

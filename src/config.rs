@@ -108,6 +108,8 @@ pub struct DatabaseSettings {
     pub acquire_timeout_seconds: u64,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
+    /// PostgreSQL: appends that arrive together share one transaction.
+    pub group_commit: GroupCommitSettings,
 }
 
 impl Default for DatabaseSettings {
@@ -117,6 +119,34 @@ impl Default for DatabaseSettings {
             max_connections: 16,
             acquire_timeout_seconds: 5,
             migrate_on_start: true,
+            group_commit: GroupCommitSettings::default(),
+        }
+    }
+}
+
+/// Group commit (PostgreSQL): the appends waiting when a writer is free are written in one
+/// transaction, with a few statements for all of them, and each answered when it commits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupCommitSettings {
+    /// Off: every append is a transaction of its own.
+    pub enabled: bool,
+    /// Transactions of grouped appends running at once (each holds one connection).
+    pub writers: usize,
+    /// The most appends in one transaction.
+    pub max_batch: usize,
+    /// How long a writer waits for more appends after the first, in microseconds; 0 takes
+    /// only those already waiting (a group forms while the other writers are busy).
+    pub window_us: u64,
+}
+
+impl Default for GroupCommitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            writers: 4,
+            max_batch: 64,
+            window_us: 0,
         }
     }
 }

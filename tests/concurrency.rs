@@ -66,4 +66,28 @@ async fn concurrent_requests_through_two_replicas_get_seq_1_to_n(backend: Backen
         received.windows(2).all(|pair| pair[0] <= pair[1]),
         "receivedAt never goes back as seq goes up"
     );
+
+    // Each append saw the whole conversation as the previous one left it (not a snapshot
+    // from before it waited its turn): everyone is present, and every WARM entry after the
+    // first was invited by whoever has been present longest, the first to enter.
+    let conversation = replica_b
+        .get(
+            &format!("/api/v1/bots/{BOT}/conversations/c-busy"),
+            &wildcard_token(),
+        )
+        .await
+        .body;
+    assert_eq!(
+        conversation["participantsPresent"]
+            .as_array()
+            .unwrap()
+            .len(),
+        expected_total
+    );
+    let first = page.body["events"][0]["participant"]["identity"].clone();
+    let hops = conversation["hops"].as_array().unwrap();
+    assert_eq!(hops.len(), expected_total);
+    for hop in &hops[1..] {
+        assert_eq!(hop["from"], first, "{hop}");
+    }
 }

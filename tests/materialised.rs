@@ -164,7 +164,10 @@ async fn assert_materialised(app: &TestApp, conversation: &str, posted: usize) -
     summary.status
 }
 
-on_both_backends!(stored_summaries_and_stints_equal_a_fresh_fold_of_the_stored_events);
+on_both_backends!(
+    stored_summaries_and_stints_equal_a_fresh_fold_of_the_stored_events,
+    appends_racing_through_two_replicas_still_equal_a_fresh_fold,
+);
 
 async fn stored_summaries_and_stints_equal_a_fresh_fold_of_the_stored_events(backend: Backend) {
     let app = backend.app().await;
@@ -197,4 +200,39 @@ async fn stored_summaries_and_stints_equal_a_fresh_fold_of_the_stored_events(bac
             "the histories reach {status:?}"
         );
     }
+}
+
+/// Requests for one conversation, racing through two replicas (each gathering its own into
+/// groups on PostgreSQL): whoever waits for the conversation must then see it whole, as
+/// the append before it left it — its participants and stints, not only its summary row —
+/// or the stored rows drift from the fold of the stored events.
+async fn appends_racing_through_two_replicas_still_equal_a_fresh_fold(backend: Backend) {
+    let replicas = [backend.app().await, backend.app().await];
+    let mut runner = TestRunner::deterministic();
+    let (events, sizes) = (
+        prop::collection::vec(event(), 120),
+        prop::collection::vec(1usize..=3, 40),
+    )
+        .new_tree(&mut runner)
+        .expect("a history")
+        .current();
+    let mut requests = batches(events, &sizes);
+    let posted: usize = requests.iter().map(Vec::len).sum();
+    // The conversation exists before the race, so that the racers wait on its row.
+    let first = replicas[0]
+        .post_events(BOT, &batch("c-race", requests.remove(0)))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+
+    let answers =
+        futures_util::future::join_all(requests.into_iter().enumerate().map(|(index, events)| {
+            let replica = &replicas[index % 2];
+            async move { replica.post_events(BOT, &batch("c-race", events)).await }
+        }))
+        .await;
+
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_materialised(&replicas[0], "c-race", posted).await;
 }

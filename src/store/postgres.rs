@@ -8,7 +8,7 @@ use super::{
     Appended, Checkout, FeedPosition, KeyRecord, Keyed, StoreError, finish, named_identities, plan,
 };
 use crate::changes::ChangeHub;
-use crate::config::DatabaseSettings;
+use crate::config::{DatabaseSettings, GroupCommitSettings};
 use crate::domain::{
     Anomaly, AppendPlan, IngestBatch, Participant, Stored, needs_interaction, present_needed,
 };
@@ -17,8 +17,12 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Connection, FromRow, PgConnection, PgPool, Postgres, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+
+mod group;
+use group::GroupCommit;
 
 /// An older binary keeps serving a database that a newer release migrated further.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
@@ -33,6 +37,8 @@ const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Appends gathered into shared transactions, when `database.group_commit` is on.
+    group: Option<Arc<GroupCommit>>,
 }
 
 impl PgStore {
@@ -62,12 +68,20 @@ impl PgStore {
                 })
             })
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        let group = GroupCommit::start(&pool, &settings.group_commit);
+        Ok(Self { pool, group })
     }
 
-    /// Wraps an existing pool (tests use the per-test pools of `#[sqlx::test]`).
+    /// Wraps an existing pool (tests use the per-test pools of `#[sqlx::test]`); every
+    /// append in a transaction of its own.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, group: None }
+    }
+
+    /// Wraps an existing pool, gathering appends as `settings` say.
+    pub fn with_group_commit(pool: PgPool, settings: &GroupCommitSettings) -> Self {
+        let group = GroupCommit::start(&pool, settings);
+        Self { pool, group }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -118,10 +132,13 @@ impl PgStore {
     }
 
     pub(super) async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
-        let mut connection = Checkout::acquire(&self.pool).await?;
-        let appended = append_on(&mut connection, batch).await;
-        connection.reuse_if_ok(&appended);
-        appended
+        let Some(group) = &self.group else {
+            return append_alone(&self.pool, batch).await;
+        };
+        match group.submit(batch.clone(), None).await? {
+            Keyed::Stored(appended) => Ok(appended),
+            other => Err(anyhow::anyhow!("an append without a key was answered {other:?}").into()),
+        }
     }
 
     pub(super) async fn append_keyed(
@@ -129,16 +146,36 @@ impl PgStore {
         batch: &IngestBatch,
         key: &KeyRecord,
     ) -> Result<Keyed, StoreError> {
-        let mut connection = Checkout::acquire(&self.pool).await?;
-        let keyed = async {
-            let mut tx = connection.begin().await?;
-            let keyed = append_keyed_in(&mut tx, batch, key).await;
-            finish(tx, keyed, |keyed| matches!(keyed, Keyed::Stored(_))).await
+        match &self.group {
+            Some(group) => group.submit(batch.clone(), Some(key.clone())).await,
+            None => append_keyed_alone(&self.pool, batch, key).await,
         }
-        .await;
-        connection.reuse_if_ok(&keyed);
-        keyed
     }
+}
+
+/// An append in a transaction of its own (two round trips, usually; see [`append_on`]).
+async fn append_alone(pool: &PgPool, batch: &IngestBatch) -> Result<Appended, StoreError> {
+    let mut connection = Checkout::acquire(pool).await?;
+    let appended = append_on(&mut connection, batch).await;
+    connection.reuse_if_ok(&appended);
+    appended
+}
+
+/// An append with an `Idempotency-Key`, in a transaction of its own.
+async fn append_keyed_alone(
+    pool: &PgPool,
+    batch: &IngestBatch,
+    key: &KeyRecord,
+) -> Result<Keyed, StoreError> {
+    let mut connection = Checkout::acquire(pool).await?;
+    let keyed = async {
+        let mut tx = connection.begin().await?;
+        let keyed = append_keyed_in(&mut tx, batch, key).await;
+        finish(tx, keyed, |keyed| matches!(keyed, Keyed::Stored(_))).await
+    }
+    .await;
+    connection.reuse_if_ok(&keyed);
+    keyed
 }
 
 impl PgStore {
@@ -391,13 +428,30 @@ async fn append_locked(
     Ok(Appended::of(&plan))
 }
 
+/// What an append needs of a conversation, read in one row.
 #[derive(FromRow)]
-struct StateRow {
+pub(super) struct StateRow {
     #[sqlx(flatten)]
     summary: SummaryRow,
     received_at: DbTime,
     participants: Option<Json<Vec<StateParticipant>>>,
     present: Option<Json<Vec<PresentStintRow>>>,
+}
+
+impl StateRow {
+    /// The conversation as the plan sees it, and the time the append is received.
+    pub(super) fn into_state(self) -> Result<(Stored, OffsetDateTime), StoreError> {
+        let participants = self
+            .participants
+            .map(|Json(participants)| participants)
+            .unwrap_or_default();
+        let present = self
+            .present
+            .map(|Json(present)| present)
+            .unwrap_or_default();
+        let stored = sql::stored(&self.summary, participants, present)?;
+        Ok((stored, self.received_at.into()))
+    }
 }
 
 /// Reads, in one round trip and without locking, what an append of `batch` needs, and
@@ -461,13 +515,7 @@ async fn load(
     .bind(needs_interaction(&batch.events))
     .fetch_one(connection)
     .await?;
-    let participants = row
-        .participants
-        .map(|Json(participants)| participants)
-        .unwrap_or_default();
-    let present = row.present.map(|Json(present)| present).unwrap_or_default();
-    let stored = sql::stored(&row.summary, participants, present)?;
-    Ok((stored, row.received_at.into()))
+    row.into_state()
 }
 
 /// The rows an append writes after its conversation's row (`conversation`, which returns

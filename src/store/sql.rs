@@ -1077,7 +1077,7 @@ pub struct KeyRow {
 
 impl KeyRow {
     /// What a request with `fingerprint` finds under this key.
-    fn into_previous(self, fingerprint: &str) -> anyhow::Result<Previous> {
+    pub fn into_previous(self, fingerprint: &str) -> anyhow::Result<Previous> {
         if self.fingerprint != fingerprint {
             return Ok(Previous::OtherBody);
         }

@@ -1,12 +1,12 @@
 //! Shared test harness: the real router over a real PostgreSQL (one database per test,
-//! from `#[sqlx::test]`), driven with `oneshot`.
+//! from `#[sqlx::test]`, with group commit on as in production), driven with `oneshot`.
 #![allow(dead_code)]
 
 use agentassist_hooks::auth::{AppRegistry, issue_token};
 use agentassist_hooks::changes::ChangeHub;
 use agentassist_hooks::config::{
-    AppConfig, AuthSettings, ChangesSettings, IdempotencySettings, OneOrMany, Permission,
-    ServerSettings,
+    AppConfig, AuthSettings, ChangesSettings, GroupCommitSettings, IdempotencySettings, OneOrMany,
+    Permission, ServerSettings,
 };
 use agentassist_hooks::routes::{AppState, router};
 use agentassist_hooks::store::{PgStore, SqliteStore, Store};
@@ -175,7 +175,7 @@ impl Backend {
                     .max_connections(8)
                     .connect_lazy_with(pool.connect_options().as_ref().clone());
                 (
-                    PgStore::from_pool(own_pool.clone()).into(),
+                    PgStore::with_group_commit(own_pool.clone(), &Default::default()).into(),
                     Db::Postgres(own_pool),
                 )
             }
@@ -220,7 +220,7 @@ impl TestApp {
     }
 
     pub fn with(pool: PgPool, auth: AuthSettings, server: ServerSettings) -> Self {
-        let store = PgStore::from_pool(pool.clone()).into();
+        let store = PgStore::with_group_commit(pool.clone(), &Default::default()).into();
         Self::build(
             store,
             Db::Postgres(pool),
@@ -228,6 +228,19 @@ impl TestApp {
             server,
             Default::default(),
             Default::default(),
+        )
+    }
+
+    /// An app over the given PostgreSQL pool, grouping appends as `settings` say.
+    pub fn with_group_commit(pool: PgPool, settings: &GroupCommitSettings) -> Self {
+        let store = PgStore::with_group_commit(pool.clone(), settings).into();
+        Self::build(
+            store,
+            Db::Postgres(pool),
+            AuthSettings::default(),
+            ServerSettings::default(),
+            IdempotencySettings::default(),
+            ChangesSettings::default(),
         )
     }
 
