@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # EXPLAIN (ANALYZE, BUFFERS) of the query API's list and stint queries on a scratch
-# database seeded with 100,000 conversations (~300,000 stints over 2,000 agents,
-# 30 days). The SQL is the shape src/store/postgres.rs builds, binds written as literals.
+# database seeded with 100,000 conversations by default (CONVERSATIONS=1000000 for a
+# million; three participants and stints each, over 2,000 agents, 30 days). The SQL is the shape src/store/postgres.rs builds, binds written as literals.
 #
 #   bench/explain.sh                      # uses postgres://postgres@127.0.0.1:5432/postgres
 #   ADMIN_URL=postgres://me@db:5432/postgres EXPLAIN_DB=scratch bench/explain.sh
@@ -77,8 +77,8 @@ ANALYZE seed, seed_stints;
 
 INSERT INTO conversations (bot_id, conversation_id, last_seq, status, experience, language,
                            started_at, ended_at, last_event_at, event_count, anomaly_count,
-                           cold_transfers, warm_transfers, redial_transfers,
-                           participants_present, timeline)
+                           cold_transfers, warm_transfers, redial_transfers, present_count,
+                           participant_count, hop_count)
 SELECT bot.id, s.conversation_id, events.n, s.status, s.experience, 'en',
        s.started_at,
        CASE WHEN s.status = 'ended' THEN s.started_at + s.duration END,
@@ -87,33 +87,23 @@ SELECT bot.id, s.conversation_id, events.n, s.status, s.experience, 'en',
            WHEN 'idle' THEN s.started_at + s.duration * 5 / 6
            ELSE s.started_at + s.duration * 2 / 3
        END,
-       events.n, 0, 2, 0, 0,
-       CASE WHEN s.status = 'active' THEN jsonb_build_array(last_agent.identity) ELSE '[]' END,
-       -- The folded timeline, roughly as large as the service writes it.
-       jsonb_build_object(
-           'status', s.status, 'experience', s.experience, 'language', 'en',
-           'started_at', s.started_at, 'event_count', events.n, 'anomaly_count', 0,
-           'transfers', jsonb_build_object('cold', 2, 'warm', 0, 'redial', 0),
-           'participants', (
-               SELECT jsonb_agg(jsonb_build_object(
-                          'identity', t.identity, 'name', 'Name of ' || t.identity,
-                          'kind', 'agent',
-                          'stints', jsonb_build_array(jsonb_build_object(
-                              'joined_at', t.joined_at, 'left_at', t.left_at,
-                              'entry_type', t.entry_type, 'exit_type', t.exit_type)))
-                          ORDER BY t.position)
-               FROM seed_stints t WHERE t.i = s.i))
+       events.n, 0, 2, 0, 0, CASE WHEN s.status = 'active' THEN 1 ELSE 0 END, 3, 2
 FROM seed s
 -- A second bot with a tenth as many conversations, so that bot_id is not a constant.
 JOIN (VALUES ('st-1234', 1, 0), ('st-9999', 10, 7)) AS bot (id, every, rest) ON s.i % bot.every = bot.rest
 CROSS JOIN LATERAL (SELECT CASE s.status WHEN 'ended' THEN 6 WHEN 'idle' THEN 5 ELSE 4 END AS n) AS events
-CROSS JOIN LATERAL (SELECT identity FROM seed_stints t WHERE t.i = s.i AND t.position = 2) AS last_agent
 -- Rows arrive in time order, as the first event of each conversation creates its row.
 ORDER BY s.started_at;
 
+INSERT INTO participants (bot_id, conversation_id, identity, position, name, kind, stint_count)
+SELECT 'st-1234', conversation_id, identity, position, 'Name of ' || identity, 'agent', 1
+FROM seed_stints
+ORDER BY joined_at;
+
 INSERT INTO stints (bot_id, conversation_id, identity, ordinal, joined_at, left_at,
-                    entry_type, exit_type)
-SELECT 'st-1234', conversation_id, identity, 0, joined_at, left_at, entry_type, exit_type
+                    entry_type, exit_type, position)
+SELECT 'st-1234', conversation_id, identity, 0, joined_at, left_at, entry_type, exit_type,
+       position
 FROM seed_stints
 ORDER BY joined_at;
 SQL
@@ -134,9 +124,13 @@ explain() {
 # bind written as a literal of the type sqlx binds it as.
 bot="'st-1234'"
 now="'${NOW}'::timestamptz"
-columns="c.bot_id, c.conversation_id, c.status, c.experience,
-    c.language, c.started_at, c.ended_at, c.last_event_at, c.event_count, c.anomaly_count,
-    c.cold_transfers, c.warm_transfers, c.redial_transfers, c.participants_present"
+columns="c.bot_id, c.conversation_id, c.last_seq, c.status, c.experience, c.language,
+    c.started_at, c.ended_at, c.last_event_at, c.event_count, c.anomaly_count,
+    c.cold_transfers, c.warm_transfers, c.redial_transfers, c.present_count,
+    c.participant_count, c.experience_from_events, c.escalated_transfers,
+    c.failed_transfers, c.hop_count, c.last_emptied_by,
+    CAST(c.pending_escalations AS TEXT) AS pending_escalations, c.awaiting_agent, c.service,
+    CAST(c.interaction AS TEXT) AS interaction"
 newest="ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT 51"
 select="SELECT ${columns} FROM conversations c WHERE c.bot_id = ${bot}"
 
@@ -153,7 +147,13 @@ cursor=$(psql_db -At -F '|' -c "SELECT last_event_at, conversation_id FROM conve
 cursor_at="'${cursor%|*}'::timestamptz" cursor_id="'${cursor#*|}'"
 
 explain "(a) list by participant: ?participant=agent-0042" \
-    "${select} AND EXISTS (SELECT 1 FROM stints s WHERE s.bot_id = c.bot_id AND s.identity = 'agent-0042' AND s.conversation_id = c.conversation_id) ${newest}"
+    "${select} AND EXISTS (SELECT 1 FROM participants p WHERE p.bot_id = c.bot_id AND p.conversation_id = c.conversation_id AND p.identity = 'agent-0042') ${newest}"
+
+echo
+echo "== (a2) as (a), a generic plan of the prepared statement (as the service plans it)"
+psql_db -c "SET plan_cache_mode = force_generic_plan" \
+    -c "PREPARE by_participant (text, text, bigint) AS SELECT ${columns} FROM conversations c WHERE c.bot_id = \$1 AND EXISTS (SELECT 1 FROM participants p WHERE p.bot_id = c.bot_id AND p.conversation_id = c.conversation_id AND p.identity = \$2) ORDER BY c.last_event_at DESC, c.conversation_id DESC LIMIT \$3" \
+    -c "EXPLAIN (ANALYZE, BUFFERS) EXECUTE by_participant('st-1234', 'agent-0042', 51)"
 
 explain "(b) list by time window, one day two weeks back: ?from=2026-03-16T00:00:00Z&to=2026-03-17T00:00:00Z" \
     "$(window 2026-03-16T00:00:00Z 2026-03-17T00:00:00Z)"

@@ -521,7 +521,9 @@ async fn a_reader_starting_at_now_gets_only_what_is_stored_from_then_on(backend:
 
     let end = app.get(&changes_path(Some("now"), 10), &read_token()).await;
 
-    assert_eq!(end.body["items"], json!([]), "nothing stored before now");
+    // The end is what is visible now: on PostgreSQL an event committed a moment ago may
+    // still be held back by another transaction (of any database of the cluster), and
+    // then comes after it — late, never lost.
     let position = end.body["nextAfter"]
         .as_str()
         .expect("the end's position")
@@ -529,18 +531,42 @@ async fn a_reader_starting_at_now_gets_only_what_is_stored_from_then_on(backend:
     let mut stream = app.stream_after(BOT, &read_token(), "now").await;
     let opened = stream.next_message().await.unwrap();
     assert_eq!(opened.comment.as_deref(), Some("connected"));
-    assert_eq!(
-        opened.id.as_deref(),
-        Some(position.as_str()),
-        "the stream names where it starts, for a reconnect before any item"
-    );
+    assert!(opened.id.is_some(), "the stream names where it starts");
     let after = batch("c-after", vec![transfer("NA", "entry", "a2")]);
     assert_eq!(app.post_events(BOT, &after).await.status, 200);
-    let (items, _) = read_feed(&app, Some(position), 10, 1).await;
-    assert_eq!(keys(&items), [("c-after".to_owned(), 1)]);
-    let streamed = stream.expect_change(10).await.json();
-    assert_eq!(
-        streamed["conversationId"], "c-after",
-        "the stream skipped what came before"
-    );
+
+    let mut paged = conversations_of(&end.body["items"]);
+    let mut next = Some(position);
+    while !paged.contains(&"c-after".to_owned()) {
+        let page = app
+            .get(&changes_path(next.as_deref(), 10), &read_token())
+            .await;
+        paged.extend(conversations_of(&page.body["items"]));
+        next = page.body["nextAfter"].as_str().map(str::to_owned);
+    }
+    assert_only_the_new_one(&paged);
+    let mut streamed = Vec::new();
+    while !streamed.contains(&"c-after".to_owned()) {
+        let item = stream.expect_change(10).await.json();
+        streamed.push(item["conversationId"].as_str().unwrap().to_owned());
+    }
+    assert_only_the_new_one(&streamed);
+}
+
+fn conversations_of(items: &Value) -> Vec<String> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["conversationId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `c-after` once; `c-before` at most once, and only if it was held back at `now`.
+fn assert_only_the_new_one(conversations: &[String]) {
+    let after = conversations.iter().filter(|c| *c == "c-after").count();
+    let before = conversations.iter().filter(|c| *c == "c-before").count();
+    assert_eq!(after, 1, "{conversations:?}");
+    assert!(before <= 1, "{conversations:?}");
+    assert_eq!(after + before, conversations.len(), "{conversations:?}");
 }

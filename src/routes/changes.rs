@@ -148,8 +148,9 @@ impl IntoResponse for ChangePage {
 #[into_params(parameter_in = Query, style = Form)]
 pub struct ChangesQuery {
     /// The `nextAfter` of the previous page, or an item's `position`; omitted or empty:
-    /// from the oldest kept event; `now`: from the feed's end, only what is stored from now
-    /// on (the page's `nextAfter` is then that end's position).
+    /// from the oldest kept event; `now`: from the feed's end as it is visible now — what
+    /// becomes visible from then on, including an event committed a moment ago that a
+    /// running transaction still holds back (the page's `nextAfter` is then that end).
     pub after: Option<String>,
     /// Page size.
     #[param(minimum = 1, maximum = 1000, default = 100)]

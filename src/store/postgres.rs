@@ -805,13 +805,14 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    fn batch(events: Value) -> IngestBatch {
+    /// A request of `events` for the conversation `c-race`.
+    pub(super) fn batch(events: Value) -> IngestBatch {
         let body = json!({ "conversationId": "c-race", "botId": "st-1", "events": events });
         IngestBatch::parse(body.to_string().as_bytes(), "st-1")
             .expect("the test body is a valid hooks request")
     }
 
-    fn transfer(transfer_type: &str, transition: &str, agent: &str) -> Value {
+    pub(super) fn transfer(transfer_type: &str, transition: &str, agent: &str) -> Value {
         json!({
             "name": "INTERNAL_TRANSFER_EVENT", "transfertype": transfer_type,
             "transition": transition, "isExtAD": true, "experience": "chat",

@@ -1081,22 +1081,9 @@ async fn save_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::postgres::tests::{batch, transfer};
     use crate::store::postgres::{MIGRATOR, PgStore, append_locked};
-    use serde_json::{Value, json};
-
-    fn batch(events: Value) -> IngestBatch {
-        let body = json!({ "conversationId": "c-wait", "botId": "st-1", "events": events });
-        IngestBatch::parse(body.to_string().as_bytes(), "st-1")
-            .expect("the test body is a valid hooks request")
-    }
-
-    fn transfer(transfer_type: &str, transition: &str, agent: &str) -> Value {
-        json!({
-            "name": "INTERNAL_TRANSFER_EVENT", "transfertype": transfer_type,
-            "transition": transition, "isExtAD": true, "experience": "chat",
-            "participant": { "identity": agent, "name": agent, "type": "agent" }
-        })
-    }
+    use serde_json::json;
 
     /// Another transaction holds the conversation and changes who is present while a group
     /// waits for it: the group must plan from what that transaction left, not from what its
@@ -1110,7 +1097,7 @@ mod tests {
         // Holds the conversation (a lock only: a group's insert of it does not wait for that)
         // and changes it only once the group waits for it.
         let mut other = pool.begin().await.unwrap();
-        sqlx::query("SELECT 1 FROM conversations WHERE conversation_id = 'c-wait' FOR UPDATE")
+        sqlx::query("SELECT 1 FROM conversations WHERE conversation_id = 'c-race' FOR UPDATE")
             .execute(&mut *other)
             .await
             .unwrap();
@@ -1145,7 +1132,7 @@ mod tests {
         );
         let stints: Vec<(i32, bool)> = sqlx::query_as(
             "SELECT ordinal, left_at IS NULL FROM stints
-             WHERE conversation_id = 'c-wait' AND identity = 'a1' ORDER BY ordinal",
+             WHERE conversation_id = 'c-race' AND identity = 'a1' ORDER BY ordinal",
         )
         .fetch_all(&pool)
         .await
