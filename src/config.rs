@@ -26,6 +26,8 @@ pub struct Settings {
     #[serde(default)]
     pub retention: RetentionSettings,
     #[serde(default)]
+    pub telemetry: TelemetrySettings,
+    #[serde(default)]
     pub apps: Vec<AppConfig>,
 }
 
@@ -106,6 +108,9 @@ pub struct DatabaseSettings {
     pub url: Option<SecretString>,
     pub max_connections: u32,
     pub acquire_timeout_seconds: u64,
+    /// At start, how long to keep trying a database that cannot be reached (or whose
+    /// certificate fails verification) before giving up with its last error.
+    pub connect_timeout_seconds: u64,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// PostgreSQL: appends that arrive together share one transaction.
@@ -118,6 +123,7 @@ impl Default for DatabaseSettings {
             url: None,
             max_connections: 16,
             acquire_timeout_seconds: 5,
+            connect_timeout_seconds: 60,
             migrate_on_start: true,
             group_commit: GroupCommitSettings::default(),
         }
@@ -195,6 +201,15 @@ impl Default for LogSettings {
             filter: "info".to_owned(),
         }
     }
+}
+
+/// Traces (SPEC 14).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// The OTLP/HTTP collector's base URL (`/v1/traces` is added); the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` overrides it. Unset: no traces are exported.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //! healthcheck, purge.
 
 use agentassist_hooks::auth::{AppRegistry, issue_token};
-use agentassist_hooks::config::Settings;
+use agentassist_hooks::config::{DatabaseSettings, Settings};
 use agentassist_hooks::{openapi, probe, startup, store, telemetry};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -112,16 +112,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match command {
         Command::Serve => {
-            telemetry::init(&settings.log);
+            // Outside the runtime: the span exporter blocks on a thread of its own.
+            let _telemetry = telemetry::init(&settings.log, &settings.telemetry);
             runtime.block_on(startup::serve(settings))
         }
-        Command::Migrate => runtime.block_on(async {
-            let store = store::connect(&settings.database).await?;
-            store.migrate().await.context("migration failed")?;
-            store.close().await;
-            println!("migrations applied");
-            Ok(())
-        }),
+        Command::Migrate => {
+            let _telemetry = telemetry::init(&settings.log, &settings.telemetry);
+            runtime.block_on(async {
+                let store = store::connect(&settings.database).await?;
+                let database = DatabaseSettings {
+                    migrate_on_start: true,
+                    ..settings.database.clone()
+                };
+                let migrated = startup::prepare_database(&store, &database).await;
+                store.close().await;
+                migrated.context("migration failed")?;
+                println!("migrations applied");
+                Ok(())
+            })
+        }
         Command::CheckConfig => {
             settings.server.check()?;
             AppRegistry::from_settings(&settings.auth, &settings.apps)?;

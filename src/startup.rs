@@ -1,27 +1,23 @@
 //! Builds the application from settings and serves it until a shutdown signal.
 
 use crate::auth::AppRegistry;
-use crate::config::{RetentionSettings, Settings};
+use crate::config::{DatabaseSettings, RetentionSettings, Settings};
 use crate::routes::{AppState, router};
 use crate::server;
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreError};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
-/// Opens the store (migrating it when configured) and resolves the apps' secrets.
+/// Opens the store and resolves the apps' secrets. The database is not contacted yet
+/// (see [`prepare_database`]).
 pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
     settings.server.check()?;
     let apps = AppRegistry::from_settings(&settings.auth, &settings.apps)
         .context("invalid [[apps]] or [auth] configuration")?;
     let store = store::connect(&settings.database).await?;
-    if settings.database.migrate_on_start {
-        store
-            .migrate()
-            .await
-            .context("failed to apply database migrations")?;
-    }
     Ok(AppState::new(
         store,
         Arc::new(apps),
@@ -32,42 +28,76 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (bounded) and
-/// closes the database pool.
+/// closes the database pool. The listener is up from the start, so that `/healthz`
+/// answers while the database is prepared (`/readyz` says 503 until it is); a signal ends
+/// the process at any point of that.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let (signalled, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        signalled.send_replace(true);
+    });
+    let requested = |mut shutdown: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    };
+
     let state = build_state(&settings).await?;
     let store = state.store.clone();
     let hub = state.changes.clone();
-    let relaying = tokio::spawn({
-        let (store, hub) = (store.clone(), hub.clone());
-        async move { store.relay_changes(&hub).await }
-    });
-    let purging = tokio::spawn(purge_expired_keys(
-        store.clone(),
-        Duration::from_secs(settings.idempotency.retention_seconds),
-    ));
-    let retaining = tokio::spawn(enforce_retention(store.clone(), settings.retention.clone()));
     let app = router(state, &settings.server);
-    let upkeep = crate::metrics::spawn_upkeep();
     let listener = TcpListener::bind(settings.server.bind)
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.bind))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-
     let limits = server::Limits::of(&settings.server)
         .fit_descriptor_limit(settings.database.max_connections);
-
     let (stopping, stopped) = tokio::sync::oneshot::channel();
-    let server = server::Server::new(limits);
-    let serving = server.serve(listener, app, async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        // Live streams never finish by themselves.
-        hub.stop();
-        let _ = stopping.send(());
+    let (give_up, given_up) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let hub = hub.clone();
+        async move {
+            let server = server::Server::new(limits);
+            server
+                .serve(listener, app, async move {
+                    tokio::select! {
+                        () = requested(shutdown) => {}
+                        _ = given_up => {}
+                    }
+                    // Live streams never finish by themselves.
+                    hub.stop();
+                    let _ = stopping.send(());
+                })
+                .await;
+        }
     });
+
+    let prepared = tokio::select! {
+        prepared = prepare_database(&store, &settings.database) => prepared,
+        () = requested(shutdown.clone()) => Ok(()),
+    };
+    let mut background = Vec::new();
+    if prepared.is_ok() && !*shutdown.borrow() {
+        background = vec![
+            tokio::spawn({
+                let (store, hub) = (store.clone(), hub.clone());
+                async move { store.relay_changes(&hub).await }
+            }),
+            tokio::spawn(purge_expired_keys(
+                store.clone(),
+                Duration::from_secs(settings.idempotency.retention_seconds),
+            )),
+            tokio::spawn(enforce_retention(store.clone(), settings.retention.clone())),
+            crate::metrics::spawn_upkeep(),
+        ];
+    } else {
+        let _ = give_up.send(());
+    }
+
     let grace = Duration::from_secs(settings.server.shutdown_timeout_seconds);
     tokio::select! {
-        () = serving => {}
+        _ = serving => {}
         () = async {
             if stopped.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -76,13 +106,71 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             }
         } => tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway"),
     }
-    purging.abort();
-    retaining.abort();
-    relaying.abort();
-    upkeep.abort();
+    for task in background {
+        task.abort();
+    }
     store.close().await;
+    prepared?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Brings the database to where the service can use it: migrated (when
+/// `database.migrate_on_start`) or at least reachable and migrated by someone else.
+/// Retries what may pass (an unreachable database, a certificate that fails verification,
+/// another replica's migrations not done) for `database.connect_timeout_seconds`, logging
+/// each try; then fails with the last error.
+pub async fn prepare_database(store: &Store, settings: &DatabaseSettings) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(settings.connect_timeout_seconds);
+    let reach_limit = Duration::from_secs(settings.acquire_timeout_seconds.max(1));
+    let mut pause = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        let outcome = async {
+            // Bounded: a connection attempt to a host that drops packets would hang.
+            tokio::time::timeout(reach_limit, store.reach())
+                .await
+                .unwrap_or_else(|_| Err(no_answer(reach_limit)))?;
+            if settings.migrate_on_start {
+                store.migrate().await
+            } else {
+                store.ready().await
+            }
+        }
+        .await;
+        let error = match outcome {
+            Ok(()) => {
+                tracing::info!(attempt, "database ready");
+                return Ok(());
+            }
+            // A migration that fails on a database that answers would fail again.
+            Err(StoreError::Other(error)) if settings.migrate_on_start => {
+                return Err(error.context("failed to apply database migrations"));
+            }
+            Err(error) => error,
+        };
+        if Instant::now() + pause >= deadline {
+            return Err(anyhow::anyhow!(
+                "the database was not ready within {} s (database.connect_timeout_seconds): \
+                 {error}",
+                settings.connect_timeout_seconds
+            ));
+        }
+        tracing::warn!(attempt, error = %error, retry_in = ?pause, "database not ready yet");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_START_PAUSE);
+        attempt += 1;
+    }
+}
+
+/// The longest pause between two tries of an unready database at start.
+const MAX_START_PAUSE: Duration = Duration::from_secs(5);
+
+fn no_answer(limit: Duration) -> StoreError {
+    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {limit:?}"),
+    )))
 }
 
 /// Forgets idempotency keys past their retention, every few minutes.

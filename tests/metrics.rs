@@ -3,6 +3,10 @@
 //! The recorder is one per process, so every test here holds [`SERIAL`] from its first
 //! scrape to its last and asserts on the difference between the two.
 
+// A binary of its own: the metrics recorder is global to a process, and the other tests'
+// requests would count in it.
+#[allow(dead_code)]
+#[path = "api/common.rs"]
 mod common;
 
 on_both_backends!(

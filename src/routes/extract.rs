@@ -19,7 +19,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let apps = Arc::<AppRegistry>::from_ref(state);
         let verified = match token_from_headers(&parts.headers) {
-            Some(token) => apps.verify(token),
+            Some(token) => tracing::info_span!("authenticate").in_scope(|| apps.verify(token)),
             None => Err(crate::auth::AuthFailure::MissingToken),
         };
         verified.map_err(|failure| {

@@ -28,8 +28,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -180,7 +179,7 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
                 // error), so the layer's own failure line would only repeat it.
                 TraceLayer::new_for_http()
                     .make_span_with(request_span)
-                    .on_response(DefaultOnResponse::new().level(Level::INFO))
+                    .on_response(response_line)
                     .on_failure(()),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -241,16 +240,49 @@ async fn refuse_large_heads(request: Request, next: middleware::Next) -> axum::r
     next.run(request).await
 }
 
-/// The request's span: method, route template (never the raw URI) and request id.
+/// The request's span, which is also its trace's server span (SPEC 14): named
+/// `{method} {route template}` (never the raw URI), with OpenTelemetry's HTTP attributes and
+/// the request id, continuing the caller's W3C `traceparent`.
 fn request_span(request: &Request) -> tracing::Span {
+    let method = request.method();
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
+        .map(MatchedPath::as_str);
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!("request", method = %request.method(), route, request_id)
+    let name = match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_string(),
+    };
+    let span = tracing::info_span!(
+        "request",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route.unwrap_or("unmatched"),
+        http.response.status_code = tracing::field::Empty,
+        url.scheme = "http",
+        network.protocol.version = ?request.version(),
+        request_id,
+        trace_id = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, request.headers());
+    span
+}
+
+/// The response line of a request, and its status on the request's span.
+fn response_line(response: &axum::response::Response, latency: Duration, span: &tracing::Span) {
+    let status = response.status().as_u16();
+    // As a signed integer: OpenTelemetry has no unsigned one, so a u64 would become text.
+    span.record("http.response.status_code", i64::from(status));
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(status, latency_ms, "finished processing request");
 }

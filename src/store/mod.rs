@@ -36,11 +36,27 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
+        let error = tls_failure(error);
         if is_unavailable(&error) {
             Self::Unavailable(error)
         } else {
             Self::Other(error.into())
         }
+    }
+}
+
+/// sqlx reports a TLS handshake that failed (a certificate that did not verify, say) as an
+/// I/O error; it is said as a TLS error, which is what an operator must fix.
+fn tls_failure(error: sqlx::Error) -> sqlx::Error {
+    match error {
+        sqlx::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            sqlx::Error::Tls(Box::new(io))
+        }
+        other => other,
     }
 }
 
@@ -484,6 +500,15 @@ impl Store {
         }
     }
 
+    /// Ok when a new connection to the database can be opened (TLS verified) and answers:
+    /// at start, the reason it cannot, told exactly (the pool would only say it timed out).
+    pub async fn reach(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Postgres(store) => store.reach().await,
+            Backend::Sqlite(_) => Ok(()),
+        }
+    }
+
     /// Ok when the database answers, its migrations are applied and (SQLite) its disk
     /// takes writes.
     pub async fn ready(&self) -> Result<(), StoreError> {
@@ -494,7 +519,11 @@ impl Store {
     }
 
     /// Stores every event of `batch`, or none, with gap-free `seq` per conversation.
+    #[tracing::instrument(name = "append", skip_all,
+        fields(events.count = batch.events.len() as i64, group.size = tracing::field::Empty))]
     pub async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
+        // A group commit says how many appends shared the transaction.
+        tracing::Span::current().record("group.size", 1_i64);
         match &self.backend {
             Backend::Postgres(store) => store.append(batch).await,
             Backend::Sqlite(store) => store.append(batch).await,
@@ -503,11 +532,14 @@ impl Store {
 
     /// As [`Store::append`], unless `key` was used before or is in use: in one
     /// transaction, so a retry is never stored twice and a failure leaves nothing behind.
+    #[tracing::instrument(name = "append", skip_all,
+        fields(events.count = batch.events.len() as i64, group.size = tracing::field::Empty))]
     pub async fn append_keyed(
         &self,
         batch: &IngestBatch,
         key: &KeyRecord,
     ) -> Result<Keyed, StoreError> {
+        tracing::Span::current().record("group.size", 1_i64);
         match &self.backend {
             Backend::Postgres(store) => store.append_keyed(batch, key).await,
             Backend::Sqlite(store) => store.append_keyed(batch, key).await,
@@ -515,6 +547,7 @@ impl Store {
     }
 
     /// An earlier, unexpired use of `key`, if any.
+    #[tracing::instrument(name = "query", skip_all)]
     pub async fn previous_use(&self, key: &KeyRecord) -> Result<Option<Previous>, StoreError> {
         read!(self, reads => reads.previous_use(key))
     }
@@ -528,6 +561,7 @@ impl Store {
     }
 
     /// A conversation's summary, if it exists.
+    #[tracing::instrument(name = "query", skip_all)]
     pub async fn conversation(
         &self,
         bot_id: &str,
@@ -538,6 +572,7 @@ impl Store {
 
     /// Up to `limit` of a conversation's participants after position `after`, in order
     /// of first entry, each with every stint.
+    #[tracing::instrument(name = "query", skip_all)]
     pub async fn participants(
         &self,
         bot_id: &str,
@@ -551,6 +586,7 @@ impl Store {
     /// Up to `limit` events with `seq > after_seq`, in `seq` order, ending early once
     /// their payloads reach `max_bytes` (the first event always comes); `None` when the
     /// conversation does not exist.
+    #[tracing::instrument(name = "query", skip_all)]
     pub async fn events(
         &self,
         bot_id: &str,
@@ -565,6 +601,7 @@ impl Store {
     /// Up to `limit` of the bot's events after `after` in feed order, ending early once
     /// their payloads reach `max_bytes` (the first always comes). Only events that no
     /// transaction still running can precede are listed (see `sql::CHANGES`).
+    #[tracing::instrument(name = "query", skip_all)]
     pub async fn changes(
         &self,
         bot_id: &str,
@@ -591,6 +628,7 @@ impl Store {
 
     /// The bot's feed's end now: the position after which only what is listed from now on
     /// comes; `None` while its feed is empty.
+    #[tracing::instrument(name = "query", skip_all)]
     pub async fn feed_end(&self, bot_id: &str) -> Result<Option<FeedPosition>, StoreError> {
         match &self.backend {
             Backend::Postgres(store) => {
@@ -606,6 +644,7 @@ impl Store {
 
     /// Up to `limit` conversations after `after`, newest `lastEventAt` first; `now` ends
     /// the lifetime of conversations that have not ended.
+    #[tracing::instrument(name = "query", skip_all)]
     pub async fn conversations(
         &self,
         bot_id: &str,
@@ -628,6 +667,7 @@ impl Store {
 
     /// Up to `limit` of a participant's stints overlapping `window`, after `after`,
     /// newest `joinedAt` first; `now` ends open stints.
+    #[tracing::instrument(name = "query", skip_all)]
     pub async fn stints(
         &self,
         bot_id: &str,
@@ -641,11 +681,13 @@ impl Store {
     }
 
     /// Up to `limit` bots that have conversations, by id.
+    #[tracing::instrument(name = "query", skip_all)]
     pub async fn bots(&self, limit: i64) -> Result<Vec<BotRecord>, StoreError> {
         read!(self, reads => reads.bots(limit))
     }
 
     /// The most recent `transferData` sent in a conversation.
+    #[tracing::instrument(name = "query", skip_all)]
     pub async fn transfer_data(
         &self,
         bot_id: &str,
@@ -740,25 +782,25 @@ impl Store {
 }
 
 /// The versions of the migrations applied to a database.
-async fn applied_migrations<DB>(pool: &sqlx::Pool<DB>) -> Result<Vec<i64>, StoreError>
+async fn applied_migrations<'c, DB, E>(executor: E) -> Result<Vec<i64>, StoreError>
 where
     DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    E: sqlx::Executor<'c, Database = DB>,
     (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
     let applied: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
-        .fetch_all(pool)
+        .fetch_all(executor)
         .await?;
     Ok(applied.into_iter().map(|(version,)| version).collect())
 }
 
-/// Applies `migrator`'s pending migrations, then logs the applied versions it does not
-/// know: a newer release migrated the database. Its migrations are written
+/// Applies `migrator`'s pending migrations on `connection`, then logs the applied versions
+/// it does not know: a newer release migrated the database. Its migrations are written
 /// expand-then-contract, so this one serves on.
 async fn migrate<DB>(
     migrator: &sqlx::migrate::Migrator,
-    pool: &sqlx::Pool<DB>,
+    connection: &mut DB::Connection,
 ) -> Result<(), StoreError>
 where
     DB: sqlx::Database,
@@ -767,8 +809,11 @@ where
     (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
-    migrator.run(pool).await.map_err(migration_failed)?;
-    let unknown: Vec<i64> = applied_migrations(pool)
+    migrator
+        .run_direct(None, connection, false)
+        .await
+        .map_err(migration_failed)?;
+    let unknown: Vec<i64> = applied_migrations(connection)
         .await?
         .into_iter()
         .filter(|version| !migrator.version_exists(*version))

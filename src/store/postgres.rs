@@ -92,8 +92,34 @@ impl PgStore {
         &MIGRATOR
     }
 
+    /// Applies pending migrations, one replica at a time: the whole of it, checks
+    /// included, runs under an advisory lock that the others poll for rather than wait on.
+    /// A session waiting on a lock holds a snapshot, and `CREATE INDEX CONCURRENTLY` (some
+    /// migrations) waits for every snapshot older than itself: the migrating replica would
+    /// wait for the waiting ones, which wait for it.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        super::migrate(&MIGRATOR, &self.pool).await
+        let mut connection = Checkout::acquire(&self.pool).await?;
+        let migrated = async {
+            take_migration_lock(&mut connection).await?;
+            super::migrate::<Postgres>(&MIGRATOR, &mut connection).await?;
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *connection)
+                .await?;
+            Ok(())
+        }
+        .await;
+        // On failure the connection is closed, which releases the lock.
+        connection.reuse_if_ok(&migrated);
+        migrated
+    }
+
+    pub(super) async fn reach(&self) -> Result<(), StoreError> {
+        let options = self.pool.connect_options();
+        let mut connection = PgConnection::connect_with(&options).await?;
+        let answered = connection.ping().await;
+        let _ = connection.close().await;
+        Ok(answered?)
     }
 
     pub(super) async fn ready(&self) -> Result<(), StoreError> {
@@ -150,6 +176,32 @@ impl PgStore {
             Some(group) => group.submit(batch.clone(), Some(key.clone())).await,
             None => append_keyed_alone(&self.pool, batch, key).await,
         }
+    }
+}
+
+/// The advisory lock that serialises migrations across replicas (any number, chosen
+/// once: "agentassist-hooks migrations" in ASCII, truncated).
+const MIGRATION_LOCK: i64 = 0x6167_656e_7461_6d69;
+/// How often a replica asks for the migration lock while another holds it.
+const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(250);
+
+/// Takes the session-level migration lock, asking again until the replica holding it is
+/// done; between asks this session runs no statement, so it holds no snapshot.
+async fn take_migration_lock(connection: &mut PgConnection) -> Result<(), StoreError> {
+    let mut waiting = false;
+    loop {
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .fetch_one(&mut *connection)
+            .await?;
+        if taken {
+            return Ok(());
+        }
+        if !waiting {
+            tracing::info!("another replica is migrating the database; waiting for it");
+            waiting = true;
+        }
+        tokio::time::sleep(MIGRATION_LOCK_POLL).await;
     }
 }
 

@@ -106,7 +106,10 @@ impl SqliteStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        super::migrate(&MIGRATOR, &self.writer).await
+        let mut connection = Checkout::acquire(&self.writer).await?;
+        let migrated = super::migrate::<sqlx::Sqlite>(&MIGRATOR, &mut connection).await;
+        connection.reuse_if_ok(&migrated);
+        migrated
     }
 
     pub(super) async fn ready(&self) -> Result<(), StoreError> {

@@ -37,6 +37,8 @@ struct Job {
     batch: IngestBatch,
     key: Option<KeyRecord>,
     reply: oneshot::Sender<Result<Keyed, StoreError>>,
+    /// The request's `append` span, told the size of the group it was written in.
+    span: tracing::Span,
 }
 
 impl GroupCommit {
@@ -65,7 +67,12 @@ impl GroupCommit {
         key: Option<KeyRecord>,
     ) -> Result<Keyed, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { batch, key, reply };
+        let job = Job {
+            batch,
+            key,
+            reply,
+            span: tracing::Span::current(),
+        };
         self.queue
             .send(job)
             .await
@@ -131,6 +138,9 @@ async fn commit(pool: &PgPool, jobs: Vec<Job>) {
     }
     if jobs.is_empty() {
         return;
+    }
+    for job in &jobs {
+        job.span.record("group.size", jobs.len() as i64);
     }
     let outcome = async {
         let mut connection = Checkout::acquire(pool).await?;
