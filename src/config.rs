@@ -111,6 +111,13 @@ pub struct DatabaseSettings {
     /// At start, how long to keep trying a database that cannot be reached (or whose
     /// certificate fails verification) before giving up with its last error.
     pub connect_timeout_seconds: u64,
+    /// PostgreSQL: an append (or a group of them) the database has not finished within this
+    /// many milliseconds is abandoned, its requests answered 503 and its connection closed
+    /// with every connection opened before it: after a failover or a lost link a socket can
+    /// stay open and never answer again.
+    pub write_timeout_ms: u64,
+    /// PostgreSQL: as `write_timeout_ms`, for a read, in seconds.
+    pub read_timeout_seconds: u64,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// PostgreSQL: appends that arrive together share one transaction.
@@ -124,6 +131,8 @@ impl Default for DatabaseSettings {
             max_connections: 16,
             acquire_timeout_seconds: 5,
             connect_timeout_seconds: 60,
+            write_timeout_ms: 2000,
+            read_timeout_seconds: 15,
             migrate_on_start: true,
             group_commit: GroupCommitSettings::default(),
         }

@@ -481,7 +481,7 @@ macro_rules! read {
         match &$store.backend {
             Backend::Postgres(store) => {
                 let $reads = Reads(store.pool());
-                $call.await
+                store.deadlines().read($call).await
             }
             Backend::Sqlite(store) => {
                 let $reads = Reads(store.reader());
@@ -611,13 +611,19 @@ impl Store {
     ) -> Result<ChangesPage, StoreError> {
         match &self.backend {
             Backend::Postgres(store) => {
-                let sql = sql::changes(bot_id, after, limit, max_bytes, sql::Horizon::Running);
-                let mut page = Reads(store.pool()).changes(sql, limit).await?;
-                if !page.more {
-                    let last = page.changes.last().map(|change| &change.position);
-                    page.held_back = store.feed_held_back(bot_id, last.or(after)).await?;
-                }
-                Ok(page)
+                store
+                    .deadlines()
+                    .read(async {
+                        let sql =
+                            sql::changes(bot_id, after, limit, max_bytes, sql::Horizon::Running);
+                        let mut page = Reads(store.pool()).changes(sql, limit).await?;
+                        if !page.more {
+                            let last = page.changes.last().map(|change| &change.position);
+                            page.held_back = store.feed_held_back(bot_id, last.or(after)).await?;
+                        }
+                        Ok(page)
+                    })
+                    .await
             }
             Backend::Sqlite(store) => {
                 let sql = sql::changes(bot_id, after, limit, max_bytes, sql::Horizon::Committed);
@@ -633,7 +639,10 @@ impl Store {
         match &self.backend {
             Backend::Postgres(store) => {
                 let sql = sql::feed_end(bot_id, sql::Horizon::Running);
-                Reads(store.pool()).feed_end(sql).await
+                store
+                    .deadlines()
+                    .read(Reads(store.pool()).feed_end(sql))
+                    .await
             }
             Backend::Sqlite(store) => {
                 let sql = sql::feed_end(bot_id, sql::Horizon::Committed);
@@ -656,7 +665,11 @@ impl Store {
         match &self.backend {
             Backend::Postgres(store) => {
                 let sql = sql::list_conversations_pg(bot_id, filter, after, limit, now);
-                Reads(store.pool()).conversations(bot_id, sql).await
+                let reads = Reads(store.pool());
+                store
+                    .deadlines()
+                    .read(reads.conversations(bot_id, sql))
+                    .await
             }
             Backend::Sqlite(store) => {
                 let sql = sql::list_conversations(bot_id, filter, after, limit, now);

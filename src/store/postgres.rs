@@ -32,6 +32,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
 
 /// A pooled connection idle for longer is pinged before use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+/// A ping not answered within this is a dead connection.
+const PING_LIMIT: Duration = Duration::from_secs(1);
 
 /// Timelines in PostgreSQL.
 #[derive(Clone)]
@@ -39,49 +41,156 @@ pub struct PgStore {
     pool: PgPool,
     /// Appends gathered into shared transactions, when `database.group_commit` is on.
     group: Option<Arc<GroupCommit>>,
+    deadlines: Deadlines,
+}
+
+/// How long the database may take to answer, and the connections that may be dead
+/// because it once did not: a failover or a lost link can leave sockets open that never
+/// answer again, and none of them fails by itself.
+#[derive(Clone)]
+pub(super) struct Deadlines {
+    write: Duration,
+    read: Duration,
+    /// Connections opened before this moment are closed rather than used.
+    stale_before: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+impl Deadlines {
+    fn new(settings: &DatabaseSettings) -> Self {
+        Self {
+            write: Duration::from_millis(settings.write_timeout_ms.max(1)),
+            read: Duration::from_secs(settings.read_timeout_seconds.max(1)),
+            stale_before: Arc::default(),
+        }
+    }
+
+    /// `write`, abandoned if the database has not answered within the write deadline.
+    pub(super) async fn write<T>(
+        &self,
+        write: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.bounded(self.write, write).await
+    }
+
+    /// `read`, abandoned if the database has not answered within the read deadline.
+    pub(super) async fn read<T>(
+        &self,
+        read: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.bounded(self.read, read).await
+    }
+
+    /// Abandoning `work` closes the connection it held (a `Checkout` dropped unfinished);
+    /// the others open then are suspect too, so they go as they come back for use.
+    async fn bounded<T>(
+        &self,
+        limit: Duration,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(limit, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.distrust_open_connections();
+                Err(StoreError::Unavailable(sqlx::Error::Io(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the database did not answer within {limit:?}"),
+                    ),
+                )))
+            }
+        }
+    }
+
+    /// Marks every connection open now as suspect: each is closed when it is next wanted.
+    fn distrust_open_connections(&self) {
+        *self.stale_before.lock().expect("never poisoned") = Some(std::time::Instant::now());
+    }
+
+    /// Whether a connection `age` old was opened before the database last failed to answer.
+    fn is_stale(&self, age: Duration) -> bool {
+        let stale_before = *self.stale_before.lock().expect("never poisoned");
+        stale_before.is_some_and(|moment| {
+            std::time::Instant::now()
+                .checked_sub(age)
+                .is_none_or(|opened| opened <= moment)
+        })
+    }
 }
 
 impl PgStore {
     pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        // A replica that stalls inside a transaction must not keep a conversation's row
-        // locked for every other replica; no transaction here idles for even a second.
-        // The statements are written to plan well whatever their arguments (see `load`),
-        // so they are planned once per connection, not again at every execution.
+        // A transaction whose client stopped talking must not keep a conversation's row
+        // locked for every other replica: PostgreSQL ends it once it idles as long as a
+        // write may take (the client gave up on it then); no transaction here idles for
+        // even a moment otherwise. The statements are written to plan well whatever their
+        // arguments (see `load`), so they are planned once per connection, not again at
+        // every execution.
+        let idle_limit = format!("{}ms", settings.write_timeout_ms.max(1));
         let options = PgConnectOptions::from_str(url)
             .context("invalid PostgreSQL URL")?
             .options([
-                ("idle_in_transaction_session_timeout", "5s"),
+                ("idle_in_transaction_session_timeout", idle_limit.as_str()),
                 ("plan_cache_mode", "force_generic_plan"),
             ]);
+        let deadlines = Deadlines::new(settings);
+        let checked = deadlines.clone();
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_seconds))
             // sqlx pings a connection on every checkout by default: a round trip per
-            // request. A connection used moments ago is alive; only test idle ones.
+            // request. A connection used moments ago is alive; only test idle ones, and
+            // drop those opened before the database last failed to answer.
             .test_before_acquire(false)
-            .before_acquire(|connection, meta| {
+            .before_acquire(move |connection, meta| {
+                let checked = checked.clone();
                 Box::pin(async move {
+                    if checked.is_stale(meta.age) {
+                        return Ok(false);
+                    }
                     if meta.idle_for >= IDLE_BEFORE_PING {
-                        connection.ping().await?;
+                        let answered = tokio::time::timeout(PING_LIMIT, connection.ping()).await;
+                        if !matches!(answered, Ok(Ok(()))) {
+                            // The others idle as long likely went the same way; each would
+                            // cost a ping's wait.
+                            checked.distrust_open_connections();
+                            return Ok(false);
+                        }
                     }
                     Ok(true)
                 })
             })
             .connect_lazy_with(options);
-        let group = GroupCommit::start(&pool, &settings.group_commit);
-        Ok(Self { pool, group })
+        let group = GroupCommit::start(&pool, &settings.group_commit, &deadlines);
+        Ok(Self {
+            pool,
+            group,
+            deadlines,
+        })
     }
 
     /// Wraps an existing pool (tests use the per-test pools of `#[sqlx::test]`); every
     /// append in a transaction of its own.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool, group: None }
+        Self {
+            pool,
+            group: None,
+            deadlines: Deadlines::new(&DatabaseSettings::default()),
+        }
     }
 
     /// Wraps an existing pool, gathering appends as `settings` say.
     pub fn with_group_commit(pool: PgPool, settings: &GroupCommitSettings) -> Self {
-        let group = GroupCommit::start(&pool, settings);
-        Self { pool, group }
+        let deadlines = Deadlines::new(&DatabaseSettings::default());
+        let group = GroupCommit::start(&pool, settings, &deadlines);
+        Self {
+            pool,
+            group,
+            deadlines,
+        }
+    }
+
+    pub(super) fn deadlines(&self) -> &Deadlines {
+        &self.deadlines
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -159,7 +268,7 @@ impl PgStore {
 
     pub(super) async fn append(&self, batch: &IngestBatch) -> Result<Appended, StoreError> {
         let Some(group) = &self.group else {
-            return append_alone(&self.pool, batch).await;
+            return self.deadlines.write(append_alone(&self.pool, batch)).await;
         };
         match group.submit(batch.clone(), None).await? {
             Keyed::Stored(appended) => Ok(appended),
@@ -174,7 +283,11 @@ impl PgStore {
     ) -> Result<Keyed, StoreError> {
         match &self.group {
             Some(group) => group.submit(batch.clone(), Some(key.clone())).await,
-            None => append_keyed_alone(&self.pool, batch, key).await,
+            None => {
+                self.deadlines
+                    .write(append_keyed_alone(&self.pool, batch, key))
+                    .await
+            }
         }
     }
 }

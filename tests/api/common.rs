@@ -230,6 +230,19 @@ impl TestApp {
         )
     }
 
+    /// An app over `store` as `serve` builds it (its deadlines watch its own pool).
+    pub fn over_postgres(store: PgStore, server: ServerSettings) -> Self {
+        let pool = store.pool().clone();
+        Self::build(
+            store.into(),
+            Db::Postgres(pool),
+            AuthSettings::default(),
+            server,
+            IdempotencySettings::default(),
+            ChangesSettings::default(),
+        )
+    }
+
     /// An app over the given PostgreSQL pool, grouping appends as `settings` say.
     pub fn with_group_commit(pool: PgPool, settings: &GroupCommitSettings) -> Self {
         let store = PgStore::with_group_commit(pool.clone(), settings).into();

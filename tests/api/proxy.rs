@@ -1,6 +1,7 @@
 //! A TCP proxy in front of PostgreSQL, for outages on demand.
 
 use sqlx::{ConnectOptions, PgPool};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -10,8 +11,10 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 /// A TCP proxy in front of PostgreSQL that fails the way networks and databases do:
 /// `cut` drops every live connection and resets new ones (a crash or restart); `stall`
-/// holds every byte in both directions (a partition or a frozen host); `restore` heals
-/// either, and bytes held by a stall are delivered.
+/// holds every byte in both directions (a partition or a frozen host); `blackhole` loses
+/// every byte, of live connections and of those opened meanwhile, which stay lost for good
+/// (a failover whose old host vanished: the sockets stay open and nothing answers);
+/// `restore` heals any of them for new connections, and delivers bytes held by a stall.
 pub struct DbProxy {
     pub port: u16,
     state: Arc<Mutex<ProxyState>>,
@@ -22,13 +25,21 @@ pub struct DbProxy {
 #[derive(Default)]
 struct ProxyState {
     cut: bool,
-    links: Vec<AbortHandle>,
+    blackhole: bool,
+    links: Vec<Link>,
+}
+
+struct Link {
+    task: AbortHandle,
+    /// Set when the link's bytes are lost from then on.
+    lost: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
     Cut,
     Stall,
+    Blackhole,
 }
 
 impl DbProxy {
@@ -46,19 +57,26 @@ impl DbProxy {
                     continue;
                 }
                 let (upstream, flow) = (upstream.clone(), flow.clone());
-                let link = tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (client_read, client_write) = inbound.into_split();
-                    let (server_read, server_write) = outbound.into_split();
-                    tokio::join!(
-                        pump(client_read, server_write, flow.clone()),
-                        pump(server_read, client_write, flow),
-                    );
+                let lost = Arc::new(AtomicBool::new(state.blackhole));
+                let task = tokio::spawn({
+                    let lost = lost.clone();
+                    async move {
+                        let Ok(outbound) = TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let (client_read, client_write) = inbound.into_split();
+                        let (server_read, server_write) = outbound.into_split();
+                        tokio::join!(
+                            pump(client_read, server_write, flow.clone(), lost.clone()),
+                            pump(server_read, client_write, flow, lost),
+                        );
+                    }
                 });
-                state.links.retain(|link| !link.is_finished());
-                state.links.push(link.abort_handle());
+                state.links.retain(|link| !link.task.is_finished());
+                state.links.push(Link {
+                    task: task.abort_handle(),
+                    lost,
+                });
             }
         });
         Self {
@@ -75,17 +93,26 @@ impl DbProxy {
                 let mut state = self.state.lock().unwrap();
                 state.cut = true;
                 for link in state.links.drain(..) {
-                    link.abort();
+                    link.task.abort();
                 }
             }
             Fault::Stall => {
                 self.flowing.send_replace(false);
             }
+            Fault::Blackhole => {
+                let mut state = self.state.lock().unwrap();
+                state.blackhole = true;
+                for link in &state.links {
+                    link.lost.store(true, Ordering::Relaxed);
+                }
+            }
         }
     }
 
     pub fn restore(&self) {
-        self.state.lock().unwrap().cut = false;
+        let mut state = self.state.lock().unwrap();
+        state.cut = false;
+        state.blackhole = false;
         self.flowing.send_replace(true);
     }
 
@@ -105,14 +132,23 @@ impl Drop for DbProxy {
     }
 }
 
-/// Copies one direction of a link, holding each chunk while the proxy is stalled.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut flow: watch::Receiver<bool>) {
+/// Copies one direction of a link, holding each chunk while the proxy is stalled, and
+/// dropping every chunk once the link is lost.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut flow: watch::Receiver<bool>,
+    lost: Arc<AtomicBool>,
+) {
     let mut buffer = vec![0; 16 * 1024];
     loop {
         let read = match from.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(read) => read,
         };
+        if lost.load(Ordering::Relaxed) {
+            continue;
+        }
         let open = flow.wait_for(|flowing| *flowing).await.is_ok();
         if !open || to.write_all(&buffer[..read]).await.is_err() {
             break;

@@ -356,6 +356,217 @@ async fn outage_mid_traffic(pool: PgPool, fault: Fault) {
     assert_conversations_whole(&pool, &events).await;
 }
 
+/// How soon after the database returns from a flap the service must answer 200 again.
+const FLAP_RECOVERY_LIMIT: Duration = Duration::from_secs(2);
+
+/// Each flap's fault and how many seconds it lasts. The 6 s stall outlasts PostgreSQL's
+/// idle-in-transaction timeout (5 s), so the server ends sessions whose client waits; a
+/// blackholed connection never answers again, even once the network is back.
+const FLAPS: [(Fault, u64); 10] = [
+    (Fault::Cut, 1),
+    (Fault::Stall, 1),
+    (Fault::Blackhole, 1),
+    (Fault::Stall, 6),
+    (Fault::Cut, 1),
+    (Fault::Blackhole, 1),
+    (Fault::Stall, 1),
+    (Fault::Blackhole, 1),
+    (Fault::Cut, 1),
+    (Fault::Stall, 1),
+];
+
+/// The database goes away ten times under load ([`FLAPS`]), with production settings (group
+/// commit on). After each return a request is answered 200
+/// within 2 s; every acknowledged event is stored once, at its seq; every keyed batch,
+/// retried with its `Idempotency-Key` until it is answered 200, is stored exactly once.
+#[sqlx::test(migrations = "migrations/postgres")]
+async fn after_each_of_ten_database_flaps_under_load_a_request_succeeds_within_2_s(pool: PgPool) {
+    // Arrange
+    let options = pool.connect_options();
+    let proxy = DbProxy::start((options.get_host().to_owned(), options.get_port())).await;
+    let database = DatabaseSettings {
+        max_connections: 8,
+        acquire_timeout_seconds: 1,
+        ..DatabaseSettings::default()
+    };
+    let server = ServerSettings {
+        request_timeout_seconds: 2,
+        ..ServerSettings::default()
+    };
+    let store = PgStore::connect(&proxy.url_for(&pool), &database)
+        .await
+        .expect("store connects lazily");
+    let app = TestApp::over_postgres(store, server);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let running = || !done.load(std::sync::atomic::Ordering::Relaxed);
+
+    // Act
+    let workers = (0..8).map(|worker| {
+        let (app, running) = (&app, &running);
+        async move {
+            let mut answers = Vec::new();
+            for request in 0.. {
+                if !running() {
+                    break;
+                }
+                let conversation = format!("c-flap-{}", worker % 4);
+                let identity = format!("agent-{worker}-{request}");
+                answers.push(post_one(app, &conversation, &identity).await);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            answers
+        }
+    });
+    let keyed_writers = (0..2).map(|writer| {
+        let (app, running) = (&app, &running);
+        async move {
+            let mut delivered = Vec::new();
+            for batch_number in 0.. {
+                if !running() {
+                    break;
+                }
+                let key = format!("flap-key-{writer}-{batch_number}");
+                let events = (0..3)
+                    .map(|n| transfer("WARM", "entry", &format!("{key}-{n}")))
+                    .collect();
+                let body = batch(&format!("c-keyed-{writer}"), events).to_string();
+                // Retried as a client would, with the same key, until it is stored.
+                let started = Instant::now();
+                loop {
+                    let response = tokio::time::timeout(
+                        HANG_LIMIT,
+                        app.send(keyed_request(&key, body.clone())),
+                    )
+                    .await
+                    .unwrap_or_else(|_| panic!("{key}: no answer within {HANG_LIMIT:?}"));
+                    // 409: the attempt the client gave up on still holds the key (its
+                    // transaction waits for the database); retried like a 503.
+                    if response.status != StatusCode::CONFLICT {
+                        assert_answer_is_200_or_503(&response);
+                    }
+                    if response.status == StatusCode::OK {
+                        break;
+                    }
+                    assert!(
+                        started.elapsed() < RECOVERY_LIMIT * 4,
+                        "{key} was never stored through its retries"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                delivered.push(key);
+            }
+            delivered
+        }
+    });
+    let flaps = async {
+        let app = &app;
+        let mut recoveries = Vec::new();
+        for (flap, (fault, outage)) in FLAPS.into_iter().enumerate() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            proxy.fail(fault);
+            tokio::time::sleep(Duration::from_secs(outage)).await;
+            proxy.restore();
+            let restored_at = Instant::now();
+            // A probe every 50 ms, each on its own: the first 200 dates the recovery, not
+            // a probe that was queued while the outage lasted.
+            let mut probing = FuturesUnordered::new();
+            let mut probes = Vec::new();
+            let mut next_probe = tokio::time::Instant::now();
+            let recovery = loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(next_probe) => {
+                        let identity = format!("probe-{flap}-{}", probes.len() + probing.len());
+                        probing.push(async move {
+                            post_one(app, &format!("c-flap-probe-{flap}"), &identity).await
+                        });
+                        next_probe += Duration::from_millis(50);
+                    }
+                    Some(answer) = probing.next() => {
+                        let recovered = answer.status == StatusCode::OK;
+                        let at = answer.at;
+                        probes.push(answer);
+                        if recovered {
+                            break at.duration_since(restored_at);
+                        }
+                    }
+                }
+                assert!(
+                    restored_at.elapsed() < RECOVERY_LIMIT,
+                    "flap {flap} ({fault:?}): no 200 within {RECOVERY_LIMIT:?} of the return"
+                );
+            };
+            probes.extend(probing.collect::<Vec<_>>().await);
+            recoveries.push((fault, recovery, probes));
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        recoveries
+    };
+    let (answers, keyed, recoveries) = tokio::join!(
+        futures_util::future::join_all(workers),
+        futures_util::future::join_all(keyed_writers),
+        flaps
+    );
+
+    // Assert: each return was followed by a 200 within the limit.
+    for (flap, (fault, recovery, _)) in recoveries.iter().enumerate() {
+        println!("flap {flap} ({fault:?}): first 200 {recovery:?} after the return");
+    }
+    for (flap, (fault, recovery, _)) in recoveries.iter().enumerate() {
+        assert!(
+            *recovery < FLAP_RECOVERY_LIMIT,
+            "flap {flap} ({fault:?}): 200 again {recovery:?} after the database returned"
+        );
+    }
+    let answers: Vec<Answer> = answers
+        .into_iter()
+        .flatten()
+        .chain(recoveries.into_iter().flat_map(|(_, _, probes)| probes))
+        .collect();
+    let ok = answers
+        .iter()
+        .filter(|answer| answer.status == StatusCode::OK)
+        .count();
+    println!("{} single-event requests, {ok} answered 200", answers.len());
+
+    // Assert: every acknowledged event is stored once, at its seq; nothing else twice.
+    let events = stored(&pool).await;
+    let mut by_identity: HashMap<&str, Vec<(&str, i64)>> = HashMap::new();
+    for (conversation, seq, identity) in &events {
+        by_identity
+            .entry(identity)
+            .or_default()
+            .push((conversation, *seq));
+    }
+    for (identity, copies) in &by_identity {
+        assert_eq!(copies.len(), 1, "{identity} is stored once: {copies:?}");
+    }
+    for answer in answers
+        .iter()
+        .filter(|answer| answer.status == StatusCode::OK)
+    {
+        assert_eq!(
+            by_identity.get(answer.identity.as_str()),
+            Some(&vec![(
+                answer.conversation.as_str(),
+                answer.first_seq.unwrap()
+            )]),
+            "{} was acknowledged, so it is stored at its seq",
+            answer.identity
+        );
+    }
+    let keyed: Vec<String> = keyed.into_iter().flatten().collect();
+    assert!(!keyed.is_empty());
+    for key in &keyed {
+        for n in 0..3 {
+            assert!(
+                by_identity.contains_key(format!("{key}-{n}").as_str()),
+                "{key}: its batch is stored"
+            );
+        }
+    }
+    assert_conversations_whole(&pool, &events).await;
+}
+
 /// A request cancelled while its `BEGIN` is held up by the network must not leave its
 /// connection inside a transaction that sqlx believes closed: the next request on that
 /// connection would be acknowledged and then lost when the session ends.

@@ -12,7 +12,7 @@
 //! back and each request is retried alone, answered on its own merits: one request cannot
 //! fail the others. Nothing is acknowledged before the commit.
 
-use super::{StateRow, append_alone, append_keyed_alone, exit_types};
+use super::{Deadlines, StateRow, append_alone, append_keyed_alone, exit_types};
 use crate::config::GroupCommitSettings;
 use crate::domain::{AppendPlan, IngestBatch, needs_interaction, plan_append, present_needed};
 use crate::store::sql::{self, DbTime, KeyRow};
@@ -43,7 +43,11 @@ struct Job {
 
 impl GroupCommit {
     /// Starts the writers; `None` when group commit is off.
-    pub(super) fn start(pool: &PgPool, settings: &GroupCommitSettings) -> Option<Arc<Self>> {
+    pub(super) fn start(
+        pool: &PgPool,
+        settings: &GroupCommitSettings,
+        deadlines: &Deadlines,
+    ) -> Option<Arc<Self>> {
         if !settings.enabled {
             return None;
         }
@@ -54,7 +58,12 @@ impl GroupCommit {
             window: Duration::from_micros(settings.window_us),
         };
         for _ in 0..settings.writers.max(1) {
-            tokio::spawn(writer(pool.clone(), waiting.clone(), limits));
+            tokio::spawn(writer(
+                pool.clone(),
+                waiting.clone(),
+                limits,
+                deadlines.clone(),
+            ));
         }
         Some(Arc::new(Self { queue }))
     }
@@ -91,7 +100,12 @@ struct Limits {
 
 /// Takes the appends waiting (one writer at a time, so that each gets what queued while it
 /// was busy), commits them as a group, and again, until the queue closes.
-async fn writer(pool: PgPool, waiting: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Limits) {
+async fn writer(
+    pool: PgPool,
+    waiting: Arc<Mutex<mpsc::Receiver<Job>>>,
+    limits: Limits,
+    deadlines: Deadlines,
+) {
     loop {
         let jobs = {
             let mut waiting = waiting.lock().await;
@@ -100,7 +114,7 @@ async fn writer(pool: PgPool, waiting: Arc<Mutex<mpsc::Receiver<Job>>>, limits: 
             };
             gather(&mut waiting, first, limits).await
         };
-        commit(&pool, jobs).await;
+        commit(&pool, jobs, &deadlines).await;
     }
 }
 
@@ -126,7 +140,7 @@ async fn gather(waiting: &mut mpsc::Receiver<Job>, first: Job, limits: Limits) -
 }
 
 /// Commits `jobs` as one group and answers each; on a failure, retries each alone.
-async fn commit(pool: &PgPool, jobs: Vec<Job>) {
+async fn commit(pool: &PgPool, jobs: Vec<Job>, deadlines: &Deadlines) {
     // A request whose client went away (a timeout answered 503) must not be stored.
     let jobs: Vec<Job> = jobs
         .into_iter()
@@ -142,18 +156,19 @@ async fn commit(pool: &PgPool, jobs: Vec<Job>) {
     for job in &jobs {
         job.span.record("group.size", jobs.len() as i64);
     }
-    let outcome = async {
-        let mut connection = Checkout::acquire(pool).await?;
-        let outcome = async {
-            let mut tx = connection.begin().await?;
-            let outcome = write_group(&mut tx, &jobs).await;
-            finish(tx, outcome, |_| true).await
-        }
+    let outcome = deadlines
+        .write(async {
+            let mut connection = Checkout::acquire(pool).await?;
+            let outcome = async {
+                let mut tx = connection.begin().await?;
+                let outcome = write_group(&mut tx, &jobs).await;
+                finish(tx, outcome, |_| true).await
+            }
+            .await;
+            connection.reuse_if_ok(&outcome);
+            outcome
+        })
         .await;
-        connection.reuse_if_ok(&outcome);
-        outcome
-    }
-    .await;
     match outcome {
         Ok(answers) => {
             for (job, answer) in jobs.into_iter().zip(answers) {
@@ -177,10 +192,14 @@ async fn commit(pool: &PgPool, jobs: Vec<Job>) {
                 );
             }
             let retries = jobs.into_iter().map(|job| async move {
-                let answer = match &job.key {
-                    Some(key) => append_keyed_alone(pool, &job.batch, key).await,
-                    None => append_alone(pool, &job.batch).await.map(Keyed::Stored),
-                };
+                let answer = deadlines
+                    .write(async {
+                        match &job.key {
+                            Some(key) => append_keyed_alone(pool, &job.batch, key).await,
+                            None => append_alone(pool, &job.batch).await.map(Keyed::Stored),
+                        }
+                    })
+                    .await;
                 let _ = job.reply.send(answer);
             });
             futures_util::future::join_all(retries).await;
@@ -1117,7 +1136,8 @@ mod tests {
             max_batch: 1,
             window_us: 0,
         };
-        let group = GroupCommit::start(&pool, &settings).expect("group commit is on");
+        let group = GroupCommit::start(&pool, &settings, &Deadlines::new(&Default::default()))
+            .expect("group commit is on");
         let waiting = tokio::spawn(async move {
             group
                 .submit(batch(json!([transfer("COLD", "entry", "a1")])), None)
