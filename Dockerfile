@@ -34,8 +34,8 @@ RUN cargo build --release --locked --bin agentassist-hooks \
     && install -D -m 0755 target/release/agentassist-hooks /out/agentassist-hooks
 
 FROM ${RUNTIME_IMAGE} AS runtime
-# Nothing is installed: the binary needs only glibc (no TLS: PostgreSQL is reached
-# without it), and the health check is the binary's own `healthcheck` command.
+# Nothing is installed: the binary needs only glibc (TLS to PostgreSQL is rustls, with
+# the public CA roots compiled in), and the health check is its own `healthcheck` command.
 # /app/data belongs to the service's user, and a fresh named volume mounted there takes
 # that ownership, so the embedded SQLite store is writable without running as root.
 RUN groupadd --system --gid 10001 app \
