@@ -8,6 +8,8 @@
 #   DURATION=30 CONNECTIONS="16 64" GROUP=16 bench/run.sh
 #   ADMIN_URL=postgres://me@127.0.0.1:5432/postgres bench/run.sh
 #   BINARY=/tmp/agentassist-hooks bench/run.sh   # a given build instead of cargo build
+#   SERVICE_SSLMODE=disable bench/run.sh   # the service's sslmode (default: its own, prefer,
+#                                          # which takes TLS where the server offers it)
 #
 # Needs: cargo, psql, pgbench, wrk (Debian: apt-get install wrk), curl, python3.
 # Drops and creates the databases hooks_bench (service) and hooks_bench_pgbench.
@@ -35,7 +37,7 @@ for tool in cargo psql pgbench wrk curl python3; do
 done
 
 admin_base=${ADMIN_URL%%\?*}
-service_url="${admin_base%/*}/${SERVICE_DB}"
+service_url="${admin_base%/*}/${SERVICE_DB}${SERVICE_SSLMODE:+?sslmode=$SERVICE_SSLMODE}"
 pgbench_url="${admin_base%/*}/${PGBENCH_DB}"
 work=$(mktemp -d)
 service_pid=

@@ -23,6 +23,8 @@ pub struct ChangeHub {
     outbox_filled: Notify,
     stopping: watch::Sender<bool>,
     open: AtomicUsize,
+    /// Wakes the stats worker: events were committed, here or elsewhere.
+    counting: Notify,
     settings: ChangesSettings,
 }
 
@@ -35,6 +37,7 @@ impl ChangeHub {
             outbox_filled: Notify::new(),
             stopping: watch::Sender::new(false),
             open: AtomicUsize::new(0),
+            counting: Notify::new(),
             settings: settings.clone(),
         }
     }
@@ -84,8 +87,14 @@ impl ChangeHub {
         }
     }
 
+    /// Waits until events are committed (here, or announced by another replica).
+    pub async fn new_events(&self) {
+        self.counting.notified().await;
+    }
+
     /// Wakes the streams of `bot_id` on this replica.
     pub fn wake(&self, bot_id: &str) {
+        self.counting.notify_one();
         let mut bots = self
             .bots
             .lock()
@@ -100,6 +109,7 @@ impl ChangeHub {
 
     /// Wakes every stream on this replica (wake-ups may have been lost).
     pub fn wake_all(&self) {
+        self.counting.notify_one();
         let mut bots = self
             .bots
             .lock()

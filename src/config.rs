@@ -28,6 +28,8 @@ pub struct Settings {
     #[serde(default)]
     pub telemetry: TelemetrySettings,
     #[serde(default)]
+    pub stats: StatsSettings,
+    #[serde(default)]
     pub apps: Vec<AppConfig>,
 }
 
@@ -208,6 +210,26 @@ impl Default for LogSettings {
         Self {
             format: LogFormat::Json,
             filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Operations metrics (SPEC 11).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsSettings {
+    /// A stats answer waits at most this long for the worker to count every event
+    /// committed before the request; it says how far it got in `asOf`.
+    pub max_lag_seconds: u64,
+    /// How often the worker looks for new events when no wake-up came.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        Self {
+            max_lag_seconds: 5,
+            poll_interval_ms: 1000,
         }
     }
 }

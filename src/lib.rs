@@ -23,6 +23,8 @@ pub mod routes;
 pub mod server;
 /// Building and serving the application.
 pub mod startup;
+/// Operations metrics: the worker that counts the change feed, and a query's answer.
+pub mod stats;
 /// The store over its two backends, PostgreSQL and SQLite.
 pub mod store;
 /// Logging setup.

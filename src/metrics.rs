@@ -55,6 +55,13 @@ pub const CHANGE_STREAMS_REFUSED: &str = "agentassist_hooks_change_streams_refus
 pub const CONVERSATIONS_PURGED: &str = "agentassist_hooks_conversations_purged_total";
 /// Conversations erased on request (SPEC 10).
 pub const CONVERSATIONS_ERASED: &str = "agentassist_hooks_conversations_erased_total";
+/// Change feed items the stats worker counted on this instance (SPEC 11).
+pub const STATS_COUNTED: &str = "agentassist_hooks_stats_items_counted_total";
+/// Committed events the stats do not count yet, over every bot, as of the worker's last look.
+pub const STATS_LAG_EVENTS: &str = "agentassist_hooks_stats_lag_events";
+/// How far the most lagging bot's stats are behind: seconds since its worker last had
+/// counted everything committed.
+pub const STATS_LAG_SECONDS: &str = "agentassist_hooks_stats_lag_seconds";
 
 /// Latency buckets, in seconds: an append takes milliseconds; 30 s is the request timeout.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -170,7 +177,23 @@ fn describe() {
         Unit::Count,
         "Conversations erased on request (DELETE) through this instance"
     );
+    describe_counter!(
+        STATS_COUNTED,
+        Unit::Count,
+        "Change feed items the stats worker counted on this instance"
+    );
+    describe_gauge!(
+        STATS_LAG_EVENTS,
+        Unit::Count,
+        "Committed events not counted in the stats yet, over every bot"
+    );
+    describe_gauge!(
+        STATS_LAG_SECONDS,
+        Unit::Seconds,
+        "Seconds since the most lagging bot's stats last counted everything committed"
+    );
     // Series that exist before their first event, so that rate() sees them start at zero.
+    counter!(STATS_COUNTED).absolute(0);
     gauge!(CHANGE_STREAMS_OPEN).set(0);
     counter!(CHANGE_ITEMS_SENT).absolute(0);
     counter!(CHANGE_READERS_CUT_OFF).absolute(0);
@@ -327,4 +350,15 @@ pub fn conversations_purged(count: usize) {
 /// A conversation erased on request.
 pub fn conversation_erased() {
     counter!(CONVERSATIONS_ERASED).increment(1);
+}
+
+/// Feed items counted into the stats.
+pub fn stats_counted(items: usize) {
+    counter!(STATS_COUNTED).increment(items as u64);
+}
+
+/// The stats worker's lag after a pass over every bot.
+pub fn stats_lag(events: u64, seconds: f64) {
+    gauge!(STATS_LAG_EVENTS).set(events as f64);
+    gauge!(STATS_LAG_SECONDS).set(seconds);
 }

@@ -3,7 +3,7 @@
 //! `agentassist-hooks openapi` and committed as `docs/openapi.json`.
 
 use crate::error::Problem;
-use crate::routes::{bots, changes, conversations, health, hooks, paths, sources};
+use crate::routes::{bots, changes, conversations, health, hooks, paths, sources, stats};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -45,6 +45,8 @@ internal network (firewall it, or set `server.metrics = false`).",
         conversations::transfer_data,
         changes::changes,
         changes::stream,
+        stats::stats,
+        stats::now,
         sources::interaction,
         sources::transfer_data,
         sources::bot_messages,
@@ -58,6 +60,7 @@ internal network (firewall it, or set `server.metrics = false`).",
     tags(
         (name = "ingest", description = "Events in: the hooks API (SPEC 1), Bright Pattern and Salesforce (SPEC 7)"),
         (name = "query", description = "Timelines out, for operations staff (SPEC 4), and the change feed (SPEC 8)"),
+        (name = "stats", description = "Operations metrics: per agent, queue and hour, and now (SPEC 11)"),
         (name = "operations", description = "Probes, metrics and this document (SPEC 5)"),
     )
 )]

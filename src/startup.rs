@@ -24,7 +24,8 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         &settings.server,
         &settings.idempotency,
         &settings.changes,
-    ))
+    )
+    .with_stats(&settings.stats))
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (bounded) and
@@ -89,6 +90,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 Duration::from_secs(settings.idempotency.retention_seconds),
             )),
             tokio::spawn(enforce_retention(store.clone(), settings.retention.clone())),
+            tokio::spawn(crate::stats::count(
+                store.clone(),
+                hub.clone(),
+                settings.stats.clone(),
+            )),
             crate::metrics::spawn_upkeep(),
         ];
     } else {

@@ -12,15 +12,18 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 /// The conversation-level state SPEC 3 and 7 keep.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub status: Status,
     pub experience: Option<Experience>,
     /// Whether a hooks event gave `experience`: an interaction's `type` then no longer does.
     pub experience_from_events: bool,
     pub language: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub ended_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub last_event_at: Option<OffsetDateTime>,
     pub event_count: i64,
     pub anomaly_count: i64,

@@ -114,6 +114,28 @@ impl Event {
         parse_event(payload, "", &mut problems).ok_or(problems.0)
     }
 
+    /// The queue its participant came from: `customFields.queueName`, else `queueId` (a
+    /// string or a number), as the agent desktop sends them (SPEC 11.1).
+    pub fn queue(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Sent {
+            participant: Option<SentParticipant>,
+        }
+        #[derive(serde::Deserialize)]
+        struct SentParticipant {
+            #[serde(rename = "customFields")]
+            custom_fields: Option<Map<String, Value>>,
+        }
+        let sent: Sent = serde_json::from_str(self.payload.get()).ok()?;
+        let fields = sent.participant?.custom_fields?;
+        let text = |name: &str| match fields.get(name)? {
+            Value::String(text) if !text.is_empty() => Some(text.clone()),
+            Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        };
+        text("queueName").or_else(|| text("queueId"))
+    }
+
     pub fn name(&self) -> EventName {
         match self.action {
             Action::Transfer { .. } => EventName::InternalTransferEvent,

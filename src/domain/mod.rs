@@ -5,6 +5,7 @@ pub mod append;
 pub mod idempotency;
 pub mod ingest;
 pub mod sources;
+pub mod stats;
 pub mod timeline;
 pub mod timestamp;
 pub mod types;

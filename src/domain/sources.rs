@@ -528,3 +528,46 @@ fn optional_text(
         }
     }
 }
+
+/// A stored event as its source sent it, parsed again: from its name, its normalised
+/// participant and its payload (a hooks event object, an interaction or transfer-data
+/// body, or a bot message, whose bot the participant names). The stats worker folds the
+/// events it follows in the change feed with it.
+pub fn parse_stored(
+    name: super::EventName,
+    participant: Option<&Participant>,
+    payload: &RawValue,
+    bot_id: &str,
+    conversation_id: &str,
+) -> Result<Event, String> {
+    use super::EventName::*;
+    let first = |batch: Result<IngestBatch, BodyError>| {
+        batch
+            .map_err(|error| format!("{error:?}"))?
+            .events
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no event".to_owned())
+    };
+    match name {
+        InternalTransferEvent | EndOfConversation | TriggerSummaryEvent => {
+            Event::reparse(payload).map_err(|problems| format!("{problems:?}"))
+        }
+        InteractionData => first(parse_interaction(payload.get().as_bytes(), bot_id)),
+        TransferData => first(parse_transfer_data(
+            payload.get().as_bytes(),
+            bot_id,
+            conversation_id,
+        )),
+        BotEscalation | BotTransferSucceeded | BotTransferFailed => {
+            let message: Value =
+                serde_json::from_str(payload.get()).map_err(|error| error.to_string())?;
+            let body = serde_json::json!({ "message": message, "participant": participant });
+            first(parse_bot_messages(
+                body.to_string().as_bytes(),
+                bot_id,
+                conversation_id,
+            ))
+        }
+    }
+}

@@ -36,7 +36,9 @@ impl Status {
 }
 
 /// Something unexpected about an event; the event is stored and applied all the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Anomaly {
     DuplicateEntry,
@@ -230,12 +232,13 @@ impl HopOutcome {
 }
 
 /// One hand-over, in `seq` order (SPEC 7.3).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hop {
     /// Its place among the conversation's hops, from 0.
     pub ordinal: i64,
     /// The event that made it.
     pub seq: i64,
+    #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub kind: HopKind,
     pub from: Option<String>,
@@ -247,7 +250,7 @@ pub struct Hop {
 }
 
 /// Everything SPEC 3 and 7 derive from a conversation's events.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timeline {
     pub summary: Summary,
     /// Ordered by first entry.

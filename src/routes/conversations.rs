@@ -270,7 +270,7 @@ pub async fn erase(
 }
 
 /// Path parameters shared by the conversation queries.
-pub(super) const BOT_ID: &str =
+pub(crate) const BOT_ID: &str =
     "The bot. A bot the app may not read answers 404, like a missing conversation.";
 
 /// Query parameters of a conversation (parsed by [`QueryParams`]; this describes them).
@@ -850,7 +850,7 @@ impl QueryParams {
         }
     }
 
-    fn non_empty(&self, name: &str, problems: &mut Vec<FieldError>) -> Option<String> {
+    pub(super) fn non_empty(&self, name: &str, problems: &mut Vec<FieldError>) -> Option<String> {
         match self.get(name) {
             Some("") => {
                 problems.push(problem(name, "must not be empty"));
@@ -860,7 +860,11 @@ impl QueryParams {
         }
     }
 
-    fn time(&self, name: &str, problems: &mut Vec<FieldError>) -> Option<OffsetDateTime> {
+    pub(super) fn time(
+        &self,
+        name: &str,
+        problems: &mut Vec<FieldError>,
+    ) -> Option<OffsetDateTime> {
         let text = self.get(name)?;
         let parsed = OffsetDateTime::parse(text, &Rfc3339)
             .ok()

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod hooks;
 pub mod sources;
+pub mod stats;
 
 use crate::auth::AppRegistry;
 use crate::changes::ChangeHub;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub key_retention: Duration,
     /// Wake-ups of the live change streams.
     pub changes: Arc<ChangeHub>,
+    /// How long a stats answer waits for the worker to count what came before it.
+    pub stats_max_lag_seconds: u64,
 }
 
 impl AppState {
@@ -56,7 +59,14 @@ impl AppState {
             body_limit_bytes: server.body_limit_bytes,
             key_retention: Duration::from_secs(idempotency.retention_seconds),
             changes: Arc::new(ChangeHub::new(changes)),
+            stats_max_lag_seconds: crate::config::StatsSettings::default().max_lag_seconds,
         }
+    }
+
+    /// With the stats settings of `stats`.
+    pub fn with_stats(mut self, stats: &crate::config::StatsSettings) -> Self {
+        self.stats_max_lag_seconds = stats.max_lag_seconds;
+        self
     }
 }
 
@@ -85,6 +95,9 @@ pub mod paths {
     /// SPEC 8: the change feed and its live stream.
     pub const CHANGES: &str = "/api/v1/bots/{botId}/changes";
     pub const CHANGES_STREAM: &str = "/api/v1/bots/{botId}/changes/stream";
+    /// SPEC 11: operations metrics.
+    pub const STATS: &str = "/api/v1/bots/{botId}/stats";
+    pub const STATS_NOW: &str = "/api/v1/bots/{botId}/stats/now";
     /// Bright Pattern's `ON_NEW_INTERACTION` (SPEC 7.1).
     pub const INTERACTIONS: &str = "/api/v1/bots/{botId}/interactions";
     /// The Salesforce bot's escalation and the client's transfer outcome (SPEC 7.2).
@@ -141,6 +154,8 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         .route(paths::STINTS, get(conversations::participant_stints))
         .route(paths::CHANGES, get(changes::changes))
         .route(paths::CHANGES_STREAM, get(changes::stream))
+        .route(paths::STATS, get(stats::stats))
+        .route(paths::STATS_NOW, get(stats::now))
         .route(paths::OPENAPI, get(health::openapi))
         .route(paths::CONSOLE, get(console::root))
         .route(paths::CONSOLE_INDEX, get(console::index))

@@ -8,11 +8,13 @@ mod postgres;
 pub(crate) mod retention;
 mod sql;
 mod sqlite;
+mod stats;
 
 pub use postgres::PgStore;
 pub use retention::{Candidate, Expired};
 pub use sql::DbTime;
 pub use sqlite::{DEFAULT_SQLITE_FILE, SqliteStore};
+pub use stats::{Counted, StatsNow, StatsProgress};
 
 use crate::config::DatabaseSettings;
 use crate::domain::{

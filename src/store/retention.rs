@@ -9,8 +9,12 @@ use time::OffsetDateTime;
 /// Every table that holds rows of a conversation, children first: one statement each.
 /// A table added later must be added here (the erasure tests look for leftovers in every
 /// table of the schema).
-const DELETE_CONVERSATION: [&str; 6] = [
+const DELETE_CONVERSATION: [&str; 9] = [
     "DELETE FROM events WHERE bot_id = $1 AND conversation_id = $2",
+    // The stats worker's state of it; the stats it counted stay (they name no conversation).
+    "DELETE FROM stats_conversations WHERE bot_id = $1 AND conversation_id = $2",
+    "DELETE FROM stats_present WHERE bot_id = $1 AND conversation_id = $2",
+    "DELETE FROM stats_open_conversations WHERE bot_id = $1 AND conversation_id = $2",
     "DELETE FROM stints WHERE bot_id = $1 AND conversation_id = $2",
     "DELETE FROM participants WHERE bot_id = $1 AND conversation_id = $2",
     "DELETE FROM hops WHERE bot_id = $1 AND conversation_id = $2",

@@ -104,6 +104,14 @@ pub enum Bind {
     Text(String),
     Int(i64),
     Time(OffsetDateTime),
+    /// A text column's NULL.
+    NoText,
+}
+
+impl From<Option<String>> for Bind {
+    fn from(text: Option<String>) -> Self {
+        text.map_or(Self::NoText, Self::Text)
+    }
 }
 
 impl Type<Postgres> for Bind {
@@ -118,12 +126,13 @@ impl Encode<'_, Postgres> for Bind {
             Self::Text(text) => <String as Encode<Postgres>>::encode_by_ref(text, buf),
             Self::Int(number) => <i64 as Encode<Postgres>>::encode_by_ref(number, buf),
             Self::Time(at) => <DbTime as Encode<Postgres>>::encode_by_ref(&DbTime(*at), buf),
+            Self::NoText => Ok(IsNull::Yes),
         }
     }
 
     fn produces(&self) -> Option<PgTypeInfo> {
         Some(match self {
-            Self::Text(_) => <String as Type<Postgres>>::type_info(),
+            Self::Text(_) | Self::NoText => <String as Type<Postgres>>::type_info(),
             Self::Int(_) => <i64 as Type<Postgres>>::type_info(),
             Self::Time(_) => <DbTime as Type<Postgres>>::type_info(),
         })
@@ -142,12 +151,13 @@ impl Encode<'_, Sqlite> for Bind {
             Self::Text(text) => <String as Encode<Sqlite>>::encode_by_ref(text, buf),
             Self::Int(number) => <i64 as Encode<Sqlite>>::encode_by_ref(number, buf),
             Self::Time(at) => <DbTime as Encode<Sqlite>>::encode_by_ref(&DbTime(*at), buf),
+            Self::NoText => Ok(IsNull::Yes),
         }
     }
 
     fn produces(&self) -> Option<SqliteTypeInfo> {
         Some(match self {
-            Self::Text(_) => <String as Type<Sqlite>>::type_info(),
+            Self::Text(_) | Self::NoText => <String as Type<Sqlite>>::type_info(),
             Self::Int(_) | Self::Time(_) => <i64 as Type<Sqlite>>::type_info(),
         })
     }
@@ -161,19 +171,19 @@ pub struct Sql {
 }
 
 impl Sql {
-    fn new(text: &str) -> Self {
+    pub(super) fn new(text: &str) -> Self {
         Self {
             text: text.to_owned(),
             binds: Vec::new(),
         }
     }
 
-    fn push(&mut self, text: &str) -> &mut Self {
+    pub(super) fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);
         self
     }
 
-    fn bind(&mut self, value: Bind) -> &mut Self {
+    pub(super) fn bind(&mut self, value: Bind) -> &mut Self {
         self.binds.push(value);
         let _ = write!(self.text, "${}", self.binds.len());
         self

@@ -191,7 +191,7 @@ impl SqliteStore {
     }
 
     /// Runs `work` in a write transaction, committed if `keep` says its result is worth it.
-    async fn write<T>(
+    pub(super) async fn write<T>(
         &self,
         work: impl AsyncFnOnce(&mut Transaction<'_, Sqlite>) -> Result<T, StoreError>,
         keep: impl Fn(&T) -> bool,

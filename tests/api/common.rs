@@ -293,6 +293,23 @@ impl TestApp {
         }
     }
 
+    /// Starts counting new events into the stats, as `serve` does (looking every 20 ms).
+    pub fn count_stats(&self) -> Relay {
+        let (store, hub) = (self.store.clone(), self.changes.clone());
+        let settings = agentassist_hooks::config::StatsSettings {
+            max_lag_seconds: 5,
+            poll_interval_ms: 20,
+        };
+        Relay(tokio::spawn(agentassist_hooks::stats::count(
+            store, hub, settings,
+        )))
+    }
+
+    /// Whether the app is over PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
     /// Starts relaying new events to and from the other replicas, as `serve` does.
     pub fn relay(&self) -> Relay {
         let (store, hub) = (self.store.clone(), self.changes.clone());

@@ -32,4 +32,5 @@ mod resilience;
 mod retention;
 mod server;
 mod sources;
+mod stats;
 mod upgrade;

@@ -1,0 +1,394 @@
+//! Operations metrics (SPEC 11): the facts a conversation's events make, how they add up
+//! per 15-minute slot, and how slots, edge facts and `handled` marks add up per bucket and
+//! group of a query. No I/O: the stats worker stores what [`Rollup`] gives, and a query
+//! feeds what it reads to an [`Accumulator`].
+
+pub mod buckets;
+pub mod facts;
+pub mod sketch;
+pub mod tally;
+
+pub use buckets::{Bucket, BucketError, Granularity, MAX_BUCKETS, buckets, local_rfc3339};
+pub use facts::{CONVERSATION_GROUPINGS, ConversationDims, ConversationStats, Dims, Fact, Measure};
+pub use tally::{Durations, Tally};
+
+use std::collections::BTreeMap;
+
+/// Slots are 15 minutes of UTC, in microseconds: every bucket boundary of every supported
+/// granularity and time zone falls on one (UTC offsets are whole quarter hours), so a
+/// bucket is whole slots, but for a `from` or `to` between two.
+pub const SLOT_MICROS: i64 = 15 * 60 * 1_000_000;
+
+pub fn slot_of(micros: i64) -> i64 {
+    micros.div_euclid(SLOT_MICROS)
+}
+
+/// What a query may group or filter by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    Participant,
+    Queue,
+    Experience,
+    Language,
+    Service,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 5] = [
+        Self::Participant,
+        Self::Queue,
+        Self::Experience,
+        Self::Language,
+        Self::Service,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Participant => "participant",
+            Self::Queue => "queue",
+            Self::Experience => "experience",
+            Self::Language => "language",
+            Self::Service => "service",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|dimension| dimension.name() == text)
+    }
+
+    /// A participant's or a queue's: conversation counts cannot be told apart by it.
+    pub fn is_of_participants(self) -> bool {
+        matches!(self, Self::Participant | Self::Queue)
+    }
+
+    fn of(self, dims: &Dims) -> &Option<String> {
+        match self {
+            Self::Participant => &dims.participant,
+            Self::Queue => &dims.queue,
+            Self::Experience => &dims.conversation.experience,
+            Self::Language => &dims.conversation.language,
+            Self::Service => &dims.conversation.service,
+        }
+    }
+
+    /// Its bit in a grouping of the conversation's dimensions.
+    fn conversation_bit(self) -> usize {
+        match self {
+            Self::Experience => 1,
+            Self::Language => 2,
+            Self::Service => 4,
+            Self::Participant | Self::Queue => 0,
+        }
+    }
+}
+
+/// The groupings slots are kept in: everything together, by participant, by queue, and by
+/// all five dimensions (which answers any other grouping or filter, with more rows read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cuboid {
+    Total = 0,
+    Participant = 1,
+    Queue = 2,
+    Full = 3,
+}
+
+impl Cuboid {
+    pub const ALL: [Cuboid; 4] = [Self::Total, Self::Participant, Self::Queue, Self::Full];
+
+    pub fn id(self) -> i16 {
+        self as i16
+    }
+
+    /// The smallest one that tells apart every dimension in `needed`.
+    pub fn for_dimensions(needed: &[Dimension]) -> Self {
+        match needed {
+            [] => Self::Total,
+            [Dimension::Participant] => Self::Participant,
+            [Dimension::Queue] => Self::Queue,
+            _ => Self::Full,
+        }
+    }
+
+    /// `dims` as this cuboid keeps them: `None` for what it does not tell apart.
+    pub fn key(self, dims: &Dims) -> Dims {
+        match self {
+            Self::Total => Dims::default(),
+            Self::Participant => Dims {
+                participant: dims.participant.clone(),
+                ..Dims::default()
+            },
+            Self::Queue => Dims {
+                queue: dims.queue.clone(),
+                ..Dims::default()
+            },
+            Self::Full => dims.clone(),
+        }
+    }
+
+    /// Whether the cuboid counts `measure`: a conversation's own facts cannot go to a
+    /// participant or a queue.
+    fn counts(self, measure: &Measure) -> bool {
+        let of_conversation = matches!(measure, Measure::Started | Measure::Ended);
+        !(of_conversation && matches!(self, Self::Participant | Self::Queue))
+    }
+}
+
+/// A `handled` mark: a stint closed in `slot` under a grouping of the conversation's
+/// dimensions (`mask`, with their values `key`), the conversation's previous close under
+/// the same values in `previous_slot` (or none).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HandledMark {
+    pub mask: usize,
+    pub slot: i64,
+    pub key: ConversationDims,
+    pub previous_slot: Option<i64>,
+}
+
+/// The slot tallies and `handled` marks of a batch of facts, ready to be added to what is
+/// stored.
+#[derive(Debug, Default)]
+pub struct Rollup {
+    pub tallies: BTreeMap<(Cuboid, i64, Dims), Tally>,
+    pub handled: BTreeMap<HandledMark, u64>,
+}
+
+impl Rollup {
+    pub fn add(&mut self, fact: &Fact) {
+        let micros = facts::micros_at(fact.at);
+        let slot = slot_of(micros);
+        for cuboid in Cuboid::ALL {
+            if cuboid.counts(&fact.measure) {
+                let key = (cuboid, slot, cuboid.key(&fact.dims));
+                self.tallies.entry(key).or_default().add(fact);
+            }
+        }
+        if let Measure::Stint { previous, .. } = &fact.measure {
+            for (mask, previous) in previous.iter().enumerate() {
+                let mark = HandledMark {
+                    mask,
+                    slot,
+                    key: fact.dims.conversation.projected(mask),
+                    previous_slot: previous.map(slot_of),
+                };
+                *self.handled.entry(mark).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// The filters of a query: the value a grouping by each would keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub participant: Option<String>,
+    pub queue: Option<String>,
+    pub experience: Option<String>,
+}
+
+impl Filters {
+    fn dimensions(&self) -> Vec<Dimension> {
+        [
+            (Dimension::Participant, &self.participant),
+            (Dimension::Queue, &self.queue),
+            (Dimension::Experience, &self.experience),
+        ]
+        .into_iter()
+        .filter(|(_, value)| value.is_some())
+        .map(|(dimension, _)| dimension)
+        .collect()
+    }
+
+    fn keep(&self, dims: &Dims) -> bool {
+        let matches =
+            |wanted: &Option<String>, have: &Option<String>| wanted.is_none() || wanted == have;
+        matches(&self.participant, &dims.participant)
+            && matches(&self.queue, &dims.queue)
+            && matches(&self.experience, &dims.conversation.experience)
+    }
+}
+
+/// What a stats query asks, and how it is answered from storage.
+#[derive(Debug, Clone)]
+pub struct StatsQuery {
+    pub buckets: Vec<Bucket>,
+    pub group_by: Vec<Dimension>,
+    pub filters: Filters,
+}
+
+/// Whether a group's conversation counts (and `handled`) can be given, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConversationCounts {
+    /// Grouped or filtered by participant or queue: not attributable.
+    Unknown,
+    /// Counted under this grouping of the conversation's dimensions.
+    Grouped { mask: usize },
+}
+
+impl StatsQuery {
+    /// Every dimension the query tells apart: its groups and its filters.
+    pub fn dimensions(&self) -> Vec<Dimension> {
+        let mut dimensions = self.group_by.clone();
+        dimensions.extend(self.filters.dimensions());
+        dimensions.sort();
+        dimensions.dedup();
+        dimensions
+    }
+
+    pub fn cuboid(&self) -> Cuboid {
+        Cuboid::for_dimensions(&self.dimensions())
+    }
+
+    pub fn conversation_counts(&self) -> ConversationCounts {
+        let dimensions = self.dimensions();
+        if dimensions
+            .iter()
+            .any(|dimension| dimension.is_of_participants())
+        {
+            return ConversationCounts::Unknown;
+        }
+        let mask = dimensions
+            .iter()
+            .map(|dimension| dimension.conversation_bit())
+            .sum();
+        ConversationCounts::Grouped { mask }
+    }
+
+    /// `[from, to)` in microseconds.
+    pub fn range(&self) -> (i64, i64) {
+        let first = self.buckets.first().expect("a query has a bucket");
+        let last = self.buckets.last().expect("a query has a bucket");
+        (first.start.as_microsecond(), last.end.as_microsecond())
+    }
+
+    /// The slots wholly inside the range, read from storage; the facts of the rest of the
+    /// range (at most a slot's worth at each end) are read one by one.
+    pub fn whole_slots(&self) -> std::ops::Range<i64> {
+        let (from, to) = self.range();
+        let first = slot_of(from - 1) + 1;
+        let last = slot_of(to);
+        first..last.max(first)
+    }
+
+    /// Where `handled` must be counted from the facts themselves rather than from stored
+    /// marks: a first bucket that starts between two slots (a mark only knows its
+    /// conversation's previous close to the slot). `None` when every bucket starts on one.
+    pub fn handled_from_facts_until(&self) -> Option<i64> {
+        let first = self.buckets.first()?;
+        let start = first.start.as_microsecond();
+        (start.rem_euclid(SLOT_MICROS) != 0).then(|| first.end.as_microsecond())
+    }
+
+    fn bucket_at(&self, micros: i64) -> Option<usize> {
+        let index = self
+            .buckets
+            .partition_point(|bucket| bucket.start.as_microsecond() <= micros);
+        let index = index.checked_sub(1)?;
+        (micros < self.buckets[index].end.as_microsecond()).then_some(index)
+    }
+
+    fn group_of(&self, dims: &Dims) -> Vec<Option<String>> {
+        self.group_by
+            .iter()
+            .map(|dimension| dimension.of(dims).clone())
+            .collect()
+    }
+}
+
+/// One group's bucket: what its facts add up to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cell {
+    pub tally: Tally,
+    pub handled: u64,
+}
+
+/// A query's answer as it is put together: a cell per group and bucket.
+#[derive(Debug)]
+pub struct Accumulator<'q> {
+    query: &'q StatsQuery,
+    pub cells: BTreeMap<(Vec<Option<String>>, usize), Cell>,
+}
+
+impl<'q> Accumulator<'q> {
+    pub fn new(query: &'q StatsQuery) -> Self {
+        Self {
+            query,
+            cells: BTreeMap::new(),
+        }
+    }
+
+    /// A stored slot's tally under `dims` (as the query's cuboid keeps them).
+    pub fn add_slot(&mut self, slot: i64, dims: &Dims, tally: &Tally) {
+        if !self.query.filters.keep(dims) {
+            return;
+        }
+        let Some(bucket) = self.query.bucket_at(slot * SLOT_MICROS) else {
+            return;
+        };
+        let group = self.query.group_of(dims);
+        self.cells
+            .entry((group, bucket))
+            .or_default()
+            .tally
+            .merge(tally);
+    }
+
+    /// A fact at the edge of the range, not in a whole slot.
+    pub fn add_fact(&mut self, fact: &Fact) {
+        if !self.query.cuboid().counts(&fact.measure) || !self.query.filters.keep(&fact.dims) {
+            return;
+        }
+        let Some(bucket) = self.query.bucket_at(facts::micros_at(fact.at)) else {
+            return;
+        };
+        let group = self.query.group_of(&fact.dims);
+        self.cells
+            .entry((group, bucket))
+            .or_default()
+            .tally
+            .add(fact);
+    }
+
+    /// Stored `handled` marks of a slot whose bucket starts on a slot boundary.
+    pub fn add_handled_mark(&mut self, mark: &HandledMark, count: u64) {
+        let Some(bucket) = self.query.bucket_at(mark.slot * SLOT_MICROS) else {
+            return;
+        };
+        let bucket_slot = slot_of(self.query.buckets[bucket].start.as_microsecond());
+        if mark
+            .previous_slot
+            .is_some_and(|previous| previous >= bucket_slot)
+        {
+            return;
+        }
+        let dims = Dims {
+            conversation: mark.key.clone(),
+            ..Dims::default()
+        };
+        if !self.query.filters.keep(&dims) {
+            return;
+        }
+        let group = self.query.group_of(&dims);
+        self.cells.entry((group, bucket)).or_default().handled += count;
+    }
+
+    /// A stint's close read as a fact, counted as `handled` under grouping `mask` if it is
+    /// its conversation's first in the bucket.
+    pub fn add_handled_fact(&mut self, fact: &Fact, mask: usize) {
+        let Measure::Stint { previous, .. } = &fact.measure else {
+            return;
+        };
+        let Some(bucket) = self.query.bucket_at(facts::micros_at(fact.at)) else {
+            return;
+        };
+        let start = self.query.buckets[bucket].start.as_microsecond();
+        if previous[mask].is_some_and(|previous| previous >= start) {
+            return;
+        }
+        if !self.query.filters.keep(&fact.dims) {
+            return;
+        }
+        let group = self.query.group_of(&fact.dims);
+        self.cells.entry((group, bucket)).or_default().handled += 1;
+    }
+}

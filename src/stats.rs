@@ -1,0 +1,126 @@
+//! Operations metrics (SPEC 11): the worker that counts each bot's change feed into the
+//! stats tables, off the ingest path, and a query's answer put together from them.
+
+use crate::changes::ChangeHub;
+use crate::config::StatsSettings;
+use crate::domain::stats::{Accumulator, Cell, ConversationCounts, SLOT_MICROS, StatsQuery};
+use crate::store::{Counted, Store, StoreError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Bots counted in one pass, at most (the list of bots is read again at every pass).
+const MAX_BOTS: i64 = 10_000;
+
+/// Counts every bot's new events, woken by commits here and on other replicas (and every
+/// `stats.poll_interval_ms` regardless), until aborted. Several replicas may run it: one
+/// counts a bot at a time, the others skip it.
+pub async fn count(store: Store, hub: Arc<ChangeHub>, settings: StatsSettings) {
+    let poll = Duration::from_millis(settings.poll_interval_ms.max(10));
+    loop {
+        if let Err(error) = count_every_bot(&store).await {
+            tracing::warn!(%error, "stats: could not count new events; trying again");
+        }
+        tokio::select! {
+            () = hub.new_events() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// One pass: each bot's feed counted up to its end.
+pub async fn count_every_bot(store: &Store) -> Result<(), StoreError> {
+    let mut lag_events = 0;
+    let mut lag_seconds: f64 = 0.0;
+    for bot in store.bots(MAX_BOTS).await? {
+        loop {
+            match store.count_stats_page(&bot.bot_id).await? {
+                Counted::Some(0) | Counted::Elsewhere => break,
+                Counted::Some(items) => crate::metrics::stats_counted(items),
+                Counted::CaughtUp => break,
+            }
+        }
+        let progress = store.stats_progress(&bot.bot_id).await?;
+        lag_events += store
+            .stats_lag_events(&bot.bot_id, progress.position.as_ref())
+            .await?;
+        let behind = progress.caught_up_at.map_or(f64::INFINITY, |at| {
+            (OffsetDateTime::now_utc() - at).as_seconds_f64()
+        });
+        lag_seconds = lag_seconds.max(behind.max(0.0));
+    }
+    crate::metrics::stats_lag(u64::try_from(lag_events).unwrap_or(0), lag_seconds);
+    Ok(())
+}
+
+/// Waits, at most `max_lag`, until `bot_id`'s stats count everything committed before
+/// `asked_at`; then how far they go (`asOf`).
+pub async fn wait_until_counted(
+    store: &Store,
+    bot_id: &str,
+    asked_at: OffsetDateTime,
+    max_lag: Duration,
+) -> Result<Option<OffsetDateTime>, StoreError> {
+    let deadline = tokio::time::Instant::now() + max_lag;
+    loop {
+        let caught_up_at = store.stats_progress(bot_id).await?.caught_up_at;
+        if caught_up_at.is_some_and(|at| at >= asked_at) || tokio::time::Instant::now() >= deadline
+        {
+            return Ok(caught_up_at);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Each group's cells of `query`, by bucket: the stored slots wholly in the range, the
+/// facts of the slots cut by its ends, and `handled` from the marks (or, in a first
+/// bucket that starts between slots, from the facts).
+pub async fn answer(
+    store: &Store,
+    bot_id: &str,
+    query: &StatsQuery,
+) -> Result<BTreeMap<Vec<Option<String>>, BTreeMap<usize, Cell>>, StoreError> {
+    let (from, to) = query.range();
+    let whole = query.whole_slots();
+    let mut accumulator = Accumulator::new(query);
+    for (slot, dims, tally) in store
+        .stats_slots(bot_id, query.cuboid(), whole.clone())
+        .await?
+    {
+        accumulator.add_slot(slot, &dims, &tally);
+    }
+    // The slots cut by the range's ends are read fact by fact.
+    let (head_end, tail_start) = if whole.is_empty() {
+        (to, to)
+    } else {
+        (whole.start * SLOT_MICROS, whole.end * SLOT_MICROS)
+    };
+    for (start, end) in [(from, head_end), (tail_start, to)] {
+        for fact in store.stats_facts(bot_id, start, end).await? {
+            accumulator.add_fact(&fact);
+        }
+    }
+    if let ConversationCounts::Grouped { mask } = query.conversation_counts() {
+        let facts_until = query
+            .handled_from_facts_until()
+            .unwrap_or(from)
+            .max(head_end)
+            .min(to);
+        let first_mark = (facts_until + SLOT_MICROS - 1).div_euclid(SLOT_MICROS);
+        let marks = first_mark..whole.end.max(first_mark);
+        for (mark, count) in store.stats_handled(bot_id, mask, marks).await? {
+            accumulator.add_handled_mark(&mark, count);
+        }
+        for (start, end) in [(from, facts_until), (tail_start.max(facts_until), to)] {
+            for fact in store.stats_facts(bot_id, start, end).await? {
+                accumulator.add_handled_fact(&fact, mask);
+            }
+        }
+    }
+    let mut groups: BTreeMap<Vec<Option<String>>, BTreeMap<usize, Cell>> = BTreeMap::new();
+    for ((group, bucket), cell) in accumulator.cells {
+        groups.entry(group).or_default().insert(bucket, cell);
+    }
+    Ok(groups)
+}

@@ -1,0 +1,815 @@
+//! The stats worker's storage (SPEC 11): a page of a bot's change feed counted in one
+//! transaction with the feed position it reached, and what a stats query reads. The same
+//! SQL on both stores: times are integer microseconds and documents are JSON text.
+
+use super::sql::{Bind, Sql};
+use super::{Change, ChangeKind, FeedPosition, Store, StoreError};
+use crate::domain::Status;
+use crate::domain::sources::parse_stored;
+use crate::domain::stats::facts::micros_at;
+use crate::domain::stats::{ConversationStats, Cuboid, Dims, Fact, HandledMark, Rollup, Tally};
+use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
+use std::collections::{BTreeMap, BTreeSet};
+use time::OffsetDateTime;
+
+/// Feed items counted in one transaction.
+pub const PAGE: i64 = 500;
+/// At most this much payload in a page of the feed (its first item always comes).
+const PAGE_BYTES: i64 = 4 * 1024 * 1024;
+/// Rows written by one statement.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// What counting a page did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Items were counted; more may follow.
+    Some(usize),
+    /// Nothing is left to count: everything committed is counted.
+    CaughtUp,
+    /// Another replica is counting this bot, or counted past where this one read.
+    Elsewhere,
+}
+
+/// How far the stats of a bot go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsProgress {
+    pub position: Option<FeedPosition>,
+    pub counted: i64,
+    /// When the worker last found nothing left to count.
+    pub caught_up_at: Option<OffsetDateTime>,
+}
+
+/// What is happening now (SPEC 11.2), as of the worker's progress.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatsNow {
+    pub active: i64,
+    pub idle: i64,
+    pub present: i64,
+    /// `(queue, present, active conversations)`.
+    pub by_queue: Vec<(Option<String>, i64, i64)>,
+    /// `(identity, conversation, joined at)`.
+    pub longest_open_stint: Option<(String, String, OffsetDateTime)>,
+    /// `(conversation, since)`.
+    pub oldest_idle: Option<(String, OffsetDateTime)>,
+}
+
+/// Everything a page of the feed changes in the stats tables.
+#[derive(Debug, Default)]
+struct PageWrites {
+    rollup: Rollup,
+    facts: Vec<Fact>,
+    /// Each conversation's state after the page; `None` when it was erased.
+    states: BTreeMap<String, Option<ConversationStats>>,
+}
+
+impl Store {
+    /// Counts the next page of `bot_id`'s feed, and stores it with the position reached, in
+    /// one transaction. The reads and the counting happen before it, so that it is short
+    /// (and SQLite's one writer is not held up): it commits only if the position is still
+    /// the one they started from.
+    pub async fn count_stats_page(&self, bot_id: &str) -> Result<Counted, StoreError> {
+        let progress = self.stats_progress(bot_id).await?;
+        // Taken before the feed is read: everything committed before it is in the page or
+        // after it (or held back, and then the page says so).
+        let looked_at = now_micros();
+        let page = self
+            .changes(bot_id, progress.position.as_ref(), PAGE, PAGE_BYTES)
+            .await?;
+        let caught_up = !page.more && !page.held_back;
+        let Some(last) = page.changes.last() else {
+            if !caught_up {
+                return Ok(Counted::Some(0));
+            }
+            let statements = vec![mark_caught_up(bot_id, looked_at)];
+            self.holding_position(bot_id, &progress.position, statements)
+                .await?;
+            return Ok(Counted::CaughtUp);
+        };
+        let reached = last.position.clone();
+        let counted = page.changes.len();
+        let mut writes = self.fold_page(bot_id, &page.changes).await?;
+        let stored = self.stored_tallies(bot_id, &writes.rollup).await?;
+        let tallies = merged(stored, std::mem::take(&mut writes.rollup.tallies));
+        let mut statements = page_statements(bot_id, &writes, &tallies);
+        let caught_up_at = caught_up.then_some(looked_at);
+        statements.push(save_position(bot_id, &reached, counted, caught_up_at));
+        let ran = self
+            .holding_position(bot_id, &progress.position, statements)
+            .await?;
+        Ok(if ran {
+            Counted::Some(counted)
+        } else {
+            Counted::Elsewhere
+        })
+    }
+
+    /// Runs `statements` in a transaction that holds `bot_id`'s position, if that is still
+    /// `expected`; whether they ran.
+    async fn holding_position(
+        &self,
+        bot_id: &str,
+        expected: &Option<FeedPosition>,
+        statements: Vec<Sql>,
+    ) -> Result<bool, StoreError> {
+        let expected = position_text(expected.as_ref().unwrap_or(&FeedPosition::beginning()));
+        let bot = || [Bind::Text(bot_id.to_owned())];
+        match &self.backend {
+            super::Backend::Postgres(store) => {
+                let mut connection = super::Checkout::acquire(store.pool()).await?;
+                let outcome = async {
+                    let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+                    let outcome = async {
+                        execute_pg(&mut tx, new_position_row(bot_id)).await?;
+                        // Skipped while another replica counts this bot.
+                        let held = position_pg(
+                            &mut tx,
+                            sql(
+                                "SELECT position FROM stats_positions WHERE bot_id = $1 \
+                                 FOR UPDATE SKIP LOCKED",
+                                bot(),
+                            ),
+                        )
+                        .await?;
+                        if held.is_none_or(|position| position != expected) {
+                            return Ok(false);
+                        }
+                        for statement in statements {
+                            execute_pg(&mut tx, statement).await?;
+                        }
+                        Ok(true)
+                    }
+                    .await;
+                    super::finish(tx, outcome, |ran| *ran).await
+                }
+                .await;
+                connection.reuse_if_ok(&outcome);
+                outcome
+            }
+            super::Backend::Sqlite(store) => {
+                store
+                    .write(
+                        async |tx| {
+                            execute_sqlite(tx, new_position_row(bot_id)).await?;
+                            let held = position_sqlite(
+                                tx,
+                                sql(
+                                    "SELECT position FROM stats_positions WHERE bot_id = $1",
+                                    bot(),
+                                ),
+                            )
+                            .await?;
+                            if held.is_none_or(|position| position != expected) {
+                                return Ok(false);
+                            }
+                            for statement in statements {
+                                execute_sqlite(tx, statement).await?;
+                            }
+                            Ok(true)
+                        },
+                        |ran| *ran,
+                    )
+                    .await
+            }
+        }
+    }
+
+    /// Folds the page's events into each conversation's stats state, and gathers what to
+    /// write.
+    async fn fold_page(&self, bot_id: &str, changes: &[Change]) -> Result<PageWrites, StoreError> {
+        let conversations: BTreeSet<&str> = changes
+            .iter()
+            .map(|change| change.position.conversation_id.as_str())
+            .collect();
+        let mut states = self.stats_states(bot_id, &conversations).await?;
+        let mut writes = PageWrites::default();
+        for change in changes {
+            let conversation = &change.position.conversation_id;
+            match &change.kind {
+                ChangeKind::Erased { .. } => {
+                    states.insert(conversation.clone(), None);
+                }
+                ChangeKind::Event { event, .. } => {
+                    let parsed = parse_stored(
+                        event.name,
+                        event.participant.as_ref(),
+                        &event.payload,
+                        bot_id,
+                        conversation,
+                    )
+                    .map_err(|problems| {
+                        anyhow::anyhow!(
+                            "stored event {conversation}#{} does not parse again: {problems}",
+                            event.seq
+                        )
+                    })?;
+                    let state = states
+                        .entry(conversation.clone())
+                        .or_insert(None)
+                        .get_or_insert_with(ConversationStats::default);
+                    for fact in state.apply(event.received_at, &parsed) {
+                        writes.rollup.add(&fact);
+                        writes.facts.push(fact);
+                    }
+                }
+            }
+        }
+        writes.states = states;
+        Ok(writes)
+    }
+
+    async fn stats_states(
+        &self,
+        bot_id: &str,
+        conversations: &BTreeSet<&str>,
+    ) -> Result<BTreeMap<String, Option<ConversationStats>>, StoreError> {
+        let mut states = BTreeMap::new();
+        for chunk in conversations
+            .iter()
+            .collect::<Vec<_>>()
+            .chunks(ROWS_PER_STATEMENT)
+        {
+            let mut query =
+                Sql::new("SELECT conversation_id, state FROM stats_conversations WHERE bot_id = ");
+            query.bind(Bind::Text(bot_id.to_owned()));
+            query.push(" AND conversation_id IN (");
+            separated(
+                &mut query,
+                chunk.iter().map(|id| Bind::Text((**id).to_owned())),
+            );
+            query.push(")");
+            let rows: Vec<(String, String)> = self.stats_fetch(query).await?;
+            for (conversation, state) in rows {
+                let state: ConversationStats = serde_json::from_str(&state)
+                    .map_err(|error| anyhow::anyhow!("unreadable stats state: {error}"))?;
+                states.insert(conversation, Some(state));
+            }
+        }
+        Ok(states)
+    }
+
+    /// The stored tallies of the slots and groups `rollup` adds to.
+    async fn stored_tallies(
+        &self,
+        bot_id: &str,
+        rollup: &Rollup,
+    ) -> Result<BTreeMap<(Cuboid, i64, Dims), Tally>, StoreError> {
+        let slots: BTreeSet<i64> = rollup.tallies.keys().map(|(_, slot, _)| *slot).collect();
+        let mut stored = BTreeMap::new();
+        for chunk in slots.iter().collect::<Vec<_>>().chunks(ROWS_PER_STATEMENT) {
+            let mut query = Sql::new(
+                "SELECT CAST(cuboid AS BIGINT), slot, key, tally FROM stats_slots WHERE bot_id = ",
+            );
+            query.bind(Bind::Text(bot_id.to_owned()));
+            query.push(" AND slot IN (");
+            separated(&mut query, chunk.iter().map(|slot| Bind::Int(**slot)));
+            query.push(")");
+            let rows: Vec<(i64, i64, String, String)> = self.stats_fetch(query).await?;
+            for (cuboid, slot, key, tally) in rows {
+                let key = (cuboid_of(cuboid)?, slot, dims_of(&key)?);
+                if rollup.tallies.contains_key(&key) {
+                    stored.insert(key, tally_of(&tally)?);
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    /// How far `bot_id`'s stats go.
+    pub async fn stats_progress(&self, bot_id: &str) -> Result<StatsProgress, StoreError> {
+        let row: Option<(String, i64, Option<i64>)> = self
+            .stats_fetch(sql(
+                "SELECT position, counted, caught_up_at FROM stats_positions WHERE bot_id = $1",
+                [Bind::Text(bot_id.to_owned())],
+            ))
+            .await?
+            .pop();
+        let Some((position, counted, caught_up_at)) = row else {
+            return Ok(StatsProgress {
+                position: None,
+                counted: 0,
+                caught_up_at: None,
+            });
+        };
+        let position: FeedPosition = serde_json::from_str(&position)
+            .map_err(|error| anyhow::anyhow!("unreadable stats position: {error}"))?;
+        Ok(StatsProgress {
+            position: Some(position).filter(|position| *position != FeedPosition::beginning()),
+            counted,
+            caught_up_at: caught_up_at.map(at_micros),
+        })
+    }
+
+    /// How many of `bot_id`'s events follow `position` in its feed.
+    pub async fn stats_lag_events(
+        &self,
+        bot_id: &str,
+        position: Option<&FeedPosition>,
+    ) -> Result<i64, StoreError> {
+        let start = FeedPosition::beginning();
+        let after = position.unwrap_or(&start);
+        let counted: Option<(i64,)> = self
+            .stats_fetch(sql(
+                "SELECT count(*) FROM events
+                 WHERE bot_id = $1 AND (feed_txn, conversation_id, seq) > ($2, $3, $4)",
+                [
+                    Bind::Text(bot_id.to_owned()),
+                    Bind::Int(after.txn),
+                    Bind::Text(after.conversation_id.clone()),
+                    Bind::Int(after.seq),
+                ],
+            ))
+            .await?
+            .pop();
+        Ok(counted.map_or(0, |(count,)| count))
+    }
+
+    /// The stored tallies of `cuboid` in `slots`.
+    pub async fn stats_slots(
+        &self,
+        bot_id: &str,
+        cuboid: Cuboid,
+        slots: std::ops::Range<i64>,
+    ) -> Result<Vec<(i64, Dims, Tally)>, StoreError> {
+        let rows: Vec<(i64, String, String)> = self
+            .stats_fetch(sql(
+                "SELECT slot, key, tally FROM stats_slots
+                 WHERE bot_id = $1 AND cuboid = $2 AND slot >= $3 AND slot < $4",
+                [
+                    Bind::Text(bot_id.to_owned()),
+                    Bind::Int(cuboid.id().into()),
+                    Bind::Int(slots.start),
+                    Bind::Int(slots.end),
+                ],
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|(slot, key, tally)| Ok((slot, dims_of(&key)?, tally_of(&tally)?)))
+            .collect()
+    }
+
+    /// The stored `handled` marks of grouping `mask` in `slots`.
+    pub async fn stats_handled(
+        &self,
+        bot_id: &str,
+        mask: usize,
+        slots: std::ops::Range<i64>,
+    ) -> Result<Vec<(HandledMark, u64)>, StoreError> {
+        let rows: Vec<(i64, String, i64, i64)> = self
+            .stats_fetch(sql(
+                "SELECT slot, key, previous_slot, count FROM stats_handled
+                 WHERE bot_id = $1 AND grouping = $2 AND slot >= $3 AND slot < $4",
+                [
+                    Bind::Text(bot_id.to_owned()),
+                    Bind::Int(mask as i64),
+                    Bind::Int(slots.start),
+                    Bind::Int(slots.end),
+                ],
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|(slot, key, previous_slot, count)| {
+                let key = serde_json::from_str(&key)
+                    .map_err(|error| anyhow::anyhow!("unreadable handled key: {error}"))?;
+                let mark = HandledMark {
+                    mask,
+                    slot,
+                    key,
+                    previous_slot: (previous_slot >= 0).then_some(previous_slot),
+                };
+                Ok((mark, u64::try_from(count).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    /// Every fact of `bot_id` in `[from, to)` (microseconds).
+    pub async fn stats_facts(
+        &self,
+        bot_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Fact>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String,)> = self
+            .stats_fetch(sql(
+                "SELECT fact FROM stats_facts WHERE bot_id = $1 AND at >= $2 AND at < $3",
+                [
+                    Bind::Text(bot_id.to_owned()),
+                    Bind::Int(from),
+                    Bind::Int(to),
+                ],
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|(fact,)| {
+                serde_json::from_str(&fact)
+                    .map_err(|error| anyhow::anyhow!("unreadable stats fact: {error}").into())
+            })
+            .collect()
+    }
+
+    /// What is happening now in `bot_id`'s conversations, as the worker last counted.
+    pub async fn stats_now(&self, bot_id: &str) -> Result<StatsNow, StoreError> {
+        let bot = || [Bind::Text(bot_id.to_owned())];
+        let statuses: Vec<(String, i64)> = self
+            .stats_fetch(sql(
+                "SELECT status, count(*) FROM stats_open_conversations WHERE bot_id = $1
+                 GROUP BY status",
+                bot(),
+            ))
+            .await?;
+        let count = |wanted: &str| {
+            statuses
+                .iter()
+                .find(|(status, _)| status == wanted)
+                .map_or(0, |(_, count)| *count)
+        };
+        let by_queue: Vec<(Option<String>, i64, i64)> = self
+            .stats_fetch(sql(
+                "SELECT queue, count(*), count(DISTINCT conversation_id) FROM stats_present
+                 WHERE bot_id = $1 GROUP BY queue ORDER BY queue IS NULL, queue",
+                bot(),
+            ))
+            .await?;
+        let longest: Option<(String, String, i64)> = self
+            .stats_fetch(sql(
+                "SELECT identity, conversation_id, joined_at FROM stats_present
+                 WHERE bot_id = $1 ORDER BY joined_at, conversation_id, identity LIMIT 1",
+                bot(),
+            ))
+            .await?
+            .pop();
+        let oldest_idle: Option<(String, i64)> = self
+            .stats_fetch(sql(
+                "SELECT conversation_id, since FROM stats_open_conversations
+                 WHERE bot_id = $1 AND status = 'idle' ORDER BY since, conversation_id LIMIT 1",
+                bot(),
+            ))
+            .await?
+            .pop();
+        Ok(StatsNow {
+            active: count("active"),
+            idle: count("idle"),
+            present: by_queue.iter().map(|(_, present, _)| present).sum(),
+            by_queue,
+            longest_open_stint: longest
+                .map(|(identity, conversation, at)| (identity, conversation, at_micros(at))),
+            oldest_idle: oldest_idle.map(|(conversation, at)| (conversation, at_micros(at))),
+        })
+    }
+
+    async fn stats_fetch<R>(&self, query: Sql) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'r> FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        match &self.backend {
+            super::Backend::Postgres(store) => {
+                store
+                    .deadlines()
+                    .read(async { Ok(fetch_all(store.pool(), query).await?) })
+                    .await
+            }
+            super::Backend::Sqlite(store) => Ok(fetch_all(store.reader(), query).await?),
+        }
+    }
+}
+
+fn mark_caught_up(bot_id: &str, looked_at: i64) -> Sql {
+    sql(
+        "UPDATE stats_positions SET caught_up_at = $2, updated_at = $3 WHERE bot_id = $1",
+        [
+            Bind::Text(bot_id.to_owned()),
+            Bind::Int(looked_at),
+            Bind::Int(now_micros()),
+        ],
+    )
+}
+
+fn save_position(
+    bot_id: &str,
+    reached: &FeedPosition,
+    counted: usize,
+    caught_up_at: Option<i64>,
+) -> Sql {
+    sql(
+        "UPDATE stats_positions SET position = $2, counted = counted + $3, updated_at = $4,
+             caught_up_at = CASE WHEN $5 < 0 THEN caught_up_at ELSE $5 END
+         WHERE bot_id = $1",
+        [
+            Bind::Text(bot_id.to_owned()),
+            Bind::Text(position_text(reached)),
+            Bind::Int(counted as i64),
+            Bind::Int(now_micros()),
+            Bind::Int(caught_up_at.unwrap_or(-1)),
+        ],
+    )
+}
+
+/// The statements that store a page's counts: slot tallies (replaced by their merge with
+/// the page), `handled` marks (added), facts, and the conversations' states.
+fn page_statements(
+    bot_id: &str,
+    writes: &PageWrites,
+    tallies: &BTreeMap<(Cuboid, i64, Dims), Tally>,
+) -> Vec<Sql> {
+    let bot = || Bind::Text(bot_id.to_owned());
+    let mut statements = Vec::new();
+    let rows: Vec<Vec<Bind>> = tallies
+        .iter()
+        .map(|((cuboid, slot, dims), tally)| {
+            vec![
+                bot(),
+                Bind::Int(cuboid.id().into()),
+                Bind::Int(*slot),
+                Bind::Text(key_text(dims)),
+                Bind::Text(serde_json::to_string(tally).expect("a tally is JSON")),
+            ]
+        })
+        .collect();
+    statements.extend(inserts(
+        "INSERT INTO stats_slots (bot_id, cuboid, slot, key, tally) VALUES ",
+        rows,
+        " ON CONFLICT (bot_id, cuboid, slot, key) DO UPDATE SET tally = excluded.tally",
+    ));
+    let rows = writes
+        .rollup
+        .handled
+        .iter()
+        .map(|(mark, count)| {
+            vec![
+                bot(),
+                Bind::Int(mark.mask as i64),
+                Bind::Int(mark.slot),
+                Bind::Text(serde_json::to_string(&mark.key).expect("dims are JSON")),
+                Bind::Int(mark.previous_slot.unwrap_or(-1)),
+                Bind::Int(*count as i64),
+            ]
+        })
+        .collect();
+    statements.extend(inserts(
+        "INSERT INTO stats_handled (bot_id, grouping, slot, key, previous_slot, count) VALUES ",
+        rows,
+        " ON CONFLICT (bot_id, grouping, slot, key, previous_slot)
+          DO UPDATE SET count = stats_handled.count + excluded.count",
+    ));
+    let rows = writes
+        .facts
+        .iter()
+        .map(|fact| {
+            vec![
+                bot(),
+                Bind::Int(micros_at(fact.at)),
+                Bind::Text(serde_json::to_string(fact).expect("a fact is JSON")),
+            ]
+        })
+        .collect();
+    statements.extend(inserts(
+        "INSERT INTO stats_facts (bot_id, at, fact) VALUES ",
+        rows,
+        "",
+    ));
+    statements.extend(state_statements(bot_id, &writes.states));
+    statements
+}
+
+/// The conversations' states, and what is happening now in them.
+fn state_statements(
+    bot_id: &str,
+    states: &BTreeMap<String, Option<ConversationStats>>,
+) -> Vec<Sql> {
+    let bot = || Bind::Text(bot_id.to_owned());
+    let mut statements = Vec::new();
+    for chunk in states.keys().collect::<Vec<_>>().chunks(ROWS_PER_STATEMENT) {
+        for table in [
+            "stats_conversations",
+            "stats_present",
+            "stats_open_conversations",
+        ] {
+            let mut query = Sql::new(&format!("DELETE FROM {table} WHERE bot_id = "));
+            query.bind(bot());
+            query.push(" AND conversation_id IN (");
+            separated(&mut query, chunk.iter().map(|id| Bind::Text((*id).clone())));
+            query.push(")");
+            statements.push(query);
+        }
+    }
+    let (mut kept, mut present, mut open) = (Vec::new(), Vec::new(), Vec::new());
+    for (conversation, state) in states {
+        let Some(state) = state else { continue };
+        let conversation = || Bind::Text(conversation.clone());
+        kept.push(vec![
+            bot(),
+            conversation(),
+            Bind::Text(serde_json::to_string(state).expect("a state is JSON")),
+        ]);
+        for (identity, queue, joined_at) in state.present() {
+            present.push(vec![
+                bot(),
+                conversation(),
+                Bind::Text(identity),
+                queue.into(),
+                Bind::Int(micros_at(joined_at)),
+            ]);
+        }
+        let (status, since) = state.status();
+        if status != Status::Ended {
+            open.push(vec![
+                bot(),
+                conversation(),
+                Bind::Text(status.as_str().to_owned()),
+                Bind::Int(since.map_or(0, micros_at)),
+            ]);
+        }
+    }
+    statements.extend(inserts(
+        "INSERT INTO stats_conversations (bot_id, conversation_id, state) VALUES ",
+        kept,
+        "",
+    ));
+    statements.extend(inserts(
+        "INSERT INTO stats_present (bot_id, conversation_id, identity, queue, joined_at) VALUES ",
+        present,
+        "",
+    ));
+    statements.extend(inserts(
+        "INSERT INTO stats_open_conversations (bot_id, conversation_id, status, since) VALUES ",
+        open,
+        "",
+    ));
+    statements
+}
+
+/// `head` with `rows` as its VALUES, `ROWS_PER_STATEMENT` at a time, then `tail`.
+fn inserts(head: &str, rows: Vec<Vec<Bind>>, tail: &str) -> Vec<Sql> {
+    rows.chunks(ROWS_PER_STATEMENT)
+        .map(|chunk| {
+            let mut query = Sql::new(head);
+            for (n, row) in chunk.iter().enumerate() {
+                query.push(if n == 0 { "(" } else { ", (" });
+                separated(&mut query, row.iter().cloned());
+                query.push(")");
+            }
+            query.push(tail);
+            query
+        })
+        .collect()
+}
+
+/// The binds, comma-separated.
+fn separated(query: &mut Sql, binds: impl IntoIterator<Item = Bind>) {
+    for (n, bind) in binds.into_iter().enumerate() {
+        if n > 0 {
+            query.push(", ");
+        }
+        query.bind(bind);
+    }
+}
+
+fn sql(text: &str, binds: impl IntoIterator<Item = Bind>) -> Sql {
+    Sql {
+        text: text.to_owned(),
+        binds: binds.into_iter().collect(),
+    }
+}
+
+/// Each stored tally with what the page adds to it.
+fn merged(
+    mut stored: BTreeMap<(Cuboid, i64, Dims), Tally>,
+    added: BTreeMap<(Cuboid, i64, Dims), Tally>,
+) -> BTreeMap<(Cuboid, i64, Dims), Tally> {
+    for (key, tally) in added {
+        stored.entry(key).or_default().merge(&tally);
+    }
+    stored
+}
+
+/// A bot's position row at the feed's beginning, unless it has one.
+fn new_position_row(bot_id: &str) -> Sql {
+    sql(
+        "INSERT INTO stats_positions (bot_id, position, counted, updated_at)
+         VALUES ($1, $2, 0, $3) ON CONFLICT (bot_id) DO NOTHING",
+        [
+            Bind::Text(bot_id.to_owned()),
+            Bind::Text(position_text(&FeedPosition::beginning())),
+            Bind::Int(now_micros()),
+        ],
+    )
+}
+
+// Concrete per store, not generic over the executor: a generic executor in these futures
+// trips the compiler's higher-ranked lifetime check where the worker is spawned.
+
+async fn execute_pg(connection: &mut sqlx::PgConnection, query: Sql) -> Result<(), sqlx::Error> {
+    let mut statement = sqlx::query::<sqlx::Postgres>(AssertSqlSafe(query.text));
+    for bind in query.binds {
+        statement = statement.bind(bind);
+    }
+    statement.execute(connection).await.map(|_| ())
+}
+
+async fn execute_sqlite(
+    connection: &mut sqlx::SqliteConnection,
+    query: Sql,
+) -> Result<(), sqlx::Error> {
+    let mut statement = sqlx::query::<sqlx::Sqlite>(AssertSqlSafe(query.text));
+    for bind in query.binds {
+        statement = statement.bind(bind);
+    }
+    statement.execute(connection).await.map(|_| ())
+}
+
+async fn position_pg(
+    connection: &mut sqlx::PgConnection,
+    query: Sql,
+) -> Result<Option<String>, sqlx::Error> {
+    let mut statement = sqlx::query_scalar::<sqlx::Postgres, String>(AssertSqlSafe(query.text));
+    for bind in query.binds {
+        statement = statement.bind(bind);
+    }
+    statement.fetch_optional(connection).await
+}
+
+async fn position_sqlite(
+    connection: &mut sqlx::SqliteConnection,
+    query: Sql,
+) -> Result<Option<String>, sqlx::Error> {
+    let mut statement = sqlx::query_scalar::<sqlx::Sqlite, String>(AssertSqlSafe(query.text));
+    for bind in query.binds {
+        statement = statement.bind(bind);
+    }
+    statement.fetch_optional(connection).await
+}
+
+async fn fetch_all<DB, R>(pool: &sqlx::Pool<DB>, query: Sql) -> Result<Vec<R>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    R: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
+    for<'q> Bind: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let mut statement = sqlx::query_as::<DB, R>(AssertSqlSafe(query.text));
+    for bind in query.binds {
+        statement = statement.bind(bind);
+    }
+    statement.fetch_all(pool).await
+}
+
+fn position_text(position: &FeedPosition) -> String {
+    serde_json::to_string(position).expect("a position is JSON")
+}
+
+/// A group's dimensions as a slot row's key: `[participant, queue, experience, language,
+/// service]`.
+fn key_text(dims: &Dims) -> String {
+    let conversation = &dims.conversation;
+    serde_json::to_string(&[
+        &dims.participant,
+        &dims.queue,
+        &conversation.experience,
+        &conversation.language,
+        &conversation.service,
+    ])
+    .expect("dims are JSON")
+}
+
+fn dims_of(key: &str) -> Result<Dims, StoreError> {
+    let [participant, queue, experience, language, service]: [Option<String>; 5] =
+        serde_json::from_str(key).map_err(|error| anyhow::anyhow!("unreadable key: {error}"))?;
+    Ok(Dims {
+        participant,
+        queue,
+        conversation: crate::domain::stats::ConversationDims {
+            experience,
+            language,
+            service,
+        },
+    })
+}
+
+fn tally_of(tally: &str) -> Result<Tally, StoreError> {
+    Ok(
+        serde_json::from_str(tally)
+            .map_err(|error| anyhow::anyhow!("unreadable tally: {error}"))?,
+    )
+}
+
+fn cuboid_of(id: i64) -> Result<Cuboid, StoreError> {
+    Cuboid::ALL
+        .into_iter()
+        .find(|cuboid| i64::from(cuboid.id()) == id)
+        .ok_or_else(|| anyhow::anyhow!("unknown stats cuboid {id}").into())
+}
+
+fn now_micros() -> i64 {
+    micros_at(OffsetDateTime::now_utc())
+}
+
+fn at_micros(micros: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
