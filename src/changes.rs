@@ -87,9 +87,15 @@ impl ChangeHub {
         }
     }
 
-    /// Waits until events are committed (here, or announced by another replica).
+    /// Waits until events are committed (here, or announced by another replica), or
+    /// someone asks for them to be counted now.
     pub async fn new_events(&self) {
         self.counting.notified().await;
+    }
+
+    /// Asks the stats worker to look for new events now.
+    pub fn count_now(&self) {
+        self.counting.notify_one();
     }
 
     /// Wakes the streams of `bot_id` on this replica.

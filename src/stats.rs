@@ -54,22 +54,30 @@ pub async fn count_every_bot(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Waits, at most `max_lag`, until `bot_id`'s stats count everything committed before
-/// `asked_at`; then how far they go (`asOf`).
+/// Waits, at most `max_lag`, until `bot_id`'s stats count every event committed before
+/// the request (not at all when no event came since they last counted everything); then
+/// how far they go (`asOf`).
 pub async fn wait_until_counted(
     store: &Store,
+    hub: &ChangeHub,
     bot_id: &str,
-    asked_at: OffsetDateTime,
     max_lag: Duration,
 ) -> Result<Option<OffsetDateTime>, StoreError> {
+    let asked_at = OffsetDateTime::now_utc();
+    let latest = store.latest_event_at(bot_id).await?;
     let deadline = tokio::time::Instant::now() + max_lag;
     loop {
         let caught_up_at = store.stats_progress(bot_id).await?.caught_up_at;
-        if caught_up_at.is_some_and(|at| at >= asked_at) || tokio::time::Instant::now() >= deadline
-        {
-            return Ok(caught_up_at);
+        let counted = match (caught_up_at, latest) {
+            (Some(at), Some(latest)) => at >= latest.min(asked_at),
+            (_, None) => true,
+            (None, Some(_)) => false,
+        };
+        if counted || tokio::time::Instant::now() >= deadline {
+            return Ok(caught_up_at.or(latest.is_none().then_some(asked_at)));
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        hub.count_now();
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -34,13 +34,15 @@ CREATE TABLE stats_handled (
     PRIMARY KEY (bot_id, grouping, slot, key, previous_slot)
 );
 
--- Every fact, for the edges of a range that starts or ends between two slots.
+-- Every fact, for the edges of a range that starts or ends between two slots: those a
+-- page of the feed brought for a slot, as one JSON array (a long, repetitive document, which
+-- PostgreSQL stores compressed).
 CREATE TABLE stats_facts (
-    bot_id  TEXT   NOT NULL,
-    at      INTEGER NOT NULL,
-    fact    TEXT   NOT NULL
+    bot_id  TEXT NOT NULL,
+    slot    INTEGER NOT NULL,
+    facts   TEXT NOT NULL
 );
-CREATE INDEX stats_facts_by_time ON stats_facts (bot_id, at);
+CREATE INDEX stats_facts_by_slot ON stats_facts (bot_id, slot);
 
 -- The worker's state of each conversation (its fold), and what is happening now (SPEC
 -- 11.2): open stints with their queue, and conversations not ended. These name

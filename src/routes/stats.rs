@@ -214,9 +214,8 @@ pub async fn stats(
 /// How far the stats go, after waiting (at most `stats.max_lag_seconds`) for the events
 /// committed before this request to be counted.
 async fn as_of(state: &AppState, bot_id: &str) -> Result<Option<OffsetDateTime>, ApiError> {
-    let asked_at = OffsetDateTime::now_utc();
     let max_lag = Duration::from_secs(state.stats_max_lag_seconds);
-    Ok(crate::stats::wait_until_counted(&state.store, bot_id, asked_at, max_lag).await?)
+    Ok(crate::stats::wait_until_counted(&state.store, &state.changes, bot_id, max_lag).await?)
 }
 
 fn wants_csv(headers: &HeaderMap) -> bool {

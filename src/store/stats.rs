@@ -7,7 +7,9 @@ use super::{Change, ChangeKind, FeedPosition, Store, StoreError};
 use crate::domain::Status;
 use crate::domain::sources::parse_stored;
 use crate::domain::stats::facts::micros_at;
-use crate::domain::stats::{ConversationStats, Cuboid, Dims, Fact, HandledMark, Rollup, Tally};
+use crate::domain::stats::{
+    ConversationStats, Cuboid, Dims, Fact, HandledMark, Rollup, Tally, slot_of,
+};
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
 use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
@@ -299,6 +301,36 @@ impl Store {
         })
     }
 
+    /// When `bot_id`'s latest event was received; `None` when it has none.
+    pub async fn latest_event_at(
+        &self,
+        bot_id: &str,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        let latest = match &self.backend {
+            super::Backend::Postgres(store) => {
+                let query = "SELECT max(last_event_at) FROM conversations WHERE bot_id = $1";
+                store
+                    .deadlines()
+                    .read(async {
+                        Ok(sqlx::query_scalar::<_, Option<OffsetDateTime>>(query)
+                            .bind(bot_id)
+                            .fetch_one(store.pool())
+                            .await?)
+                    })
+                    .await?
+            }
+            super::Backend::Sqlite(store) => {
+                let query = "SELECT max(last_event_at) FROM conversations WHERE bot_id = $1";
+                sqlx::query_scalar::<_, Option<i64>>(query)
+                    .bind(bot_id)
+                    .fetch_one(store.reader())
+                    .await?
+                    .map(at_micros)
+            }
+        };
+        Ok(latest)
+    }
+
     /// How many of `bot_id`'s events follow `position` in its feed.
     pub async fn stats_lag_events(
         &self,
@@ -393,20 +425,24 @@ impl Store {
         }
         let rows: Vec<(String,)> = self
             .stats_fetch(sql(
-                "SELECT fact FROM stats_facts WHERE bot_id = $1 AND at >= $2 AND at < $3",
+                "SELECT facts FROM stats_facts WHERE bot_id = $1 AND slot >= $2 AND slot <= $3",
                 [
                     Bind::Text(bot_id.to_owned()),
-                    Bind::Int(from),
-                    Bind::Int(to),
+                    Bind::Int(slot_of(from)),
+                    Bind::Int(slot_of(to - 1)),
                 ],
             ))
             .await?;
-        rows.into_iter()
-            .map(|(fact,)| {
-                serde_json::from_str(&fact)
-                    .map_err(|error| anyhow::anyhow!("unreadable stats fact: {error}").into())
-            })
-            .collect()
+        let mut facts = Vec::new();
+        for (batch,) in rows {
+            let batch: Vec<Fact> = serde_json::from_str(&batch)
+                .map_err(|error| anyhow::anyhow!("unreadable stats facts: {error}"))?;
+            facts.extend(batch.into_iter().filter(|fact| {
+                let at = micros_at(fact.at);
+                from <= at && at < to
+            }));
+        }
+        Ok(facts)
     }
 
     /// What is happening now in `bot_id`'s conversations, as the worker last counted.
@@ -556,19 +592,25 @@ fn page_statements(
         " ON CONFLICT (bot_id, grouping, slot, key, previous_slot)
           DO UPDATE SET count = stats_handled.count + excluded.count",
     ));
-    let rows = writes
-        .facts
-        .iter()
-        .map(|fact| {
+    let mut by_slot: BTreeMap<i64, Vec<&Fact>> = BTreeMap::new();
+    for fact in &writes.facts {
+        by_slot
+            .entry(slot_of(micros_at(fact.at)))
+            .or_default()
+            .push(fact);
+    }
+    let rows = by_slot
+        .into_iter()
+        .map(|(slot, facts)| {
             vec![
                 bot(),
-                Bind::Int(micros_at(fact.at)),
-                Bind::Text(serde_json::to_string(fact).expect("a fact is JSON")),
+                Bind::Int(slot),
+                Bind::Text(serde_json::to_string(&facts).expect("facts are JSON")),
             ]
         })
         .collect();
     statements.extend(inserts(
-        "INSERT INTO stats_facts (bot_id, at, fact) VALUES ",
+        "INSERT INTO stats_facts (bot_id, slot, facts) VALUES ",
         rows,
         "",
     ));

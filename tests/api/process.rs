@@ -113,6 +113,12 @@ impl Service {
         }
     }
 
+    /// SIGKILL: the process ends where it stands, mid-transaction or not.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+
     pub fn terminate(&self) {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

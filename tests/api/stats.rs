@@ -215,6 +215,11 @@ async fn set_received_at(app: &TestApp, conversation: &str, seq: i64, at: Offset
 /// Every fact of every conversation, from its stored events folded afresh, with the
 /// conversation it belongs to.
 async fn facts_of_stored_events(app: &TestApp) -> Vec<(String, Fact)> {
+    facts_of_store(&app.store).await
+}
+
+async fn facts_of_store(store: &agentassist_hooks::store::Store) -> Vec<(String, Fact)> {
+    let app = TestStore { store };
     let mut facts = Vec::new();
     let mut cursor = None;
     loop {
@@ -260,6 +265,10 @@ async fn facts_of_stored_events(app: &TestApp) -> Vec<(String, Fact)> {
     facts
 }
 
+struct TestStore<'a> {
+    store: &'a agentassist_hooks::store::Store,
+}
+
 /// The query's range around the history: on whole hours, or cut off the grid.
 fn range(
     (earliest, latest): (OffsetDateTime, OffsetDateTime),
@@ -303,6 +312,15 @@ async fn get_stats(
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Value {
+    let query = query_of(asked, from, to);
+    let response = app
+        .get(&format!("/api/v1/bots/{BOT}/stats?{query}"), &read_token())
+        .await;
+    assert_eq!(response.status, 200, "{query}: {}", response.body);
+    response.body
+}
+
+fn query_of(asked: &Asked, from: OffsetDateTime, to: OffsetDateTime) -> String {
     let mut query = vec![
         ("from", from.format(&Rfc3339).unwrap()),
         ("to", to.format(&Rfc3339).unwrap()),
@@ -322,12 +340,7 @@ async fn get_stats(
             query.push((name, value.to_owned()));
         }
     }
-    let query = serde_urlencoded(&query);
-    let response = app
-        .get(&format!("/api/v1/bots/{BOT}/stats?{query}"), &read_token())
-        .await;
-    assert_eq!(response.status, 200, "{query}: {}", response.body);
-    response.body
+    serde_urlencoded(&query)
 }
 
 fn serde_urlencoded(pairs: &[(&str, String)]) -> String {
@@ -783,4 +796,194 @@ async fn a_stats_query_is_refused_with_every_problem_named(backend: Backend) {
         )
         .await;
     other_bot.assert_problem(404);
+}
+
+/// The apps of the replicas: one that ingests and reads every bot.
+const REPLICA_CONFIG: &str = "[[apps]]\napp_id = \"all-bots\"\nsecret_env = \"WILDCARD_SECRET\"\n\
+                              bots = [\"*\"]\npermissions = [\"ingest\", \"read\"]\n";
+
+/// Two replicas count one bot's stats while events arrive through both; one is killed
+/// (SIGKILL) and started again, and the other's database link is cut for a second. Then
+/// every event is counted exactly once: the feed items counted equal the events stored,
+/// and the stats equal a from-scratch computation over them.
+#[sqlx::test(migrations = false)]
+async fn stats_count_every_event_once_across_replicas_a_sigkill_and_a_link_cut(pool: sqlx::PgPool) {
+    use crate::process::Service;
+    use crate::proxy::{DbProxy, Fault};
+    // Arrange: replica A on the database, replica B through a proxy.
+    let url = test_database_url(&pool);
+    let options = pool.connect_options();
+    let proxy = DbProxy::start((options.get_host().to_owned(), options.get_port())).await;
+    let proxied = proxy.url_for(&pool);
+    let env = |url: &str| -> Vec<(&str, String)> {
+        vec![
+            ("DATABASE_URL", url.to_owned()),
+            ("WILDCARD_SECRET", WILDCARD_SECRET.to_owned()),
+        ]
+    };
+    let start = |url: &str| {
+        let env = env(url);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        Service::start(REPLICA_CONFIG, &pairs)
+    };
+    let mut a = start(&url);
+    let mut b = start(&proxied);
+    a.wait_for("/readyz", 200).await;
+    b.wait_for("/readyz", 200).await;
+    let began = OffsetDateTime::now_utc();
+
+    // Act: 40 conversations of 12 events, posted through both replicas in turn.
+    let client = reqwest::Client::new();
+    let token = wildcard_token();
+    let mut steps = Vec::new();
+    for conversation in 0..40 {
+        let agents = [
+            format!("agent-{}", conversation % 5),
+            format!("agent-{}", (conversation + 1) % 5),
+        ];
+        let flow = [
+            ("NA", "entry", &agents[0]),
+            ("WARM", "entry", &agents[1]),
+            ("WARM", "exit", &agents[1]),
+            ("COLD", "exit", &agents[0]),
+            ("COLD", "entry", &agents[1]),
+            ("COLD", "exit", &agents[1]),
+            ("COLD", "entry", &agents[0]),
+            ("NA", "exit", &agents[0]),
+            ("REDIAL", "entry", &agents[1]),
+            ("NA", "entry", &agents[1]),
+            ("NA", "exit", &agents[1]),
+            ("NA", "exit", &agents[0]),
+        ];
+        for (kind, transition, agent) in flow {
+            steps.push((
+                format!("c-once-{conversation}"),
+                kind,
+                transition,
+                agent.clone(),
+            ));
+        }
+    }
+    // Interleaved across conversations, as a contact center's events arrive.
+    steps.sort_by_key(|(conversation, ..)| conversation.len() % 3);
+    let total = steps.len();
+    for (n, (conversation, kind, transition, agent)) in steps.into_iter().enumerate() {
+        if n == total / 3 {
+            a.kill();
+            a = start(&url);
+        }
+        if n == total / 2 {
+            proxy.fail(Fault::Cut);
+        }
+        if n == total / 2 + 40 {
+            proxy.restore();
+        }
+        let body = batch(&conversation, vec![transfer(kind, transition, &agent)]).to_string();
+        // Through whichever replica answers; a 503 while one is down is retried on the other.
+        loop {
+            let replica = if n % 2 == 0 { &a } else { &b };
+            let other = if n % 2 == 0 { &b } else { &a };
+            let mut stored = false;
+            for target in [replica, other] {
+                let response = client
+                    .post(format!("{}/agentassist/api/v1/hooks/{BOT}", target.base))
+                    .header("content-type", "application/json")
+                    .header("token", &token)
+                    .header("idempotency-key", format!("{conversation}-{n}"))
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if response.is_ok_and(|response| response.status() == 200) {
+                    stored = true;
+                    break;
+                }
+            }
+            if stored {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    a.wait_for("/readyz", 200).await;
+    b.wait_for("/readyz", 200).await;
+
+    // Assert: every stored event counted once.
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        events as usize, total,
+        "every event stored once (idempotency keys)"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let counted = loop {
+        let counted: i64 =
+            sqlx::query_scalar("SELECT CAST(coalesce(sum(counted), 0) AS BIGINT) FROM stats_positions")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if counted >= events || std::time::Instant::now() > deadline {
+            break counted;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(counted, events, "each feed item counted once, none twice");
+
+    let store = agentassist_hooks::store::PgStore::from_pool(pool.clone()).into();
+    let app_facts = facts_of_store(&store).await;
+    let ended = OffsetDateTime::now_utc();
+    for asked in [
+        Asked {
+            granularity: "all",
+            zone: "UTC",
+            group_by: vec![],
+            participant: None,
+            queue: None,
+            experience: None,
+            off_grid: None,
+        },
+        Asked {
+            granularity: "PT15M",
+            zone: "Europe/Berlin",
+            group_by: vec![Dimension::Participant],
+            participant: None,
+            queue: None,
+            experience: None,
+            off_grid: None,
+        },
+        Asked {
+            granularity: "PT1H",
+            zone: "UTC",
+            group_by: vec![Dimension::Experience],
+            participant: None,
+            queue: None,
+            experience: None,
+            off_grid: None,
+        },
+    ] {
+        let from = began - time::Duration::hours(1);
+        let to = ended + time::Duration::hours(1);
+        let answer = get_stats_over_http(&client, &a.base, &asked, from, to).await;
+        let expected = from_scratch(&app_facts, &asked, from, to);
+        assert_same(&answer, &expected, asked.zone, &format!("{asked:?}"));
+    }
+}
+
+async fn get_stats_over_http(
+    client: &reqwest::Client,
+    base: &str,
+    asked: &Asked,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Value {
+    let query = query_of(asked, from, to);
+    let response = client
+        .get(format!("{base}/api/v1/bots/{BOT}/stats?{query}"))
+        .header("token", wildcard_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
 }

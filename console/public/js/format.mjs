@@ -47,6 +47,33 @@ export function duration(seconds) {
   return `${Math.floor(hours / 24)} d ${hours % 24} h`;
 }
 
+/** Compact, for tables of durations: `850ms`, `4.2s`, `42s`, `4m 12s`, `2h 5m`, `3d 4h`. */
+export function shortDuration(seconds) {
+  if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "—";
+  const value = Math.max(0, seconds);
+  if (value < 1) return `${Math.round(value * 1000)}ms`;
+  if (value < 10) return `${value.toFixed(1)}s`;
+  const total = Math.round(value);
+  if (total < 60) return `${total}s`;
+  const minutes = Math.floor(total / 60);
+  if (minutes < 60) return `${minutes}m ${total % 60}s`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 24) return `${hours}h ${minutes % 60}m`;
+  return `${Math.floor(hours / 24)}d ${hours % 24}h`;
+}
+
+/** A count the service may leave `null` (a metric the grouping cannot attribute): `—`. */
+export function count(value) {
+  return value === null || value === undefined ? "—" : String(value);
+}
+
+/** `0.5` → `50 %`; `null` → `—`. */
+export function percent(ratio) {
+  if (ratio === null || ratio === undefined || Number.isNaN(ratio)) return "—";
+  const value = ratio * 100;
+  return `${Number.isInteger(value) ? value : value.toFixed(1)} %`;
+}
+
 /** `<input type="datetime-local">` value (read as UTC) → RFC 3339, or null. */
 export function localInputToRfc3339(value) {
   if (!value) return null;

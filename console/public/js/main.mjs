@@ -9,6 +9,7 @@ import { botsPage } from "./pages/bots.mjs";
 import { listPage } from "./pages/list.mjs";
 import { conversationPage } from "./pages/conversation.mjs";
 import { agentPage } from "./pages/agent.mjs";
+import { overviewPage } from "./pages/overview.mjs";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("site-nav");
@@ -46,6 +47,7 @@ botsPage.pageName = "bots";
 listPage.pageName = "list";
 conversationPage.pageName = "conversation";
 agentPage.pageName = "agent";
+overviewPage.pageName = "overview";
 
 function resolve(segments) {
   if (!segments || segments.length === 0) return { page: botsPage, params: {} };
@@ -54,6 +56,9 @@ function resolve(segments) {
   const botId = segments[1];
   if (segments.length === 2 || (segments.length === 3 && segments[2] === "conversations")) {
     return { page: listPage, params: { botId } };
+  }
+  if (segments.length === 3 && segments[2] === "overview") {
+    return { page: overviewPage, params: { botId } };
   }
   if (segments.length === 4 && segments[2] === "conversations") {
     return { page: conversationPage, params: { botId, conversationId: segments[3] } };
@@ -68,6 +73,7 @@ function renderNav(botId, current) {
   const items = [["Bots", href(["bots"]), current === "bots"]];
   if (botId !== undefined) {
     items.push([`Conversations of ${botId}`, href(["bots", botId, "conversations"]), current === "list"]);
+    items.push([`Overview of ${botId}`, href(["bots", botId, "overview"]), current === "overview"]);
   }
   replace(
     navList,
@@ -115,6 +121,17 @@ async function route() {
     onCleanup(fn) {
       this.cleanups.push(fn);
     },
+    /**
+     * Puts a page's own state (its controls) in the hash query without leaving the page:
+     * no hashchange, no reload, and the shell knows the route it shows.
+     */
+    replaceQuery(query) {
+      const { segments } = parseHash();
+      const target = href(segments ?? [], query);
+      if (location.hash === target) return;
+      history.replaceState(history.state, "", target);
+      if (!controller.signal.aborted) main.dataset.route = location.hash;
+    },
     setTitle(title) {
       document.title = title ? `${title} — agentassist-hooks console` : "agentassist-hooks console";
     },
@@ -160,7 +177,7 @@ async function route() {
     return;
   }
   if (match.params.botId === undefined) stopLive();
-  renderNav(match.params.botId, match.page === botsPage ? "bots" : match.page === listPage ? "list" : null);
+  renderNav(match.params.botId, ["bots", "list", "overview"].includes(match.page.pageName) ? match.page.pageName : null);
   try {
     await match.page(context, match.params);
     done(match.page.pageName);

@@ -78,7 +78,7 @@ pub enum Measure {
 /// One thing that happened, at one instant, under its dimensions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fact {
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "time::serde::timestamp::microseconds")]
     pub at: OffsetDateTime,
     pub dims: Dims,
     pub measure: Measure,

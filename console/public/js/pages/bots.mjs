@@ -46,7 +46,7 @@ export async function botsPage(context) {
       "table",
       { class: "table", testid: "bots-table" },
       h("caption", {}, "The bots this token may read that have conversations"),
-      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Bot"), h("th", { scope: "col" }, "Last event (UTC)"))),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Bot"), h("th", { scope: "col" }, "Overview"), h("th", { scope: "col" }, "Last event (UTC)"))),
       h(
         "tbody",
         {},
@@ -55,6 +55,11 @@ export async function botsPage(context) {
             "tr",
             { testid: "bot-row" },
             h("td", { "data-label": "Bot" }, h("a", { href: context.href(["bots", bot.botId, "conversations"]), testid: "bot-link" }, bot.botId)),
+            h(
+              "td",
+              { "data-label": "Overview" },
+              h("a", { href: context.href(["bots", bot.botId, "overview"]), testid: "bot-overview-link" }, "Overview", h("span", { class: "visually-hidden" }, ` of ${bot.botId}`)),
+            ),
             h("td", { "data-label": "Last event" }, h("time", { datetime: bot.lastEventAt ?? "" }, dateTime(bot.lastEventAt))),
           ),
         ),
