@@ -37,6 +37,7 @@ const WARM = "atesta-warm-1";
 const LIVE = "atesta-live-1";
 const ESCALATION = "sf-escalation-1";
 const ODD = "atesta-odd-1";
+const OVERVIEW_LIVE = "atesta-overview-live-1";
 
 let work;
 let service;
@@ -75,6 +76,16 @@ function listeningAddress(child) {
       reject(new Error(`the service exited (${code}) before listening:\n${serviceLog.join("\n")}`));
     });
   });
+}
+
+/** Polls /readyz until it says 200 (or 15 s pass); resolves to the last status. */
+async function readiness() {
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    const status = (await fetch(`${serviceUrl}/readyz`)).status;
+    if (status === 200 || Date.now() > deadline) return status;
+    await new Promise((wait) => setTimeout(wait, 50));
+  }
 }
 
 async function call(method, path, body, token = ingestToken) {
@@ -207,7 +218,9 @@ before(async () => {
     execFileSync(binary, ["token", "--app-id", app, "--secret-env", secret], { env }).toString().trim();
   ingestToken = mint("console-ingest", "CONSOLE_INGEST_SECRET");
   readToken = mint("console-viewer", "CONSOLE_VIEWER_SECRET");
-  assert.equal((await fetch(`${serviceUrl}/readyz`)).status, 200, "the service is ready once it listens");
+  // The service listens before its database is ready (SPEC 14: /healthz answers while it
+  // keeps trying the database), so /readyz may say 503 for a moment: wait for 200.
+  assert.equal(await readiness(), 200, "the service becomes ready soon after it listens");
 
   if (process.env.CONSOLE_FROM_SOURCE) {
     const { startDevServer } = await import("../dev-server.mjs");
@@ -294,6 +307,29 @@ async function shoot(name) {
 async function waitLive() {
   await page.locator('#live-status[data-state="live"]').waitFor();
 }
+
+/** A GET of the query API with the read token, as the console makes it. */
+async function api(path, params = {}) {
+  const query = new URLSearchParams(Object.entries(params).filter(([, value]) => value !== undefined && value !== null && value !== "")).toString();
+  const response = await fetch(`${serviceUrl}/api/v1/bots/${BOT}${path}${query ? `?${query}` : ""}`, { headers: { token: readToken } });
+  const text = await response.text();
+  assert.equal(response.status, 200, `GET ${path}?${query}: ${response.status} ${text}`);
+  return JSON.parse(text);
+}
+
+/** The range the overview shows (its data attributes), once its figures are loaded. */
+async function overviewRange(zone = null) {
+  const selector = `${testid("overview-range")}[data-state="ready"]${zone ? `[data-time-zone="${zone}"]` : ""}`;
+  await page.locator(selector).waitFor();
+  return page.locator(selector).evaluate((node) => ({ ...node.dataset }));
+}
+
+/** The stats the overview's chart was drawn from, asked of the API with the same range. */
+function statsLike(range, extra = {}) {
+  return api("/stats", { from: range.from, to: range.to, timeZone: range.timeZone, granularity: range.granularity, ...extra });
+}
+
+const tileText = (id) => page.locator(testid(id)).textContent();
 
 // ---- the tests ---------------------------------------------------------------------------
 
@@ -551,6 +587,212 @@ test("a cut stream reconnects by itself, resumes with Last-Event-ID, and misses 
     await context.close();
     await proxy.close();
   }
+});
+
+test("the overview shows what is happening now and the range's figures, as the API counts them", async () => {
+  await page.goto(`${baseUrl}/console/#/bots`);
+  await ready("bots");
+  await page.locator(testid("bot-overview-link")).first().click();
+  await ready("overview", `/bots/${BOT}/overview`);
+  assert.equal(await page.getByRole("link", { name: `Overview of ${BOT}` }).getAttribute("aria-current"), "page", "the header's link to the overview is current");
+  assert.equal(await page.locator(testid("overview-title")).textContent(), "Overview");
+
+  // Now (SPEC 11.2): the tiles say what the API says.
+  const now = await api("/stats/now");
+  assert.equal(await tileText("now-active"), String(now.conversations.active));
+  assert.equal(await tileText("now-idle"), String(now.conversations.idle));
+  assert.equal(await tileText("now-present"), String(now.participantsPresent));
+  assert.ok(now.conversations.active >= 2 && now.participantsPresent >= 2, "the seed left conversations going, with people present");
+  assert.ok(now.longestOpenStint, "someone has been present for a while");
+  const longest = page.locator(testid("now-longest-agent"));
+  assert.equal(await longest.textContent(), now.longestOpenStint.identity);
+  assert.equal(await longest.getAttribute("href"), `#/bots/${BOT}/agents/${encodeURIComponent(now.longestOpenStint.identity)}`);
+  assert.equal(await page.locator(testid("now-longest-conversation")).getAttribute("href"), `#/bots/${BOT}/conversations/${encodeURIComponent(now.longestOpenStint.conversationId)}`);
+  const queueRows = page.locator(testid("now-queue-row"));
+  assert.equal(await queueRows.count(), now.byQueue.length);
+  for (const row of now.byQueue) {
+    const shown = page.locator(`${testid("now-queue-row")}[data-queue="${row.queue ?? ""}"]`);
+    assert.equal(await shown.locator('[data-column="present"]').textContent(), String(row.present));
+    assert.equal(await shown.locator('[data-column="activeConversations"]').textContent(), String(row.activeConversations));
+  }
+
+  // The chart: a group of bars per hour, each bar the API's count for that hour.
+  const range = await overviewRange();
+  assert.equal(range.granularity, "PT1H", "the last 24 hours, hour by hour");
+  assert.equal(range.timeZone, await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone), "in the browser's time zone by default");
+  const series = await statsLike(range);
+  const buckets = series.results[0]?.buckets ?? [];
+  assert.ok(buckets.length >= 1, "the seed is counted in the range");
+  assert.ok(buckets.reduce((sum, bucket) => sum + bucket.conversations.started, 0) >= 5, "the seed's conversations are counted as started");
+  const groups = page.locator(testid("chart-group"));
+  assert.ok((await groups.count()) >= 24, "every hour of the range has a group, with data or not");
+  for (const bucket of buckets) {
+    const group = page.locator(`${testid("chart-group")}[data-key="${bucket.start}"]`);
+    assert.equal(await group.count(), 1, `a group for the hour starting ${bucket.start}`);
+    const bars = await group.locator(testid("chart-bar")).evaluateAll((nodes) => Object.fromEntries(nodes.map((node) => [node.dataset.series, Number(node.dataset.value)])));
+    const expected = { started: bucket.conversations.started, cold: bucket.transfers.cold, warm: bucket.transfers.warm, redial: bucket.transfers.redial, escalated: bucket.transfers.escalated };
+    assert.deepEqual(bars, Object.fromEntries(Object.entries(expected).filter(([, value]) => value > 0)), `the bars of ${bucket.start}`);
+    const row = page.locator(`${testid("chart-table-row")}[data-start="${bucket.start}"]`);
+    assert.equal(await row.locator('[data-series="started"]').textContent(), String(bucket.conversations.started), "the data table has the same numbers");
+  }
+  assert.equal(await page.locator(testid("chart-table-row")).count(), buckets.length);
+  const image = page.locator(testid("bar-chart-svg"));
+  assert.equal(await image.getAttribute("role"), "img");
+  assert.match(await image.getAttribute("aria-label"), /conversations started and transfers by kind per hour/);
+
+  // Stints by participant: counts and cold transfers as the API counts them; agents link to their page.
+  const byParticipant = await statsLike(range, { granularity: "all", groupBy: "participant" });
+  const rows = page.locator(testid("participant-row"));
+  assert.equal(await rows.count(), byParticipant.results.length);
+  assert.ok(byParticipant.results.some((result) => result.group.participant === "agentId1" && result.buckets[0].stints.count >= 2));
+  for (const result of byParticipant.results) {
+    const identity = result.group.participant;
+    const row = page.locator(`${testid("participant-row")}[data-key="${identity ?? ""}"]`);
+    const [bucket] = result.buckets;
+    assert.equal(await row.locator('[data-column="stints"]').textContent(), String(bucket.stints.count), `stints of ${identity}`);
+    assert.equal(await row.locator('[data-column="cold"]').textContent(), String(bucket.transfers.cold), `cold transfers of ${identity}`);
+    assert.equal(await row.locator('[data-column="out"]').textContent(), String(bucket.transfers.out), `transfers out of ${identity}`);
+    if (identity !== null) assert.equal(await row.getByRole("link").getAttribute("href"), `#/bots/${BOT}/agents/${encodeURIComponent(identity)}`);
+  }
+  assert.match(await page.locator(`${testid("participant-row")}[data-key="agentId1"] [data-column="p50"]`).textContent(), /^\d+(\.\d)?(ms|s)$|^\d+m \d+s$/, "durations like 4m 12s");
+  const byQueue = await statsLike(range, { granularity: "all", groupBy: "queue" });
+  assert.equal(await page.locator(testid("queue-row")).count(), byQueue.results.length);
+
+  // Escalations and anomalies of the range.
+  const totals = (await statsLike(range, { granularity: "all" })).results[0].buckets[0];
+  assert.equal(await tileText("escalations-raised"), String(totals.transfers.escalated));
+  assert.equal(await tileText("escalations-completed"), String(totals.transfers.escalationsCompleted));
+  assert.equal(await tileText("escalations-failed"), String(totals.transfers.escalationsFailed));
+  assert.ok(totals.transfers.escalationsFailed >= 1 && totals.transfers.escalationsCompleted >= 1, "the seed's escalation failed once, then completed");
+  assert.equal(await tileText("escalations-success-rate"), `${totals.escalationSuccessRate * 100} %`);
+  const anomalies = await page.locator(testid("anomaly-row")).evaluateAll((nodes) => Object.fromEntries(nodes.map((node) => [node.dataset.code, Number(node.lastElementChild.textContent)])));
+  assert.deepEqual(anomalies, totals.anomalies);
+  assert.ok(anomalies.duplicate_entry >= 1 && anomalies.exit_without_entry >= 1);
+});
+
+test("the agent table sorts with the keyboard: Enter on a header button sorts, again reverses", async () => {
+  await ready("overview");
+  const table = page.locator(testid("participant-table"));
+  const stintCounts = () => table.locator(`${testid("participant-row")} [data-column="stints"]`).evaluateAll((nodes) => nodes.map((node) => Number(node.textContent)));
+  const identities = () => table.locator(testid("participant-row")).evaluateAll((nodes) => nodes.map((node) => node.dataset.key));
+  assert.equal(await table.locator('thead th[data-column="group"]').getAttribute("aria-sort"), "ascending", "by participant at first");
+  // Facts of no known participant (an anomaly without one) are a row of their own, last.
+  const first = (await identities()).filter((identity) => identity !== "");
+  assert.deepEqual(first, [...first].sort((a, b) => a.localeCompare(b, "en", { numeric: true, sensitivity: "base" })));
+  assert.ok(new Set(await stintCounts()).size >= 2, "(the counts differ, so the order says something)");
+
+  // Tab from the first header button reaches the next; Enter sorts by it.
+  await table.getByRole("button", { name: "Participant" }).focus();
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement?.closest("th")?.dataset.column), "stints", "Tab reaches the Stints header button");
+  await page.keyboard.press("Enter");
+  const stintsHeader = table.locator('thead th[data-column="stints"]');
+  assert.equal(await stintsHeader.getAttribute("aria-sort"), "ascending");
+  assert.equal(await table.locator('thead th[data-column="group"]').getAttribute("aria-sort"), null, "one column says it is sorted");
+  const ascending = await stintCounts();
+  assert.deepEqual(ascending, [...ascending].sort((a, b) => a - b), "fewest stints first");
+
+  await page.keyboard.press("Enter");
+  assert.equal(await stintsHeader.getAttribute("aria-sort"), "descending");
+  assert.deepEqual(await stintCounts(), [...ascending].reverse(), "again: most stints first");
+  assert.equal(await page.evaluate(() => document.activeElement?.closest("th")?.dataset.column), "stints", "the button keeps the focus");
+
+  await page.keyboard.press("Space");
+  assert.equal(await stintsHeader.getAttribute("aria-sort"), "ascending", "Space sorts too");
+  assert.deepEqual(await stintCounts(), ascending);
+});
+
+test("switching the overview's time zone changes the buckets' labels (UTC and Kathmandu, +05:45)", async () => {
+  await ready("overview");
+  const zone = page.getByLabel("Time zone", { exact: true });
+  assert.equal(await zone.inputValue(), await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone), "the browser's zone by default");
+
+  const labelsIn = async (name) => {
+    await zone.selectOption(name);
+    const range = await overviewRange(name);
+    assert.equal(range.timeZone, name);
+    const api = await statsLike(range);
+    const starts = (api.results[0]?.buckets ?? []).map((bucket) => bucket.start);
+    const shown = await page.locator(testid("chart-table-row")).evaluateAll((nodes) => nodes.map((node) => node.dataset.start));
+    assert.deepEqual(shown, starts, `the hours the API counted in ${name}`);
+    const labels = await page.locator(`${testid("chart-table-row")} th`).allTextContents();
+    const groupKeys = await page.locator(testid("chart-group")).evaluateAll((nodes) => nodes.map((node) => node.dataset.key));
+    const axis = await page.locator(".bars__label").allTextContents();
+    return { starts, labels, groupKeys, axis };
+  };
+
+  const utc = await labelsIn("UTC");
+  const kathmandu = await labelsIn("Asia/Kathmandu");
+  assert.ok((await page.evaluate(() => location.hash)).includes("tz=Asia%2FKathmandu"), "the zone is in the hash, to share the view");
+  await ready("overview", "tz=Asia%2FKathmandu");
+  await shoot("overview-kathmandu");
+
+  for (const start of utc.groupKeys) assert.match(start, /(\+00:00|Z)$/, "UTC buckets");
+  for (const start of kathmandu.groupKeys) assert.match(start, /:00:00\+05:45$/, "Kathmandu hours start at its own :00, at +05:45");
+  for (const [index, start] of kathmandu.starts.entries()) {
+    assert.ok(kathmandu.labels[index].endsWith(start.slice(11, 16)), `the label of ${start} is its local hour: ${kathmandu.labels[index]}`);
+    assert.ok(kathmandu.axis.includes(start.slice(11, 16)), `the axis shows ${start.slice(11, 16)}`);
+  }
+  assert.notDeepEqual(utc.labels, kathmandu.labels, "the labels changed with the zone");
+  assert.notDeepEqual(utc.axis, kathmandu.axis, "and so did the axis");
+  assert.equal(await page.getByLabel("Time zone", { exact: true }).inputValue(), "Asia/Kathmandu");
+
+  // Back to the browser's zone; a range of days is counted day by day.
+  await zone.selectOption(await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone));
+  await page.getByLabel("Range", { exact: true }).selectOption("7d");
+  const week = await overviewRange();
+  assert.equal(week.granularity, "P1D");
+  assert.equal(await page.locator(testid("chart-group")).count(), 7, "seven days, a group each");
+  assert.match(await page.locator(testid("chart-summary")).textContent(), /per day/);
+
+  // Between two dates (in the zone): the dates start as the range shown; one day is hour by hour.
+  await page.getByLabel("Range", { exact: true }).selectOption("custom");
+  assert.equal((await overviewRange()).granularity, "P1D");
+  const firstDay = page.getByLabel("First day");
+  const lastDay = page.getByLabel("Last day");
+  assert.ok((await firstDay.isVisible()) && (await lastDay.isVisible()), "the date inputs show for a range between dates");
+  assert.ok((await firstDay.inputValue()) < (await lastDay.inputValue()), "prefilled with the week shown");
+  await firstDay.fill(await lastDay.inputValue());
+  await page.getByRole("button", { name: "Show" }).click();
+  const oneDay = await overviewRange();
+  assert.equal(oneDay.granularity, "PT1H");
+  assert.equal((Date.parse(oneDay.to) - Date.parse(oneDay.from)) / 3600000, await page.locator(testid("chart-group")).count(), "a group per hour of the day");
+  assert.match(await page.evaluate(() => location.hash), /range=custom&.*from=\d{4}-\d\d-\d\d&to=\d{4}-\d\d-\d\d/);
+
+  await page.getByLabel("Range", { exact: true }).selectOption("24h");
+  assert.equal((await overviewRange()).granularity, "PT1H");
+  assert.ok(await firstDay.isHidden(), "no dates for the last 24 hours");
+});
+
+test("screenshots of the overview", async () => {
+  await ready("overview");
+  await overviewRange();
+  await shoot("overview");
+});
+
+test("a new event changes the overview's now figures within 2 s, without a reload", async () => {
+  await ready("overview");
+  await waitLive();
+  const before = await page.evaluate(() => performance.timeOrigin);
+  const navigations = [];
+  page.on("framenavigated", (frame) => navigations.push(frame.url()));
+  const active = Number(await tileText("now-active"));
+  const present = Number(await tileText("now-present"));
+
+  const changed = page.waitForFunction(
+    ([id, expected]) => document.querySelector(`[data-testid="${id}"]`)?.textContent === expected,
+    ["now-active", String(active + 1)],
+    { timeout: LIVE_MS },
+  );
+  await hook(OVERVIEW_LIVE, transfer("NA", "entry", "agentId6", "Frank Six", { participant: { identity: "agentId6", name: "Frank Six", type: "agent", customFields: { queueId: "q-7", queueName: "Billing" } } }));
+  await changed;
+  assert.equal(await tileText("now-present"), String(present + 1));
+  await page.locator(`${testid("now-queue-row")}[data-queue="Billing"] [data-column="present"]`).filter({ hasText: "1" }).waitFor({ timeout: LIVE_MS });
+  assert.equal(await page.evaluate(() => performance.timeOrigin), before, "the page was not reloaded");
+  assert.deepEqual(navigations, []);
+  const now = await api("/stats/now");
+  assert.equal(await tileText("now-active"), String(now.conversations.active));
+  assert.equal(await tileText("now-present"), String(now.participantsPresent));
 });
 
 test("signing out forgets the token; nothing ever put it in a URL or broke the policy", async () => {

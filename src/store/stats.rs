@@ -10,16 +10,15 @@ use crate::domain::stats::facts::micros_at;
 use crate::domain::stats::{
     ConversationStats, Cuboid, Dims, Fact, HandledMark, Rollup, Tally, slot_of,
 };
+use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
 use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
 /// Feed items counted in one transaction.
-pub const PAGE: i64 = 500;
+pub const PAGE: i64 = 2000;
 /// At most this much payload in a page of the feed (its first item always comes).
 const PAGE_BYTES: i64 = 4 * 1024 * 1024;
-/// Rows written by one statement.
-const ROWS_PER_STATEMENT: usize = 500;
 
 /// What counting a page did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +91,7 @@ impl Store {
         let mut writes = self.fold_page(bot_id, &page.changes).await?;
         let stored = self.stored_tallies(bot_id, &writes.rollup).await?;
         let tallies = merged(stored, std::mem::take(&mut writes.rollup.tallies));
-        let mut statements = page_statements(bot_id, &writes, &tallies);
+        let mut statements = page_statements(self.dialect(), bot_id, &writes, &tallies);
         let caught_up_at = caught_up.then_some(looked_at);
         statements.push(save_position(bot_id, &reached, counted, caught_up_at));
         let ran = self
@@ -224,27 +223,23 @@ impl Store {
         bot_id: &str,
         conversations: &BTreeSet<&str>,
     ) -> Result<BTreeMap<String, Option<ConversationStats>>, StoreError> {
+        let ids = Value::Array(conversations.iter().map(|id| json!([id])).collect());
+        let text = format!(
+            "SELECT conversation_id, state FROM stats_conversations
+             WHERE bot_id = $1 AND conversation_id IN ({})",
+            self.dialect().rows(2, &[("conversation_id", "text")])
+        );
+        let rows: Vec<(String, String)> = self
+            .stats_fetch(sql(
+                &text,
+                [Bind::Text(bot_id.to_owned()), Bind::Text(ids.to_string())],
+            ))
+            .await?;
         let mut states = BTreeMap::new();
-        for chunk in conversations
-            .iter()
-            .collect::<Vec<_>>()
-            .chunks(ROWS_PER_STATEMENT)
-        {
-            let mut query =
-                Sql::new("SELECT conversation_id, state FROM stats_conversations WHERE bot_id = ");
-            query.bind(Bind::Text(bot_id.to_owned()));
-            query.push(" AND conversation_id IN (");
-            separated(
-                &mut query,
-                chunk.iter().map(|id| Bind::Text((**id).to_owned())),
-            );
-            query.push(")");
-            let rows: Vec<(String, String)> = self.stats_fetch(query).await?;
-            for (conversation, state) in rows {
-                let state: ConversationStats = serde_json::from_str(&state)
-                    .map_err(|error| anyhow::anyhow!("unreadable stats state: {error}"))?;
-                states.insert(conversation, Some(state));
-            }
+        for (conversation, state) in rows {
+            let state: ConversationStats = serde_json::from_str(&state)
+                .map_err(|error| anyhow::anyhow!("unreadable stats state: {error}"))?;
+            states.insert(conversation, Some(state));
         }
         Ok(states)
     }
@@ -255,25 +250,40 @@ impl Store {
         bot_id: &str,
         rollup: &Rollup,
     ) -> Result<BTreeMap<(Cuboid, i64, Dims), Tally>, StoreError> {
-        let slots: BTreeSet<i64> = rollup.tallies.keys().map(|(_, slot, _)| *slot).collect();
-        let mut stored = BTreeMap::new();
-        for chunk in slots.iter().collect::<Vec<_>>().chunks(ROWS_PER_STATEMENT) {
-            let mut query = Sql::new(
-                "SELECT CAST(cuboid AS BIGINT), slot, key, tally FROM stats_slots WHERE bot_id = ",
-            );
-            query.bind(Bind::Text(bot_id.to_owned()));
-            query.push(" AND slot IN (");
-            separated(&mut query, chunk.iter().map(|slot| Bind::Int(**slot)));
-            query.push(")");
-            let rows: Vec<(i64, i64, String, String)> = self.stats_fetch(query).await?;
-            for (cuboid, slot, key, tally) in rows {
-                let key = (cuboid_of(cuboid)?, slot, dims_of(&key)?);
-                if rollup.tallies.contains_key(&key) {
-                    stored.insert(key, tally_of(&tally)?);
-                }
-            }
+        if rollup.tallies.is_empty() {
+            return Ok(BTreeMap::new());
         }
-        Ok(stored)
+        let keys = Value::Array(
+            rollup
+                .tallies
+                .keys()
+                .map(|(cuboid, slot, dims)| json!([cuboid.id(), slot, key_text(dims)]))
+                .collect(),
+        );
+        let text = format!(
+            "SELECT CAST(s.cuboid AS BIGINT), s.slot, s.key, s.tally
+             FROM stats_slots s JOIN ({}) AS k
+                 ON s.bot_id = $1 AND s.cuboid = k.cuboid AND s.slot = k.slot
+                     AND s.key = k.key",
+            self.dialect().rows(
+                2,
+                &[("cuboid", "smallint"), ("slot", "bigint"), ("key", "text")]
+            )
+        );
+        let rows: Vec<(i64, i64, String, String)> = self
+            .stats_fetch(sql(
+                &text,
+                [Bind::Text(bot_id.to_owned()), Bind::Text(keys.to_string())],
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|(cuboid, slot, key, tally)| {
+                Ok((
+                    (cuboid_of(cuboid)?, slot, dims_of(&key)?),
+                    tally_of(&tally)?,
+                ))
+            })
+            .collect()
     }
 
     /// How far `bot_id`'s stats go.
@@ -495,6 +505,13 @@ impl Store {
         })
     }
 
+    fn dialect(&self) -> Dialect {
+        match &self.backend {
+            super::Backend::Postgres(_) => Dialect::Postgres,
+            super::Backend::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
     async fn stats_fetch<R>(&self, query: Sql) -> Result<Vec<R>, StoreError>
     where
         R: for<'r> FromRow<'r, sqlx::postgres::PgRow>
@@ -548,50 +565,64 @@ fn save_position(
 /// The statements that store a page's counts: slot tallies (replaced by their merge with
 /// the page), `handled` marks (added), facts, and the conversations' states.
 fn page_statements(
+    dialect: Dialect,
     bot_id: &str,
     writes: &PageWrites,
     tallies: &BTreeMap<(Cuboid, i64, Dims), Tally>,
 ) -> Vec<Sql> {
-    let bot = || Bind::Text(bot_id.to_owned());
     let mut statements = Vec::new();
-    let rows: Vec<Vec<Bind>> = tallies
+    let rows: Vec<Value> = tallies
         .iter()
         .map(|((cuboid, slot, dims), tally)| {
-            vec![
-                bot(),
-                Bind::Int(cuboid.id().into()),
-                Bind::Int(*slot),
-                Bind::Text(key_text(dims)),
-                Bind::Text(serde_json::to_string(tally).expect("a tally is JSON")),
-            ]
+            let tally = serde_json::to_string(tally).expect("a tally is JSON");
+            json!([cuboid.id(), slot, key_text(dims), tally])
         })
         .collect();
-    statements.extend(inserts(
-        "INSERT INTO stats_slots (bot_id, cuboid, slot, key, tally) VALUES ",
-        rows,
-        " ON CONFLICT (bot_id, cuboid, slot, key) DO UPDATE SET tally = excluded.tally",
-    ));
-    let rows = writes
+    if !rows.is_empty() {
+        statements.push(dialect.insert(
+            "stats_slots",
+            &[
+                ("cuboid", "smallint"),
+                ("slot", "bigint"),
+                ("key", "text"),
+                ("tally", "text"),
+            ],
+            "ON CONFLICT (bot_id, cuboid, slot, key) DO UPDATE SET tally = excluded.tally",
+            bot_id,
+            Value::Array(rows),
+        ));
+    }
+    let rows: Vec<Value> = writes
         .rollup
         .handled
         .iter()
         .map(|(mark, count)| {
-            vec![
-                bot(),
-                Bind::Int(mark.mask as i64),
-                Bind::Int(mark.slot),
-                Bind::Text(serde_json::to_string(&mark.key).expect("dims are JSON")),
-                Bind::Int(mark.previous_slot.unwrap_or(-1)),
-                Bind::Int(*count as i64),
-            ]
+            let key = serde_json::to_string(&mark.key).expect("dims are JSON");
+            json!([
+                mark.mask,
+                mark.slot,
+                key,
+                mark.previous_slot.unwrap_or(-1),
+                count
+            ])
         })
         .collect();
-    statements.extend(inserts(
-        "INSERT INTO stats_handled (bot_id, grouping, slot, key, previous_slot, count) VALUES ",
-        rows,
-        " ON CONFLICT (bot_id, grouping, slot, key, previous_slot)
-          DO UPDATE SET count = stats_handled.count + excluded.count",
-    ));
+    if !rows.is_empty() {
+        statements.push(dialect.insert(
+            "stats_handled",
+            &[
+                ("grouping", "smallint"),
+                ("slot", "bigint"),
+                ("key", "text"),
+                ("previous_slot", "bigint"),
+                ("count", "bigint"),
+            ],
+            "ON CONFLICT (bot_id, grouping, slot, key, previous_slot) \
+             DO UPDATE SET count = stats_handled.count + excluded.count",
+            bot_id,
+            Value::Array(rows),
+        ));
+    }
     let mut by_slot: BTreeMap<i64, Vec<&Fact>> = BTreeMap::new();
     for fact in &writes.facts {
         by_slot
@@ -599,115 +630,152 @@ fn page_statements(
             .or_default()
             .push(fact);
     }
-    let rows = by_slot
+    let rows: Vec<Value> = by_slot
         .into_iter()
-        .map(|(slot, facts)| {
-            vec![
-                bot(),
-                Bind::Int(slot),
-                Bind::Text(serde_json::to_string(&facts).expect("facts are JSON")),
-            ]
-        })
+        .map(|(slot, facts)| json!([slot, serde_json::to_string(&facts).expect("facts are JSON")]))
         .collect();
-    statements.extend(inserts(
-        "INSERT INTO stats_facts (bot_id, slot, facts) VALUES ",
-        rows,
-        "",
-    ));
-    statements.extend(state_statements(bot_id, &writes.states));
+    if !rows.is_empty() {
+        statements.push(dialect.insert(
+            "stats_facts",
+            &[("slot", "bigint"), ("facts", "text")],
+            "",
+            bot_id,
+            Value::Array(rows),
+        ));
+    }
+    statements.extend(state_statements(dialect, bot_id, &writes.states));
     statements
 }
 
 /// The conversations' states, and what is happening now in them.
 fn state_statements(
+    dialect: Dialect,
     bot_id: &str,
     states: &BTreeMap<String, Option<ConversationStats>>,
 ) -> Vec<Sql> {
-    let bot = || Bind::Text(bot_id.to_owned());
     let mut statements = Vec::new();
-    for chunk in states.keys().collect::<Vec<_>>().chunks(ROWS_PER_STATEMENT) {
-        for table in [
-            "stats_conversations",
-            "stats_present",
-            "stats_open_conversations",
-        ] {
-            let mut query = Sql::new(&format!("DELETE FROM {table} WHERE bot_id = "));
-            query.bind(bot());
-            query.push(" AND conversation_id IN (");
-            separated(&mut query, chunk.iter().map(|id| Bind::Text((*id).clone())));
-            query.push(")");
-            statements.push(query);
-        }
+    if states.is_empty() {
+        return statements;
+    }
+    let conversations = Value::Array(states.keys().map(|id| json!([id])).collect());
+    for table in [
+        "stats_conversations",
+        "stats_present",
+        "stats_open_conversations",
+    ] {
+        let text = format!(
+            "DELETE FROM {table} WHERE bot_id = $1 AND conversation_id IN ({})",
+            dialect.rows(2, &[("conversation_id", "text")])
+        );
+        statements.push(sql(
+            &text,
+            [
+                Bind::Text(bot_id.to_owned()),
+                Bind::Text(conversations.to_string()),
+            ],
+        ));
     }
     let (mut kept, mut present, mut open) = (Vec::new(), Vec::new(), Vec::new());
     for (conversation, state) in states {
         let Some(state) = state else { continue };
-        let conversation = || Bind::Text(conversation.clone());
-        kept.push(vec![
-            bot(),
-            conversation(),
-            Bind::Text(serde_json::to_string(state).expect("a state is JSON")),
-        ]);
+        let text = serde_json::to_string(state).expect("a state is JSON");
+        kept.push(json!([conversation, text]));
         for (identity, queue, joined_at) in state.present() {
-            present.push(vec![
-                bot(),
-                conversation(),
-                Bind::Text(identity),
-                queue.into(),
-                Bind::Int(micros_at(joined_at)),
-            ]);
+            present.push(json!([conversation, identity, queue, micros_at(joined_at)]));
         }
         let (status, since) = state.status();
         if status != Status::Ended {
-            open.push(vec![
-                bot(),
-                conversation(),
-                Bind::Text(status.as_str().to_owned()),
-                Bind::Int(since.map_or(0, micros_at)),
-            ]);
+            open.push(json!([
+                conversation,
+                status.as_str(),
+                since.map_or(0, micros_at)
+            ]));
         }
     }
-    statements.extend(inserts(
-        "INSERT INTO stats_conversations (bot_id, conversation_id, state) VALUES ",
-        kept,
-        "",
-    ));
-    statements.extend(inserts(
-        "INSERT INTO stats_present (bot_id, conversation_id, identity, queue, joined_at) VALUES ",
-        present,
-        "",
-    ));
-    statements.extend(inserts(
-        "INSERT INTO stats_open_conversations (bot_id, conversation_id, status, since) VALUES ",
-        open,
-        "",
-    ));
+    let tables: [(&str, &[(&str, &str)], Vec<Value>); 3] = [
+        (
+            "stats_conversations",
+            &[("conversation_id", "text"), ("state", "text")],
+            kept,
+        ),
+        (
+            "stats_present",
+            &[
+                ("conversation_id", "text"),
+                ("identity", "text"),
+                ("queue", "text"),
+                ("joined_at", "bigint"),
+            ],
+            present,
+        ),
+        (
+            "stats_open_conversations",
+            &[
+                ("conversation_id", "text"),
+                ("status", "text"),
+                ("since", "bigint"),
+            ],
+            open,
+        ),
+    ];
+    for (table, columns, rows) in tables {
+        if !rows.is_empty() {
+            statements.push(dialect.insert(table, columns, "", bot_id, Value::Array(rows)));
+        }
+    }
     statements
 }
 
-/// `head` with `rows` as its VALUES, `ROWS_PER_STATEMENT` at a time, then `tail`.
-fn inserts(head: &str, rows: Vec<Vec<Bind>>, tail: &str) -> Vec<Sql> {
-    rows.chunks(ROWS_PER_STATEMENT)
-        .map(|chunk| {
-            let mut query = Sql::new(head);
-            for (n, row) in chunk.iter().enumerate() {
-                query.push(if n == 0 { "(" } else { ", (" });
-                separated(&mut query, row.iter().cloned());
-                query.push(")");
-            }
-            query.push(tail);
-            query
-        })
-        .collect()
+/// How each store unpacks a JSON array of rows sent as one parameter: a constant
+/// statement per table, whatever the number of rows (no statement to plan again per page,
+/// and no limit on parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Postgres,
+    Sqlite,
 }
 
-/// The binds, comma-separated.
-fn separated(query: &mut Sql, binds: impl IntoIterator<Item = Bind>) {
-    for (n, bind) in binds.into_iter().enumerate() {
-        if n > 0 {
-            query.push(", ");
-        }
-        query.bind(bind);
+impl Dialect {
+    /// `SELECT <columns> FROM <the rows of parameter $n>`: each row a JSON array whose
+    /// items are `columns`, given as `(name, PostgreSQL type)`.
+    fn rows(self, n: usize, columns: &[(&str, &str)]) -> String {
+        let items: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (name, kind))| match self {
+                Self::Postgres if *kind == "text" => format!("r.v->>{i} AS {name}"),
+                Self::Postgres => format!("CAST(r.v->>{i} AS {kind}) AS {name}"),
+                Self::Sqlite => format!("json_extract(r.value, '$[{i}]') AS {name}"),
+            })
+            .collect();
+        let source = match self {
+            Self::Postgres => format!("jsonb_array_elements(CAST(${n} AS jsonb)) AS r(v)"),
+            Self::Sqlite => format!("json_each(${n}) AS r"),
+        };
+        format!("SELECT {} FROM {source}", items.join(", "))
+    }
+
+    /// `INSERT INTO <table> (bot_id, <columns>) SELECT $1, … FROM <the rows of $2>`, then
+    /// `tail` (SQLite needs a WHERE before an upsert's ON CONFLICT).
+    fn insert(
+        self,
+        table: &str,
+        columns: &[(&str, &str)],
+        tail: &str,
+        bot_id: &str,
+        rows: Value,
+    ) -> Sql {
+        let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+        let text = format!(
+            "INSERT INTO {table} (bot_id, {names}) SELECT $1, {names} FROM ({rows}) AS rows \
+             WHERE true {tail}",
+            names = names.join(", "),
+            rows = self.rows(2, columns),
+        );
+        sql(
+            &text,
+            [Bind::Text(bot_id.to_owned()), Bind::Text(rows.to_string())],
+        )
     }
 }
 

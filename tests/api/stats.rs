@@ -918,11 +918,12 @@ async fn stats_count_every_event_once_across_replicas_a_sigkill_and_a_link_cut(p
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let counted = loop {
-        let counted: i64 =
-            sqlx::query_scalar("SELECT CAST(coalesce(sum(counted), 0) AS BIGINT) FROM stats_positions")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let counted: i64 = sqlx::query_scalar(
+            "SELECT CAST(coalesce(sum(counted), 0) AS BIGINT) FROM stats_positions",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         if counted >= events || std::time::Instant::now() > deadline {
             break counted;
         }

@@ -33,7 +33,7 @@ export function sortableTable({ caption, columns, sort, testid, rowTestid, rowKe
   const table = h(
     "table",
     { class: "table table--sortable", testid },
-    h("caption", {}, caption),
+    h("caption", { class: "visually-hidden" }, caption),
     h("thead", {}, h("tr", {}, headers)),
     body,
   );

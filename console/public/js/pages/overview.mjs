@@ -205,7 +205,7 @@ export async function overviewPage(context, { botId }) {
     "form",
     { class: "filters overview__controls", "aria-label": "Range and time zone", testid: "overview-controls" },
     field("overview-range", "Range", rangeSelect),
-    field("overview-zone", "Time zone", zoneSelect),
+    h("div", { class: "field field--zone" }, h("label", { for: "overview-zone" }, "Time zone"), zoneSelect),
     dates,
     h(
       "p",
@@ -263,10 +263,20 @@ export async function overviewPage(context, { botId }) {
       "section",
       { class: "panel", "aria-labelledby": "participants-title" },
       h("h2", { id: "participants-title" }, "Stint durations by participant"),
-      h("p", { class: "section__summary" }, "A stint counts when it ends; p50, p90 and p99 are its duration's quantiles. Sort by any column with its header button."),
+      h(
+        "p",
+        { class: "section__summary" },
+        "Stints counted in the range (a stint counts when it ends), with the quantiles of their durations, and the transfers each participant gave (out) and took (in). Sort by any column with its header button.",
+      ),
       participantsHost,
     ),
-    h("section", { class: "panel", "aria-labelledby": "queues-title" }, h("h2", { id: "queues-title" }, "Stint durations by queue"), queuesHost),
+    h(
+      "section",
+      { class: "panel", "aria-labelledby": "queues-title" },
+      h("h2", { id: "queues-title" }, "Stint durations by queue"),
+      h("p", { class: "section__summary" }, "The same, by the queue the participant came from (their entry's customFields.queueName, else queueId)."),
+      queuesHost,
+    ),
     h(
       "div",
       { class: "columns overview__columns" },
@@ -304,7 +314,8 @@ export async function overviewPage(context, { botId }) {
     const now = serverNow();
     const withOffset = (zone) => {
       try {
-        return `${zone} (UTC${offsetText(offsetMs(now, zone))})`;
+        const offset = offsetMs(now, zone);
+        return zone === "UTC" ? zone : `${zone} (UTC${offset ? offsetText(offset) : ""})`;
       } catch {
         return zone;
       }
@@ -316,7 +327,7 @@ export async function overviewPage(context, { botId }) {
       h(
         "optgroup",
         { label: "Common" },
-        common.map((zone) => option(zone, zone === ownZone ? `${withOffset(zone)}, this browser` : withOffset(zone))),
+        common.map((zone) => option(zone, zone === ownZone ? `${withOffset(zone)} · this browser` : withOffset(zone))),
       ),
       all.length ? h("optgroup", { label: "All time zones" }, all.map((zone) => option(zone, zone))) : null,
     ];
@@ -528,7 +539,7 @@ export async function overviewPage(context, { botId }) {
     const first = localRfc3339(range.from, zone);
     const last = localRfc3339(range.to, zone);
     chartTitle.textContent = `Conversations and transfers ${bucketText.every}`;
-    chartSummary.textContent = `${localText(first)} to ${localText(last)} (${zone}, UTC${readLocal(first)?.offset ?? ""}): one group of bars ${bucketText.every}, ${plural(instants.length, bucketText.one)}.`;
+    chartSummary.textContent = `${localText(first)} to ${localText(last)} (${zone === "UTC" ? zone : `${zone}, UTC${readLocal(first)?.offset ?? ""}`}): one group of bars ${bucketText.every}, ${plural(instants.length, bucketText.one)}.`;
     chart.render({
       label:
         `Bar chart: conversations started and transfers by kind ${bucketText.every}, from ${localText(first)} to ${localText(last)}, ${zone}. ` +
