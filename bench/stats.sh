@@ -7,6 +7,7 @@
 #   bench/stats.sh                            # postgres://postgres@127.0.0.1:5432
 #   CONVERSATIONS=100000 bench/stats.sh       # a smaller run
 #   BINARY=/tmp/agentassist-hooks bench/stats.sh
+#   KEEP_DATABASE=1 bench/stats.sh            # count on in the database of an earlier run
 #
 # Needs: cargo, psql, curl, python3. Drops and creates the database hooks_stats. Prints the
 # worker's rate (events counted per second, from the first to the last), the size of the
@@ -48,12 +49,15 @@ fi
 echo "== machine"
 echo "cpus: $(nproc); postgres: $(psql_q "$ADMIN_URL" -c 'SHOW server_version'), shared_buffers=$(psql_q "$ADMIN_URL" -c 'SHOW shared_buffers')"
 
+events=$((CONVERSATIONS * 5))
+if [[ -n ${KEEP_DATABASE:-} ]]; then
+    echo "== database ${DB} as an earlier run left it"
+else
 echo "== database ${DB}: ${CONVERSATIONS} conversations over 30 days"
 psql_q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" -c "CREATE DATABASE ${DB}"
 DATABASE_URL="$db_url" "$binary" migrate >/dev/null
 # The feed lists an event once no running transaction's id is below its feed_txn: the
 # seed's feed transactions (ten events each, in time order) must be old ones.
-events=$((CONVERSATIONS * 5))
 needed=$((events / 10 + 1))
 current=$(psql_q "$db_url" -c "SELECT txid_current()")
 if ((current <= needed)); then
@@ -116,6 +120,7 @@ FROM seed_events;
 ANALYZE;
 SQL
 echo "seeded $(psql_q "$db_url" -c "SELECT count(*) FROM events") events in $((SECONDS - started)) s"
+fi
 
 echo "== the stats worker counts them"
 secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
@@ -140,6 +145,7 @@ until [[ -n $address ]]; do
     address=$(grep -o '"address":"[^"]*"' "$work/service.log" | head -n 1 | cut -d '"' -f 4 || true)
 done
 counting_started=$SECONDS
+counted_before=$(psql_q "$db_url" -c "SELECT coalesce(sum(counted), 0) FROM stats_positions")
 last=0
 while true; do
     counted=$(psql_q "$db_url" -c "SELECT coalesce(sum(counted), 0) FROM stats_positions")
@@ -157,7 +163,9 @@ while true; do
     echo "  ${counted} of ${events} counted after $((SECONDS - counting_started)) s"
 done
 elapsed=$((SECONDS - counting_started))
-echo "worker: ${events} events counted in ${elapsed} s: $((events / (elapsed > 0 ? elapsed : 1))) events/s"
+counted_now=$((events - counted_before))
+echo "worker: ${counted_now} events counted in ${elapsed} s: $((counted_now / (elapsed > 0 ? elapsed : 1))) events/s"
+psql_q "$db_url" -c "VACUUM ANALYZE" 
 psql_q "$db_url" -c "SELECT 'stats tables: ' || string_agg(relname || ' ' || pg_size_pretty(pg_total_relation_size(oid)), ', ' ORDER BY relname) FROM pg_class WHERE relname LIKE 'stats\\_%' AND relkind = 'r'"
 psql_q "$db_url" -c "SELECT 'events table: ' || pg_size_pretty(pg_total_relation_size('events'))"
 

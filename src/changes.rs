@@ -4,6 +4,9 @@
 //! looks every `changes.poll_interval_ms`), never an event.
 
 use crate::config::ChangesSettings;
+use crate::store::Store;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -196,6 +199,84 @@ impl Drop for StreamHandle {
     fn drop(&mut self) {
         self.hub.open.fetch_sub(1, Ordering::AcqRel);
         crate::metrics::change_stream_closed();
+    }
+}
+
+/// The channel on which replicas announce the bots they stored events for.
+const CHANGES_CHANNEL: &str = "agentassist_hooks_changes";
+/// A notification's payload must stay under 8000 bytes; a longer bot id (or one with a
+/// character PostgreSQL text cannot hold) is announced as `""`, which wakes every stream.
+const MAX_ANNOUNCED_BOT_ID: usize = 4000;
+
+/// Announces to the other replicas which bots this one stored events for, and wakes this
+/// replica's streams (and stats worker) when another announces; runs until aborted. The
+/// notifications are sent after the appends committed, from their own statement, so that
+/// no append waits on PostgreSQL's notification queue lock; the commits of
+/// [`ANNOUNCE_EVERY`] are announced at once. SQLite has no other replicas, so it returns
+/// at once.
+pub async fn relay(store: &Store, hub: &ChangeHub) {
+    let Some(pool) = store.postgres_pool() else {
+        return;
+    };
+    hub.start_relay();
+    tokio::join!(announce(pool, hub), listen(pool, hub));
+}
+
+/// Announcements go out at most this often: each is a transaction of its own (one commit,
+/// a lock on the notification queue), and a wake-up a few milliseconds later costs the
+/// streams nothing, while one per append would double the database's commits.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
+
+async fn announce(pool: &PgPool, hub: &ChangeHub) {
+    loop {
+        tokio::time::sleep(ANNOUNCE_EVERY).await;
+        let bots = hub.take_outbox().await;
+        let payloads: Vec<&str> = bots
+            .iter()
+            .map(|bot| {
+                if bot.len() <= MAX_ANNOUNCED_BOT_ID && !bot.contains('\0') {
+                    bot.as_str()
+                } else {
+                    ""
+                }
+            })
+            .collect();
+        let sent = sqlx::query("SELECT pg_notify($1, payload) FROM UNNEST($2::text[]) AS payload")
+            .bind(CHANGES_CHANNEL)
+            .bind(payloads)
+            .execute(pool)
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(%error, "could not announce new events to the other replicas; \
+                their streams find them at their next poll");
+        }
+    }
+}
+
+/// Wakes the streams of each bot another replica announces; every stream whenever
+/// announcements may have been missed (connecting, reconnecting).
+async fn listen(pool: &PgPool, hub: &ChangeHub) {
+    loop {
+        if let Err(error) = listen_until_error(pool, hub).await {
+            tracing::warn!(%error, "not listening for other replicas' events; retrying in 1 s");
+        }
+        hub.wake_all();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_until_error(pool: &PgPool, hub: &ChangeHub) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANGES_CHANNEL).await?;
+    hub.wake_all();
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) if !notification.payload().is_empty() => {
+                hub.wake(notification.payload());
+            }
+            // An announcement for every bot, or a lost connection, now re-established.
+            _ => hub.wake_all(),
+        }
     }
 }
 

@@ -10,39 +10,51 @@ use utoipa::ToSchema;
 /// Seconds a client is asked to wait after a 503.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
 
-/// What went wrong, named by what the client should do about it.
+/// What went wrong, named by what the client should do about it. The message of each is
+/// the `detail` its client reads.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("the request body is not valid JSON")]
+    #[error("{0}")]
     MalformedJson(String),
-    #[error("{} problem(s) in the request body", .0.len())]
+    #[error("{}", count(.0))]
     Validation(Vec<FieldError>),
-    #[error("invalid query parameter")]
+    #[error("{}", count(.0))]
     InvalidQuery(Vec<FieldError>),
-    #[error("invalid header: {0}")]
+    #[error("{0}")]
     InvalidHeader(&'static str),
     #[error("invalid token")]
     Unauthorized,
-    #[error("not allowed")]
+    #[error("the app is not allowed to do this for this bot")]
     Forbidden,
-    #[error("not found")]
+    #[error("no such resource")]
     NotFound,
-    #[error("method not allowed")]
+    #[error("method not allowed on this path")]
     MethodNotAllowed,
-    #[error("request body larger than {limit} bytes")]
+    #[error("the request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("unsupported content type")]
+    #[error("send the body as application/json")]
     UnsupportedMediaType,
-    #[error("request headers too large")]
-    HeadersTooLarge,
-    #[error("a request with this Idempotency-Key is still in progress")]
+    #[error("send at most {max_headers} header fields and {max_bytes} bytes of headers")]
+    HeadersTooLarge {
+        max_headers: usize,
+        max_bytes: usize,
+    },
+    #[error("the first request with this Idempotency-Key has not finished; retry shortly")]
     IdempotencyInFlight,
-    #[error("the Idempotency-Key was used with another body")]
+    #[error("this Idempotency-Key was first used with a different body")]
     IdempotencyMismatch,
-    #[error("service unavailable")]
+    #[error("the service is overloaded or its database is unavailable; retry shortly")]
     Unavailable,
+    /// Logged with its cause; the client reads only that something unexpected happened.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+fn count(problems: &[FieldError]) -> String {
+    match problems.len() {
+        1 => "1 problem in the request".to_owned(),
+        n => format!("{n} problems in the request"),
+    }
 }
 
 /// The `application/problem+json` body (RFC 9457) of every error; `code` and `message`
@@ -78,106 +90,90 @@ pub struct Problem {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    /// The status, the stable `type` URI and the `title` of each kind of problem.
+    fn describe(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
         match self {
-            Self::MalformedJson(_)
-            | Self::Validation(_)
-            | Self::InvalidQuery(_)
-            | Self::InvalidHeader(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::IdempotencyInFlight => StatusCode::CONFLICT,
-            Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The stable `type` URI and the `title` of each kind of problem.
-    fn kind(&self) -> (&'static str, &'static str) {
-        match self {
-            Self::MalformedJson(_) => {
-                ("/problems/malformed-json", "Request body is not valid JSON")
-            }
-            Self::Validation(_) => ("/problems/validation", "Request body failed validation"),
-            Self::InvalidQuery(_) => ("/problems/invalid-query", "Query parameters are invalid"),
-            Self::InvalidHeader(_) => ("/problems/invalid-header", "A request header is invalid"),
-            Self::Unauthorized => ("/problems/unauthorized", "Invalid token"),
-            Self::Forbidden => ("/problems/forbidden", "Not allowed"),
-            Self::NotFound => ("/problems/not-found", "Not found"),
-            Self::MethodNotAllowed => ("/problems/method-not-allowed", "Method not allowed"),
-            Self::PayloadTooLarge { .. } => {
-                ("/problems/payload-too-large", "Request body too large")
-            }
+            Self::MalformedJson(_) => (
+                S::BAD_REQUEST,
+                "/problems/malformed-json",
+                "Request body is not valid JSON",
+            ),
+            Self::Validation(_) => (
+                S::BAD_REQUEST,
+                "/problems/validation",
+                "Request body failed validation",
+            ),
+            Self::InvalidQuery(_) => (
+                S::BAD_REQUEST,
+                "/problems/invalid-query",
+                "Query parameters are invalid",
+            ),
+            Self::InvalidHeader(_) => (
+                S::BAD_REQUEST,
+                "/problems/invalid-header",
+                "A request header is invalid",
+            ),
+            Self::Unauthorized => (S::UNAUTHORIZED, "/problems/unauthorized", "Invalid token"),
+            Self::Forbidden => (S::FORBIDDEN, "/problems/forbidden", "Not allowed"),
+            Self::NotFound => (S::NOT_FOUND, "/problems/not-found", "Not found"),
+            Self::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "/problems/method-not-allowed",
+                "Method not allowed",
+            ),
+            Self::PayloadTooLarge { .. } => (
+                S::PAYLOAD_TOO_LARGE,
+                "/problems/payload-too-large",
+                "Request body too large",
+            ),
             Self::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
                 "/problems/unsupported-media-type",
                 "Content-Type must be application/json",
             ),
-            Self::HeadersTooLarge => (
+            Self::HeadersTooLarge { .. } => (
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "/problems/headers-too-large",
                 "Request header fields too large",
             ),
             Self::IdempotencyInFlight => (
+                S::CONFLICT,
                 "/problems/idempotency-key-in-flight",
                 "A request with this Idempotency-Key is still in progress",
             ),
             Self::IdempotencyMismatch => (
+                S::UNPROCESSABLE_ENTITY,
                 "/problems/idempotency-key-reused",
                 "Idempotency-Key reused with another body",
             ),
-            Self::Unavailable => ("/problems/unavailable", "Service temporarily unavailable"),
-            Self::Internal(_) => ("/problems/internal", "Internal server error"),
+            Self::Unavailable => (
+                S::SERVICE_UNAVAILABLE,
+                "/problems/unavailable",
+                "Service temporarily unavailable",
+            ),
+            Self::Internal(_) => (
+                S::INTERNAL_SERVER_ERROR,
+                "/problems/internal",
+                "Internal server error",
+            ),
         }
     }
 
     fn detail(&self) -> String {
         match self {
-            Self::MalformedJson(reason) => reason.clone(),
-            Self::Validation(errors) | Self::InvalidQuery(errors) => match errors.len() {
-                1 => "1 problem in the request".to_owned(),
-                n => format!("{n} problems in the request"),
-            },
-            Self::InvalidHeader(reason) => (*reason).to_owned(),
-            Self::Unauthorized => "invalid token".to_owned(),
-            Self::Forbidden => "the app is not allowed to do this for this bot".to_owned(),
-            Self::NotFound => "no such resource".to_owned(),
-            Self::MethodNotAllowed => "method not allowed on this path".to_owned(),
-            Self::PayloadTooLarge { limit } => {
-                format!("the request body exceeds the limit of {limit} bytes")
-            }
-            Self::UnsupportedMediaType => "send the body as application/json".to_owned(),
-            Self::HeadersTooLarge => format!(
-                "send at most {} header fields and {} bytes of headers",
-                crate::routes::MAX_HEADERS,
-                crate::routes::MAX_HEADER_BYTES
-            ),
-            Self::IdempotencyInFlight => {
-                "the first request with this Idempotency-Key has not finished; retry shortly"
-                    .to_owned()
-            }
-            Self::IdempotencyMismatch => {
-                "this Idempotency-Key was first used with a different body".to_owned()
-            }
-            Self::Unavailable => {
-                "the service is overloaded or its database is unavailable; retry shortly".to_owned()
-            }
             Self::Internal(_) => "an unexpected error occurred".to_owned(),
+            other => other.to_string(),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
+        let (status, kind, title) = self.describe();
         if let Self::Internal(cause) = &self {
             tracing::error!(error = format!("{cause:#}"), "request failed");
         }
-        let (kind, title) = self.kind();
         let detail = self.detail();
         let errors = match self {
             Self::Validation(errors) | Self::InvalidQuery(errors) => Some(errors),

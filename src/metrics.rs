@@ -5,7 +5,6 @@
 //! names, anomaly codes, failure reasons — never ids or raw URIs.
 
 use crate::domain::{Anomaly, IngestBatch};
-use crate::store::Store;
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
@@ -62,6 +61,18 @@ pub const STATS_LAG_EVENTS: &str = "agentassist_hooks_stats_lag_events";
 /// How far the most lagging bot's stats are behind: seconds since its worker last had
 /// counted everything committed.
 pub const STATS_LAG_SECONDS: &str = "agentassist_hooks_stats_lag_seconds";
+
+/// How one database connection pool is used, sampled when `/metrics` is scraped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Which pool: `primary` (PostgreSQL), or SQLite's `writer` and `reader`.
+    pub pool: &'static str,
+    /// Open connections, idle or in use.
+    pub size: u32,
+    pub idle: u32,
+    /// The most connections the pool will open.
+    pub max: u32,
+}
 
 /// Latency buckets, in seconds: an append takes milliseconds; 30 s is the request timeout.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -221,12 +232,12 @@ pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
 }
 
 /// The Prometheus text exposition, with the pools' use sampled now.
-pub fn render(store: &Store) -> String {
-    for stats in store.pool_stats() {
-        let in_use = stats.size.saturating_sub(stats.idle);
-        gauge!(DB_POOL_CONNECTIONS, "pool" => stats.pool, "state" => "idle").set(stats.idle);
-        gauge!(DB_POOL_CONNECTIONS, "pool" => stats.pool, "state" => "in_use").set(in_use);
-        gauge!(DB_POOL_MAX_CONNECTIONS, "pool" => stats.pool).set(stats.max);
+pub fn render(pools: &[PoolUse]) -> String {
+    for pool in pools {
+        let in_use = pool.size.saturating_sub(pool.idle);
+        gauge!(DB_POOL_CONNECTIONS, "pool" => pool.pool, "state" => "idle").set(pool.idle);
+        gauge!(DB_POOL_CONNECTIONS, "pool" => pool.pool, "state" => "in_use").set(in_use);
+        gauge!(DB_POOL_MAX_CONNECTIONS, "pool" => pool.pool).set(pool.max);
     }
     install().render()
 }

@@ -4,6 +4,8 @@
 
 use crate::error::Problem;
 use crate::routes::{bots, changes, conversations, health, hooks, paths, sources, stats};
+use axum::http::header;
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -53,7 +55,7 @@ internal network (firewall it, or set `server.metrics = false`).",
         health::healthz,
         health::readyz,
         health::metrics,
-        health::openapi,
+        serve,
     ),
     components(schemas(Problem)),
     modifiers(&Security, &IngestAliases, &VendorExamples),
@@ -65,6 +67,22 @@ internal network (firewall it, or set `server.metrics = false`).",
     )
 )]
 struct ApiDoc;
+
+/// `GET /openapi.json`: the document, as served.
+#[utoipa::path(
+    get,
+    path = paths::OPENAPI,
+    tag = "operations",
+    operation_id = "openapi",
+    summary = "This OpenAPI document",
+    description = "The OpenAPI 3.1 description of every endpoint; no token needed. The same \
+document is committed as `docs/openapi.json` and printed by `agentassist-hooks openapi`.",
+    responses((status = 200, description = "The document.", body = Object, content_type = "application/json")),
+    security(())
+)]
+pub async fn serve() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], json())
+}
 
 /// The document.
 pub fn document() -> utoipa::openapi::OpenApi {

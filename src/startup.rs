@@ -83,7 +83,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         background = vec![
             tokio::spawn({
                 let (store, hub) = (store.clone(), hub.clone());
-                async move { store.relay_changes(&hub).await }
+                async move { crate::changes::relay(&store, &hub).await }
             }),
             tokio::spawn(purge_expired_keys(
                 store.clone(),
@@ -208,7 +208,10 @@ async fn enforce_retention(store: Store, retention: RetentionSettings) {
                 .await
             {
                 Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, days, "deleted conversations past retention"),
+                Ok(purged) => {
+                    crate::metrics::conversations_purged(purged as usize);
+                    tracing::info!(purged, days, "deleted conversations past retention")
+                }
                 Err(error) => {
                     tracing::warn!(error = %error, "could not purge expired conversations")
                 }

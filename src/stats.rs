@@ -3,7 +3,7 @@
 
 use crate::changes::ChangeHub;
 use crate::config::StatsSettings;
-use crate::domain::stats::{Accumulator, Cell, ConversationCounts, SLOT_MICROS, StatsQuery};
+use crate::domain::stats::{Accumulator, Cell, ConversationCounts, StatsQuery};
 use crate::store::{Counted, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,39 +89,33 @@ pub async fn answer(
     bot_id: &str,
     query: &StatsQuery,
 ) -> Result<BTreeMap<Vec<Option<String>>, BTreeMap<usize, Cell>>, StoreError> {
-    let (from, to) = query.range();
-    let whole = query.whole_slots();
     let mut accumulator = Accumulator::new(query);
-    for (slot, dims, tally) in store
-        .stats_slots(bot_id, query.cuboid(), whole.clone())
-        .await?
-    {
-        accumulator.add_slot(slot, &dims, &tally);
+    let tallies = query.tally_reading();
+    for (level, periods) in &tallies.periods {
+        let rows = store
+            .stats_slots(bot_id, *level, query.cuboid(), periods.clone())
+            .await?;
+        for (period, dims, tally) in rows {
+            accumulator.add_period(*level, period, &dims, &tally);
+        }
     }
-    // The slots cut by the range's ends are read fact by fact.
-    let (head_end, tail_start) = if whole.is_empty() {
-        (to, to)
-    } else {
-        (whole.start * SLOT_MICROS, whole.end * SLOT_MICROS)
-    };
-    for (start, end) in [(from, head_end), (tail_start, to)] {
-        for fact in store.stats_facts(bot_id, start, end).await? {
+    for (start, end) in &tallies.facts {
+        for fact in store.stats_facts(bot_id, *start, *end).await? {
             accumulator.add_fact(&fact);
         }
     }
     if let ConversationCounts::Grouped { mask } = query.conversation_counts() {
-        let facts_until = query
-            .handled_from_facts_until()
-            .unwrap_or(from)
-            .max(head_end)
-            .min(to);
-        let first_mark = (facts_until + SLOT_MICROS - 1).div_euclid(SLOT_MICROS);
-        let marks = first_mark..whole.end.max(first_mark);
-        for (mark, count) in store.stats_handled(bot_id, mask, marks).await? {
-            accumulator.add_handled_mark(&mark, count);
+        let handled = query.handled_reading();
+        for (level, periods) in &handled.periods {
+            let marks = store
+                .stats_handled(bot_id, *level, mask, periods.clone())
+                .await?;
+            for (mark, count) in marks {
+                accumulator.add_handled_mark(&mark, count);
+            }
         }
-        for (start, end) in [(from, facts_until), (tail_start.max(facts_until), to)] {
-            for fact in store.stats_facts(bot_id, start, end).await? {
+        for (start, end) in &handled.facts {
+            for fact in store.stats_facts(bot_id, *start, *end).await? {
                 accumulator.add_handled_fact(&fact, mask);
             }
         }

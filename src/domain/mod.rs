@@ -9,14 +9,15 @@ pub mod stats;
 pub mod timeline;
 pub mod timestamp;
 pub mod types;
+pub mod vocabulary;
 
 pub use append::{
     AppendPlan, HopChange, ParticipantRow, PresentStint, StintRow, Stored, StoredParticipant,
     Summary, needs_interaction, plan_append, present_needed,
 };
 pub use ingest::{Action, BodyError, ConversationId, Event, FieldError, IngestBatch};
-pub use timeline::{
-    Anomaly, ExitType, Hop, HopKind, HopOutcome, ParticipantTimeline, Status, Stint, Timeline,
-    Transfers,
-};
+pub use timeline::Timeline;
 pub use types::{EventName, Experience, Participant, TransferType, Transition};
+pub use vocabulary::{
+    Anomaly, ExitType, Hop, HopKind, HopOutcome, ParticipantTimeline, Status, Stint, Transfers,
+};

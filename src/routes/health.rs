@@ -83,25 +83,20 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&state.store),
+        crate::metrics::render(&pool_use(&state.store)),
     )
 }
 
-/// This service's OpenAPI document.
-#[utoipa::path(
-    get,
-    path = paths::OPENAPI,
-    tag = "operations",
-    operation_id = "openapi",
-    summary = "This OpenAPI document",
-    description = "The OpenAPI 3.1 description of every endpoint; no token needed. The same \
-document is committed as `docs/openapi.json` and printed by `agentassist-hooks openapi`.",
-    responses((status = 200, description = "The document.", body = Object, content_type = "application/json")),
-    security(())
-)]
-pub async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::json(),
-    )
+/// The store's connection pools, as the metrics show them.
+fn pool_use(store: &crate::store::Store) -> Vec<crate::metrics::PoolUse> {
+    store
+        .pool_stats()
+        .into_iter()
+        .map(|stats| crate::metrics::PoolUse {
+            pool: stats.pool,
+            size: stats.size,
+            idle: stats.idle,
+            max: stats.max,
+        })
+        .collect()
 }

@@ -7,6 +7,7 @@ pub mod conversations;
 pub mod extract;
 pub mod health;
 pub mod hooks;
+pub mod paths;
 pub mod sources;
 pub mod stats;
 
@@ -78,41 +79,6 @@ impl FromRef<AppState> for Arc<AppRegistry> {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Route templates, shared by the router and the OpenAPI document so the two cannot drift.
-pub mod paths {
-    /// Ingest, as the vendor's curl sample and JavaScript code post it.
-    pub const HOOKS: &str = "/agentassist/api/v1/hooks/{botId}";
-    /// Ingest aliases the vendor's documentation also uses.
-    pub const HOOKS_ALIASES: [&str; 2] = ["/agentai/api/v1/hooks/{botId}", "/api/v1/hooks/{botId}"];
-    /// SPEC 9: the bots a caller may read.
-    pub const BOTS: &str = "/api/v1/bots";
-    pub const CONVERSATIONS: &str = "/api/v1/bots/{botId}/conversations";
-    pub const CONVERSATION: &str = "/api/v1/bots/{botId}/conversations/{conversationId}";
-    pub const EVENTS: &str = "/api/v1/bots/{botId}/conversations/{conversationId}/events";
-    pub const TRANSFER_DATA: &str =
-        "/api/v1/bots/{botId}/conversations/{conversationId}/transfer-data";
-    pub const STINTS: &str = "/api/v1/bots/{botId}/participants/{identity}/stints";
-    /// SPEC 8: the change feed and its live stream.
-    pub const CHANGES: &str = "/api/v1/bots/{botId}/changes";
-    pub const CHANGES_STREAM: &str = "/api/v1/bots/{botId}/changes/stream";
-    /// SPEC 11: operations metrics.
-    pub const STATS: &str = "/api/v1/bots/{botId}/stats";
-    pub const STATS_NOW: &str = "/api/v1/bots/{botId}/stats/now";
-    /// Bright Pattern's `ON_NEW_INTERACTION` (SPEC 7.1).
-    pub const INTERACTIONS: &str = "/api/v1/bots/{botId}/interactions";
-    /// The Salesforce bot's escalation and the client's transfer outcome (SPEC 7.2).
-    pub const BOT_MESSAGES: &str =
-        "/api/v1/bots/{botId}/conversations/{conversationId}/bot-messages";
-    pub const HEALTHZ: &str = "/healthz";
-    pub const READYZ: &str = "/readyz";
-    pub const METRICS: &str = "/metrics";
-    pub const OPENAPI: &str = "/openapi.json";
-    /// SPEC 9: the ops console's page and files.
-    pub const CONSOLE: &str = "/console";
-    pub const CONSOLE_INDEX: &str = "/console/";
-    pub const CONSOLE_FILES: &str = "/console/{*path}";
-}
-
 /// The whole service: routes, error fallbacks and the production middleware.
 pub fn router(state: AppState, server: &ServerSettings) -> Router {
     crate::metrics::install();
@@ -156,7 +122,7 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         .route(paths::CHANGES_STREAM, get(changes::stream))
         .route(paths::STATS, get(stats::stats))
         .route(paths::STATS_NOW, get(stats::now))
-        .route(paths::OPENAPI, get(health::openapi))
+        .route(paths::OPENAPI, get(crate::openapi::serve))
         .route(paths::CONSOLE, get(console::root))
         .route(paths::CONSOLE_INDEX, get(console::index))
         .route(paths::CONSOLE_FILES, get(console::file))
@@ -250,7 +216,11 @@ async fn refuse_large_heads(request: Request, next: middleware::Next) -> axum::r
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
-        return axum::response::IntoResponse::into_response(ApiError::HeadersTooLarge);
+        let too_large = ApiError::HeadersTooLarge {
+            max_headers: MAX_HEADERS,
+            max_bytes: MAX_HEADER_BYTES,
+        };
+        return axum::response::IntoResponse::into_response(too_large);
     }
     next.run(request).await
 }

@@ -742,7 +742,6 @@ impl Store {
             if batch.is_empty() {
                 return Ok(purged);
             }
-            crate::metrics::conversations_purged(batch.len());
             purged += batch.len() as u64;
             // Between batches the writers go first (SQLite has one at a time).
             tokio::task::yield_now().await;
@@ -765,11 +764,12 @@ impl Store {
         }
     }
 
-    /// Relays new events between replicas for the live streams (PostgreSQL, until
-    /// aborted); SQLite has no other replicas, so it returns at once.
-    pub async fn relay_changes(&self, hub: &crate::changes::ChangeHub) {
-        if let Backend::Postgres(store) = &self.backend {
-            store.relay_changes(hub).await;
+    /// The PostgreSQL pool, for what only PostgreSQL does (the replicas' LISTEN/NOTIFY
+    /// relay); `None` for SQLite.
+    pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.backend {
+            Backend::Postgres(store) => Some(store.pool()),
+            Backend::Sqlite(_) => None,
         }
     }
 

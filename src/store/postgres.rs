@@ -7,13 +7,12 @@ use super::sql::{self, DbTime, PresentStintRow, StateParticipant, SummaryRow};
 use super::{
     Appended, Checkout, FeedPosition, KeyRecord, Keyed, StoreError, finish, named_identities, plan,
 };
-use crate::changes::ChangeHub;
 use crate::config::{DatabaseSettings, GroupCommitSettings};
 use crate::domain::{
     Anomaly, AppendPlan, IngestBatch, Participant, Stored, needs_interaction, present_needed,
 };
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Connection, FromRow, PgConnection, PgPool, Postgres, Transaction};
 use std::str::FromStr;
@@ -452,82 +451,6 @@ async fn purge_in(
         }
     }
     Ok(purged)
-}
-
-/// The channel on which replicas announce the bots they stored events for.
-const CHANGES_CHANNEL: &str = "agentassist_hooks_changes";
-/// A notification's payload must stay under 8000 bytes; a longer bot id (or one with a
-/// character PostgreSQL text cannot hold) is announced as `""`, which wakes every stream.
-const MAX_ANNOUNCED_BOT_ID: usize = 4000;
-
-impl PgStore {
-    /// Announces to the other replicas which bots this one stored events for, and wakes
-    /// this replica's streams when another announces; runs until aborted. The
-    /// notifications are sent after the appends committed, from their own statement, so
-    /// that no append waits on PostgreSQL's notification queue lock; the commits of
-    /// [`ANNOUNCE_EVERY`] are announced at once.
-    pub(super) async fn relay_changes(&self, hub: &ChangeHub) {
-        hub.start_relay();
-        tokio::join!(announce(&self.pool, hub), listen(&self.pool, hub));
-    }
-}
-
-/// Announcements go out at most this often: each is a transaction of its own (one commit,
-/// a lock on the notification queue), and a wake-up a few milliseconds later costs the
-/// streams nothing, while one per append would double the database's commits.
-const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
-
-async fn announce(pool: &PgPool, hub: &ChangeHub) {
-    loop {
-        tokio::time::sleep(ANNOUNCE_EVERY).await;
-        let bots = hub.take_outbox().await;
-        let payloads: Vec<&str> = bots
-            .iter()
-            .map(|bot| {
-                if bot.len() <= MAX_ANNOUNCED_BOT_ID && !bot.contains('\0') {
-                    bot.as_str()
-                } else {
-                    ""
-                }
-            })
-            .collect();
-        let sent = sqlx::query("SELECT pg_notify($1, payload) FROM UNNEST($2::text[]) AS payload")
-            .bind(CHANGES_CHANNEL)
-            .bind(payloads)
-            .execute(pool)
-            .await;
-        if let Err(error) = sent {
-            tracing::warn!(%error, "could not announce new events to the other replicas; \
-                their streams find them at their next poll");
-        }
-    }
-}
-
-/// Wakes the streams of each bot another replica announces; every stream whenever
-/// announcements may have been missed (connecting, reconnecting).
-async fn listen(pool: &PgPool, hub: &ChangeHub) {
-    loop {
-        if let Err(error) = listen_until_error(pool, hub).await {
-            tracing::warn!(%error, "not listening for other replicas' events; retrying in 1 s");
-        }
-        hub.wake_all();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-async fn listen_until_error(pool: &PgPool, hub: &ChangeHub) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANGES_CHANNEL).await?;
-    hub.wake_all();
-    loop {
-        match listener.try_recv().await? {
-            Some(notification) if !notification.payload().is_empty() => {
-                hub.wake(notification.payload());
-            }
-            // An announcement for every bot, or a lost connection, now re-established.
-            _ => hub.wake_all(),
-        }
-    }
 }
 
 /// Appends optimistically first: appends to one conversation rarely race, so read, plan,

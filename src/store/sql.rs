@@ -106,6 +106,9 @@ pub enum Bind {
     Time(OffsetDateTime),
     /// A text column's NULL.
     NoText,
+    /// Arrays (PostgreSQL only), for `UNNEST`.
+    Ints(Vec<i64>),
+    Texts(Vec<Option<String>>),
 }
 
 impl From<Option<String>> for Bind {
@@ -127,6 +130,10 @@ impl Encode<'_, Postgres> for Bind {
             Self::Int(number) => <i64 as Encode<Postgres>>::encode_by_ref(number, buf),
             Self::Time(at) => <DbTime as Encode<Postgres>>::encode_by_ref(&DbTime(*at), buf),
             Self::NoText => Ok(IsNull::Yes),
+            Self::Ints(numbers) => <Vec<i64> as Encode<Postgres>>::encode_by_ref(numbers, buf),
+            Self::Texts(texts) => {
+                <Vec<Option<String>> as Encode<Postgres>>::encode_by_ref(texts, buf)
+            }
         }
     }
 
@@ -134,6 +141,8 @@ impl Encode<'_, Postgres> for Bind {
         Some(match self {
             Self::Text(_) | Self::NoText => <String as Type<Postgres>>::type_info(),
             Self::Int(_) => <i64 as Type<Postgres>>::type_info(),
+            Self::Ints(_) => <Vec<i64> as Type<Postgres>>::type_info(),
+            Self::Texts(_) => <Vec<Option<String>> as Type<Postgres>>::type_info(),
             Self::Time(_) => <DbTime as Type<Postgres>>::type_info(),
         })
     }
@@ -152,12 +161,15 @@ impl Encode<'_, Sqlite> for Bind {
             Self::Int(number) => <i64 as Encode<Sqlite>>::encode_by_ref(number, buf),
             Self::Time(at) => <DbTime as Encode<Sqlite>>::encode_by_ref(&DbTime(*at), buf),
             Self::NoText => Ok(IsNull::Yes),
+            Self::Ints(_) | Self::Texts(_) => Err("SQLite has no arrays".into()),
         }
     }
 
     fn produces(&self) -> Option<SqliteTypeInfo> {
         Some(match self {
-            Self::Text(_) | Self::NoText => <String as Type<Sqlite>>::type_info(),
+            Self::Text(_) | Self::NoText | Self::Ints(_) | Self::Texts(_) => {
+                <String as Type<Sqlite>>::type_info()
+            }
             Self::Int(_) | Self::Time(_) => <i64 as Type<Sqlite>>::type_info(),
         })
     }

@@ -8,7 +8,7 @@ use crate::domain::Status;
 use crate::domain::sources::parse_stored;
 use crate::domain::stats::facts::micros_at;
 use crate::domain::stats::{
-    ConversationStats, Cuboid, Dims, Fact, HandledMark, Rollup, Tally, slot_of,
+    ConversationStats, Cuboid, Dims, Fact, HandledMark, Level, Rollup, Tally, slot_of,
 };
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
@@ -223,18 +223,15 @@ impl Store {
         bot_id: &str,
         conversations: &BTreeSet<&str>,
     ) -> Result<BTreeMap<String, Option<ConversationStats>>, StoreError> {
-        let ids = Value::Array(conversations.iter().map(|id| json!([id])).collect());
+        let ids: Vec<Value> = conversations.iter().map(|id| json!([id])).collect();
+        let (select, binds) = self.dialect().rows(2, &[("conversation_id", "text")], &ids);
         let text = format!(
             "SELECT conversation_id, state FROM stats_conversations
-             WHERE bot_id = $1 AND conversation_id IN ({})",
-            self.dialect().rows(2, &[("conversation_id", "text")])
+             WHERE bot_id = $1 AND conversation_id IN ({select})"
         );
-        let rows: Vec<(String, String)> = self
-            .stats_fetch(sql(
-                &text,
-                [Bind::Text(bot_id.to_owned()), Bind::Text(ids.to_string())],
-            ))
-            .await?;
+        let mut all = vec![Bind::Text(bot_id.to_owned())];
+        all.extend(binds);
+        let rows: Vec<(String, String)> = self.stats_fetch(sql(&text, all)).await?;
         let mut states = BTreeMap::new();
         for (conversation, state) in rows {
             let state: ConversationStats = serde_json::from_str(&state)
@@ -249,37 +246,36 @@ impl Store {
         &self,
         bot_id: &str,
         rollup: &Rollup,
-    ) -> Result<BTreeMap<(Cuboid, i64, Dims), Tally>, StoreError> {
+    ) -> Result<BTreeMap<(Level, Cuboid, i64, Dims), Tally>, StoreError> {
         if rollup.tallies.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let keys = Value::Array(
-            rollup
-                .tallies
-                .keys()
-                .map(|(cuboid, slot, dims)| json!([cuboid.id(), slot, key_text(dims)]))
-                .collect(),
-        );
+        let keys: Vec<Value> = rollup
+            .tallies
+            .keys()
+            .map(|(level, cuboid, slot, dims)| {
+                json!([stored_cuboid(*level, *cuboid), slot, key_text(dims)])
+            })
+            .collect();
+        let columns = [("cuboid", "smallint"), ("slot", "bigint"), ("key", "text")];
+        let (select, binds) = self.dialect().rows(2, &columns, &keys);
         let text = format!(
             "SELECT CAST(s.cuboid AS BIGINT), s.slot, s.key, s.tally
-             FROM stats_slots s JOIN ({}) AS k
+             FROM stats_slots s JOIN ({select}) AS k
                  ON s.bot_id = $1 AND s.cuboid = k.cuboid AND s.slot = k.slot
-                     AND s.key = k.key",
-            self.dialect().rows(
-                2,
-                &[("cuboid", "smallint"), ("slot", "bigint"), ("key", "text")]
-            )
+                     AND s.key = k.key"
         );
-        let rows: Vec<(i64, i64, String, String)> = self
-            .stats_fetch(sql(
-                &text,
-                [Bind::Text(bot_id.to_owned()), Bind::Text(keys.to_string())],
-            ))
-            .await?;
+        let mut all = vec![Bind::Text(bot_id.to_owned())];
+        all.extend(binds);
+        let rows: Vec<(i64, i64, String, String)> = self.stats_fetch(sql(&text, all)).await?;
         rows.into_iter()
             .map(|(cuboid, slot, key, tally)| {
                 Ok((
-                    (cuboid_of(cuboid)?, slot, dims_of(&key)?),
+                    level_and_cuboid(cuboid)
+                        .map(|(level, cuboid)| (level, cuboid, slot))
+                        .and_then(|(level, cuboid, slot)| {
+                            Ok((level, cuboid, slot, dims_of(&key)?))
+                        })?,
                     tally_of(&tally)?,
                 ))
             })
@@ -365,10 +361,11 @@ impl Store {
         Ok(counted.map_or(0, |(count,)| count))
     }
 
-    /// The stored tallies of `cuboid` in `slots`.
+    /// The stored tallies of `cuboid` in the periods `slots` of `level`.
     pub async fn stats_slots(
         &self,
         bot_id: &str,
+        level: Level,
         cuboid: Cuboid,
         slots: std::ops::Range<i64>,
     ) -> Result<Vec<(i64, Dims, Tally)>, StoreError> {
@@ -378,7 +375,7 @@ impl Store {
                  WHERE bot_id = $1 AND cuboid = $2 AND slot >= $3 AND slot < $4",
                 [
                     Bind::Text(bot_id.to_owned()),
-                    Bind::Int(cuboid.id().into()),
+                    Bind::Int(stored_cuboid(level, cuboid)),
                     Bind::Int(slots.start),
                     Bind::Int(slots.end),
                 ],
@@ -389,10 +386,11 @@ impl Store {
             .collect()
     }
 
-    /// The stored `handled` marks of grouping `mask` in `slots`.
+    /// The stored `handled` marks of grouping `mask` in the periods `slots` of `level`.
     pub async fn stats_handled(
         &self,
         bot_id: &str,
+        level: Level,
         mask: usize,
         slots: std::ops::Range<i64>,
     ) -> Result<Vec<(HandledMark, u64)>, StoreError> {
@@ -402,7 +400,7 @@ impl Store {
                  WHERE bot_id = $1 AND grouping = $2 AND slot >= $3 AND slot < $4",
                 [
                     Bind::Text(bot_id.to_owned()),
-                    Bind::Int(mask as i64),
+                    Bind::Int(stored_grouping(level, mask)),
                     Bind::Int(slots.start),
                     Bind::Int(slots.end),
                 ],
@@ -413,6 +411,7 @@ impl Store {
                 let key = serde_json::from_str(&key)
                     .map_err(|error| anyhow::anyhow!("unreadable handled key: {error}"))?;
                 let mark = HandledMark {
+                    level,
                     mask,
                     slot,
                     key,
@@ -568,14 +567,14 @@ fn page_statements(
     dialect: Dialect,
     bot_id: &str,
     writes: &PageWrites,
-    tallies: &BTreeMap<(Cuboid, i64, Dims), Tally>,
+    tallies: &BTreeMap<(Level, Cuboid, i64, Dims), Tally>,
 ) -> Vec<Sql> {
     let mut statements = Vec::new();
     let rows: Vec<Value> = tallies
         .iter()
-        .map(|((cuboid, slot, dims), tally)| {
+        .map(|((level, cuboid, slot, dims), tally)| {
             let tally = serde_json::to_string(tally).expect("a tally is JSON");
-            json!([cuboid.id(), slot, key_text(dims), tally])
+            json!([stored_cuboid(*level, *cuboid), slot, key_text(dims), tally])
         })
         .collect();
     if !rows.is_empty() {
@@ -589,7 +588,7 @@ fn page_statements(
             ],
             "ON CONFLICT (bot_id, cuboid, slot, key) DO UPDATE SET tally = excluded.tally",
             bot_id,
-            Value::Array(rows),
+            &rows,
         ));
     }
     let rows: Vec<Value> = writes
@@ -599,7 +598,7 @@ fn page_statements(
         .map(|(mark, count)| {
             let key = serde_json::to_string(&mark.key).expect("dims are JSON");
             json!([
-                mark.mask,
+                stored_grouping(mark.level, mark.mask),
                 mark.slot,
                 key,
                 mark.previous_slot.unwrap_or(-1),
@@ -620,7 +619,7 @@ fn page_statements(
             "ON CONFLICT (bot_id, grouping, slot, key, previous_slot) \
              DO UPDATE SET count = stats_handled.count + excluded.count",
             bot_id,
-            Value::Array(rows),
+            &rows,
         ));
     }
     let mut by_slot: BTreeMap<i64, Vec<&Fact>> = BTreeMap::new();
@@ -640,7 +639,7 @@ fn page_statements(
             &[("slot", "bigint"), ("facts", "text")],
             "",
             bot_id,
-            Value::Array(rows),
+            &rows,
         ));
     }
     statements.extend(state_statements(dialect, bot_id, &writes.states));
@@ -657,23 +656,18 @@ fn state_statements(
     if states.is_empty() {
         return statements;
     }
-    let conversations = Value::Array(states.keys().map(|id| json!([id])).collect());
+    let conversations: Vec<Value> = states.keys().map(|id| json!([id])).collect();
     for table in [
         "stats_conversations",
         "stats_present",
         "stats_open_conversations",
     ] {
-        let text = format!(
-            "DELETE FROM {table} WHERE bot_id = $1 AND conversation_id IN ({})",
-            dialect.rows(2, &[("conversation_id", "text")])
-        );
-        statements.push(sql(
-            &text,
-            [
-                Bind::Text(bot_id.to_owned()),
-                Bind::Text(conversations.to_string()),
-            ],
-        ));
+        let (select, binds) = dialect.rows(2, &[("conversation_id", "text")], &conversations);
+        let text =
+            format!("DELETE FROM {table} WHERE bot_id = $1 AND conversation_id IN ({select})");
+        let mut all = vec![Bind::Text(bot_id.to_owned())];
+        all.extend(binds);
+        statements.push(sql(&text, all));
     }
     let (mut kept, mut present, mut open) = (Vec::new(), Vec::new(), Vec::new());
     for (conversation, state) in states {
@@ -692,7 +686,7 @@ fn state_statements(
             ]));
         }
     }
-    let tables: [(&str, &[(&str, &str)], Vec<Value>); 3] = [
+    let tables: [(&str, &Columns, Vec<Value>); 3] = [
         (
             "stats_conversations",
             &[("conversation_id", "text"), ("state", "text")],
@@ -720,7 +714,7 @@ fn state_statements(
     ];
     for (table, columns, rows) in tables {
         if !rows.is_empty() {
-            statements.push(dialect.insert(table, columns, "", bot_id, Value::Array(rows)));
+            statements.push(dialect.insert(table, columns, "", bot_id, &rows));
         }
     }
     statements
@@ -736,46 +730,86 @@ enum Dialect {
 }
 
 impl Dialect {
-    /// `SELECT <columns> FROM <the rows of parameter $n>`: each row a JSON array whose
-    /// items are `columns`, given as `(name, PostgreSQL type)`.
-    fn rows(self, n: usize, columns: &[(&str, &str)]) -> String {
-        let items: Vec<String> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, (name, kind))| match self {
-                Self::Postgres if *kind == "text" => format!("r.v->>{i} AS {name}"),
-                Self::Postgres => format!("CAST(r.v->>{i} AS {kind}) AS {name}"),
-                Self::Sqlite => format!("json_extract(r.value, '$[{i}]') AS {name}"),
-            })
-            .collect();
-        let source = match self {
-            Self::Postgres => format!("jsonb_array_elements(CAST(${n} AS jsonb)) AS r(v)"),
-            Self::Sqlite => format!("json_each(${n}) AS r"),
-        };
-        format!("SELECT {} FROM {source}", items.join(", "))
+    /// `SELECT <columns> FROM <rows>`, the rows sent from parameter `$n` on: each row a
+    /// JSON array whose items are `columns`, given as `(name, PostgreSQL type)`.
+    /// PostgreSQL takes them as one array per column (`UNNEST`, bound in binary), SQLite
+    /// as one JSON document (`json_each`).
+    fn rows(self, n: usize, columns: &[(&str, &str)], rows: &[Value]) -> (String, Vec<Bind>) {
+        match self {
+            Self::Postgres => {
+                let mut items = Vec::new();
+                let mut arrays = Vec::new();
+                let mut binds = Vec::new();
+                for (i, (name, kind)) in columns.iter().enumerate() {
+                    let column = rows.iter().map(|row| &row[i]);
+                    if *kind == "text" {
+                        items.push(format!("r.c{i} AS {name}"));
+                        arrays.push(format!("CAST(${} AS text[])", n + i));
+                        binds.push(Bind::Texts(column.map(json_text).collect()));
+                    } else {
+                        items.push(format!("CAST(r.c{i} AS {kind}) AS {name}"));
+                        arrays.push(format!("CAST(${} AS bigint[])", n + i));
+                        binds.push(Bind::Ints(
+                            column.map(|v| v.as_i64().unwrap_or(0)).collect(),
+                        ));
+                    }
+                }
+                let names: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+                let text = format!(
+                    "SELECT {} FROM UNNEST({}) AS r({})",
+                    items.join(", "),
+                    arrays.join(", "),
+                    names.join(", ")
+                );
+                (text, binds)
+            }
+            Self::Sqlite => {
+                let items: Vec<String> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, _))| format!("json_extract(r.value, '$[{i}]') AS {name}"))
+                    .collect();
+                let text = format!("SELECT {} FROM json_each(${n}) AS r", items.join(", "));
+                (
+                    text,
+                    vec![Bind::Text(Value::Array(rows.to_vec()).to_string())],
+                )
+            }
+        }
     }
 
-    /// `INSERT INTO <table> (bot_id, <columns>) SELECT $1, … FROM <the rows of $2>`, then
-    /// `tail` (SQLite needs a WHERE before an upsert's ON CONFLICT).
+    /// `INSERT INTO <table> (bot_id, <columns>) SELECT $1, … FROM <rows>`, then `tail`
+    /// (SQLite needs a WHERE before an upsert's ON CONFLICT).
     fn insert(
         self,
         table: &str,
         columns: &[(&str, &str)],
         tail: &str,
         bot_id: &str,
-        rows: Value,
+        rows: &[Value],
     ) -> Sql {
         let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+        let (select, binds) = self.rows(2, columns, rows);
         let text = format!(
-            "INSERT INTO {table} (bot_id, {names}) SELECT $1, {names} FROM ({rows}) AS rows \
+            "INSERT INTO {table} (bot_id, {names}) SELECT $1, {names} FROM ({select}) AS rows \
              WHERE true {tail}",
             names = names.join(", "),
-            rows = self.rows(2, columns),
         );
-        sql(
-            &text,
-            [Bind::Text(bot_id.to_owned()), Bind::Text(rows.to_string())],
-        )
+        let mut all = vec![Bind::Text(bot_id.to_owned())];
+        all.extend(binds);
+        sql(&text, all)
+    }
+}
+
+/// A table's columns: `(name, PostgreSQL type)`.
+type Columns = [(&'static str, &'static str)];
+
+/// A JSON item as a text column's value.
+fn json_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
     }
 }
 
@@ -788,9 +822,9 @@ fn sql(text: &str, binds: impl IntoIterator<Item = Bind>) -> Sql {
 
 /// Each stored tally with what the page adds to it.
 fn merged(
-    mut stored: BTreeMap<(Cuboid, i64, Dims), Tally>,
-    added: BTreeMap<(Cuboid, i64, Dims), Tally>,
-) -> BTreeMap<(Cuboid, i64, Dims), Tally> {
+    mut stored: BTreeMap<(Level, Cuboid, i64, Dims), Tally>,
+    added: BTreeMap<(Level, Cuboid, i64, Dims), Tally>,
+) -> BTreeMap<(Level, Cuboid, i64, Dims), Tally> {
     for (key, tally) in added {
         stored.entry(key).or_default().merge(&tally);
     }
@@ -908,10 +942,20 @@ fn tally_of(tally: &str) -> Result<Tally, StoreError> {
     )
 }
 
-fn cuboid_of(id: i64) -> Result<Cuboid, StoreError> {
-    Cuboid::ALL
+/// A cuboid's id in storage: its level's and its own.
+fn stored_cuboid(level: Level, cuboid: Cuboid) -> i64 {
+    i64::from(level.id() + cuboid.id())
+}
+
+fn stored_grouping(level: Level, mask: usize) -> i64 {
+    i64::from(level.id()) + mask as i64
+}
+
+fn level_and_cuboid(id: i64) -> Result<(Level, Cuboid), StoreError> {
+    Level::ALL
         .into_iter()
-        .find(|cuboid| i64::from(cuboid.id()) == id)
+        .flat_map(|level| Cuboid::ALL.into_iter().map(move |cuboid| (level, cuboid)))
+        .find(|(level, cuboid)| stored_cuboid(*level, *cuboid) == id)
         .ok_or_else(|| anyhow::anyhow!("unknown stats cuboid {id}").into())
 }
 

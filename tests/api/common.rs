@@ -313,7 +313,9 @@ impl TestApp {
     /// Starts relaying new events to and from the other replicas, as `serve` does.
     pub fn relay(&self) -> Relay {
         let (store, hub) = (self.store.clone(), self.changes.clone());
-        Relay(tokio::spawn(async move { store.relay_changes(&hub).await }))
+        Relay(tokio::spawn(async move {
+            agentassist_hooks::changes::relay(&store, &hub).await
+        }))
     }
 
     /// Opens the live stream of `bot`, resuming after `last_event_id` if given.

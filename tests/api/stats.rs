@@ -142,6 +142,7 @@ async fn stats_equal_a_from_scratch_computation_over_the_stored_events(backend: 
         drop(counting);
         let span = post_history(&app, case, &history).await;
         let _counting = app.count_stats();
+        wait_until_counted(&app.store).await;
         let facts = facts_of_stored_events(&app).await;
         let queries: Vec<Asked> = (0..QUERIES_PER_CASE)
             .map(|_| asked().new_tree(&mut runner).unwrap().current())
@@ -153,6 +154,28 @@ async fn stats_equal_a_from_scratch_computation_over_the_stored_events(backend: 
             let context = format!("{} case {case}: {asked:?}", backend.name());
             assert_same(&answer, &expected, asked.zone, &context);
         }
+    }
+}
+
+/// Waits until the stats worker has counted every stored event (a loaded machine may take
+/// longer than the answers' own wait, `stats.max_lag_seconds`).
+async fn wait_until_counted(store: &agentassist_hooks::store::Store) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let latest = store.latest_event_at(BOT).await.unwrap();
+        let progress = store.stats_progress(BOT).await.unwrap();
+        if progress
+            .caught_up_at
+            .zip(latest)
+            .is_some_and(|(at, latest)| at >= latest)
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stats worker counted nothing new"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
@@ -668,6 +691,7 @@ async fn the_now_view_shows_who_is_present_by_queue_and_what_waits(backend: Back
     )
     .await;
 
+    wait_until_counted(&app.store).await;
     let now = app
         .get(&format!("/api/v1/bots/{BOT}/stats/now"), &read_token())
         .await;
@@ -718,6 +742,7 @@ async fn stats_come_as_csv_when_asked(backend: Backend) {
         .body(axum::body::Body::empty())
         .unwrap();
 
+    wait_until_counted(&app.store).await;
     let response = app.send(request).await;
 
     assert_eq!(response.status, 200, "{}", response.body);

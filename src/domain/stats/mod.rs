@@ -23,6 +23,92 @@ pub fn slot_of(micros: i64) -> i64 {
     micros.div_euclid(SLOT_MICROS)
 }
 
+/// How long the stored periods are: quarter hours, and whole hours (their sums), which
+/// answer hourly and longer buckets with a quarter of the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    Quarter,
+    Hour,
+}
+
+impl Level {
+    pub const ALL: [Level; 2] = [Self::Quarter, Self::Hour];
+
+    pub fn micros(self) -> i64 {
+        match self {
+            Self::Quarter => SLOT_MICROS,
+            Self::Hour => 4 * SLOT_MICROS,
+        }
+    }
+
+    /// The period holding `micros`.
+    pub fn period_of(self, micros: i64) -> i64 {
+        micros.div_euclid(self.micros())
+    }
+
+    /// How the level is told apart in storage: added to a cuboid's or grouping's id.
+    pub fn id(self) -> i16 {
+        match self {
+            Self::Quarter => 0,
+            Self::Hour => 10,
+        }
+    }
+
+    /// The periods wholly inside `[from, to)`.
+    fn whole(self, from: i64, to: i64) -> std::ops::Range<i64> {
+        let first = (from + self.micros() - 1).div_euclid(self.micros());
+        let last = to.div_euclid(self.micros());
+        first..last.max(first)
+    }
+}
+
+/// Where to read each part of a range: whole hours and quarters from storage, the rest fact
+/// by fact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reading {
+    pub periods: Vec<(Level, std::ops::Range<i64>)>,
+    /// `[start, end)` in microseconds.
+    pub facts: Vec<(i64, i64)>,
+}
+
+impl Reading {
+    /// `[from, to)` in hours where `hourly`, the quarters around them, and the facts of
+    /// the quarters the ends cut.
+    fn of(from: i64, to: i64, hourly: bool) -> Self {
+        if from >= to {
+            return Self::default();
+        }
+        let quarters = Level::Quarter.whole(from, to);
+        if quarters.is_empty() {
+            return Self {
+                periods: Vec::new(),
+                facts: vec![(from, to)],
+            };
+        }
+        let (head, tail) = (quarters.start * SLOT_MICROS, quarters.end * SLOT_MICROS);
+        let mut periods = Vec::new();
+        let hours = if hourly {
+            Level::Hour.whole(head, tail)
+        } else {
+            0..0
+        };
+        if hours.is_empty() {
+            periods.push((Level::Quarter, quarters));
+        } else {
+            let (first, last) = (hours.start * 4, hours.end * 4);
+            periods.push((Level::Quarter, quarters.start..first));
+            periods.push((Level::Hour, hours));
+            periods.push((Level::Quarter, last..quarters.end));
+        }
+        periods.retain(|(_, range)| !range.is_empty());
+        let facts = [(from, head), (tail, to)]
+            .into_iter()
+            .filter(|(start, end)| start < end)
+            .collect();
+        Self { periods, facts }
+    }
+}
+
 /// What a query may group or filter by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dimension {
@@ -135,11 +221,12 @@ impl Cuboid {
     }
 }
 
-/// A `handled` mark: a stint closed in `slot` under a grouping of the conversation's
-/// dimensions (`mask`, with their values `key`), the conversation's previous close under
-/// the same values in `previous_slot` (or none).
+/// A `handled` mark: a stint closed in period `slot` of `level` under a grouping of the
+/// conversation's dimensions (`mask`, with their values `key`), the conversation's previous
+/// close under the same values in period `previous_slot` (or none).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HandledMark {
+    pub level: Level,
     pub mask: usize,
     pub slot: i64,
     pub key: ConversationDims,
@@ -150,29 +237,32 @@ pub struct HandledMark {
 /// stored.
 #[derive(Debug, Default)]
 pub struct Rollup {
-    pub tallies: BTreeMap<(Cuboid, i64, Dims), Tally>,
+    pub tallies: BTreeMap<(Level, Cuboid, i64, Dims), Tally>,
     pub handled: BTreeMap<HandledMark, u64>,
 }
 
 impl Rollup {
     pub fn add(&mut self, fact: &Fact) {
         let micros = facts::micros_at(fact.at);
-        let slot = slot_of(micros);
-        for cuboid in Cuboid::ALL {
-            if cuboid.counts(&fact.measure) {
-                let key = (cuboid, slot, cuboid.key(&fact.dims));
-                self.tallies.entry(key).or_default().add(fact);
+        for level in Level::ALL {
+            let period = level.period_of(micros);
+            for cuboid in Cuboid::ALL {
+                if cuboid.counts(&fact.measure) {
+                    let key = (level, cuboid, period, cuboid.key(&fact.dims));
+                    self.tallies.entry(key).or_default().add(fact);
+                }
             }
-        }
-        if let Measure::Stint { previous, .. } = &fact.measure {
-            for (mask, previous) in previous.iter().enumerate() {
-                let mark = HandledMark {
-                    mask,
-                    slot,
-                    key: fact.dims.conversation.projected(mask),
-                    previous_slot: previous.map(slot_of),
-                };
-                *self.handled.entry(mark).or_default() += 1;
+            if let Measure::Stint { previous, .. } = &fact.measure {
+                for (mask, previous) in previous.iter().enumerate() {
+                    let mark = HandledMark {
+                        level,
+                        mask,
+                        slot: period,
+                        key: fact.dims.conversation.projected(mask),
+                        previous_slot: previous.map(|at| level.period_of(at)),
+                    };
+                    *self.handled.entry(mark).or_default() += 1;
+                }
             }
         }
     }
@@ -261,22 +351,36 @@ impl StatsQuery {
         (first.start.as_microsecond(), last.end.as_microsecond())
     }
 
-    /// The slots wholly inside the range, read from storage; the facts of the rest of the
-    /// range (at most a slot's worth at each end) are read one by one.
-    pub fn whole_slots(&self) -> std::ops::Range<i64> {
+    /// Whether every bucket boundary inside the range is on a whole hour, so that stored
+    /// hours can answer (not so for quarter-hour buckets, or a zone half an hour off UTC).
+    fn hourly(&self) -> bool {
         let (from, to) = self.range();
-        let first = slot_of(from - 1) + 1;
-        let last = slot_of(to);
-        first..last.max(first)
+        self.buckets.iter().all(|bucket| {
+            [bucket.start.as_microsecond(), bucket.end.as_microsecond()]
+                .into_iter()
+                .all(|at| at == from || at == to || at.rem_euclid(Level::Hour.micros()) == 0)
+        })
     }
 
-    /// Where `handled` must be counted from the facts themselves rather than from stored
-    /// marks: a first bucket that starts between two slots (a mark only knows its
-    /// conversation's previous close to the slot). `None` when every bucket starts on one.
-    pub fn handled_from_facts_until(&self) -> Option<i64> {
-        let first = self.buckets.first()?;
-        let start = first.start.as_microsecond();
-        (start.rem_euclid(SLOT_MICROS) != 0).then(|| first.end.as_microsecond())
+    /// Where the tallies of the range are read from.
+    pub fn tally_reading(&self) -> Reading {
+        let (from, to) = self.range();
+        Reading::of(from, to, self.hourly())
+    }
+
+    /// Where `handled` is read from: as the tallies, except in a first bucket that starts
+    /// between two slots, which is read fact by fact (a stored mark only knows its
+    /// conversation's previous close to the period).
+    pub fn handled_reading(&self) -> Reading {
+        let (from, to) = self.range();
+        let first = self.buckets.first().expect("a query has a bucket");
+        if from.rem_euclid(SLOT_MICROS) == 0 {
+            return Reading::of(from, to, self.hourly());
+        }
+        let first_end = first.end.as_microsecond();
+        let mut reading = Reading::of(first_end, to, self.hourly());
+        reading.facts.insert(0, (from, first_end));
+        reading
     }
 
     fn bucket_at(&self, micros: i64) -> Option<usize> {
@@ -317,12 +421,12 @@ impl<'q> Accumulator<'q> {
         }
     }
 
-    /// A stored slot's tally under `dims` (as the query's cuboid keeps them).
-    pub fn add_slot(&mut self, slot: i64, dims: &Dims, tally: &Tally) {
+    /// A stored period's tally under `dims` (as the query's cuboid keeps them).
+    pub fn add_period(&mut self, level: Level, period: i64, dims: &Dims, tally: &Tally) {
         if !self.query.filters.keep(dims) {
             return;
         }
-        let Some(bucket) = self.query.bucket_at(slot * SLOT_MICROS) else {
+        let Some(bucket) = self.query.bucket_at(period * level.micros()) else {
             return;
         };
         let group = self.query.group_of(dims);
@@ -349,15 +453,16 @@ impl<'q> Accumulator<'q> {
             .add(fact);
     }
 
-    /// Stored `handled` marks of a slot whose bucket starts on a slot boundary.
+    /// Stored `handled` marks of a period whose bucket starts on a boundary of its level.
     pub fn add_handled_mark(&mut self, mark: &HandledMark, count: u64) {
-        let Some(bucket) = self.query.bucket_at(mark.slot * SLOT_MICROS) else {
+        let level = mark.level;
+        let Some(bucket) = self.query.bucket_at(mark.slot * level.micros()) else {
             return;
         };
-        let bucket_slot = slot_of(self.query.buckets[bucket].start.as_microsecond());
+        let start = self.query.buckets[bucket].start.as_microsecond();
         if mark
             .previous_slot
-            .is_some_and(|previous| previous >= bucket_slot)
+            .is_some_and(|previous| previous >= level.period_of(start))
         {
             return;
         }

@@ -14,9 +14,16 @@ use std::collections::BTreeMap;
 pub struct Durations {
     pub count: u64,
     pub sum_micros: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_micros: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_micros: Option<i64>,
+    #[serde(default)]
     pub sketch: Sketch,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl Durations {
@@ -34,6 +41,10 @@ impl Durations {
         self.min_micros = lesser(self.min_micros, other.min_micros);
         self.max_micros = greater(self.max_micros, other.max_micros);
         self.sketch.merge(&other.sketch);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 
     /// The nearest-rank `q`-quantile in seconds, within 1 %.
@@ -64,33 +75,33 @@ fn greater(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 /// Everything SPEC 11.1 counts, for one slot (or bucket) and group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub started: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub ended: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Durations::is_empty")]
     pub stints: Durations,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Durations::is_empty")]
     pub first_agent: Durations,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cold: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub warm: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub redial: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub escalated: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub completed: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub failed: u64,
     /// Hops to the group's participant (or queue).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub hops_in: u64,
     /// Hops from the group's participant (or queue).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub hops_out: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub anomalies: BTreeMap<Anomaly, u64>,
 }
 
