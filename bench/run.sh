@@ -116,6 +116,18 @@ drive() {
     grep '^RESULT' "$work/wrk-$3.txt"
 }
 
+# The stats worker's lag (SPEC 11), from /metrics every second until killed, into
+# lag-$1.txt as "seconds events" lines; nothing for a binary without stats.
+sample_lag() {
+    while true; do
+        curl -s "$base/metrics" | awk '
+            /^agentassist_hooks_stats_lag_seconds / { s = $2 }
+            /^agentassist_hooks_stats_lag_events / { e = $2 }
+            END { if (s != "") print s, e }'
+        sleep 1
+    done >"$work/lag-$1.txt" 2>/dev/null
+}
+
 # pgbench at $1 clients for $2 seconds, logging each transaction under tag $3, with the
 # script $4 (default: one event per transaction).
 pgbench_run() {
@@ -187,10 +199,19 @@ for c in $CONNECTIONS; do
     # then a checkpoint, so that both runs start with the same full-page-write load.
     psql_q "$service_url" -c "VACUUM ANALYZE"
     psql_q "$ADMIN_URL" -c CHECKPOINT
+    sample_lag "$c" &
+    sampler=$!
     before=$(cpu_sample)
     result=$(drive "$c" "$DURATION" "run$c")
     after=$(cpu_sample)
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
     echo "service: $result"
+    if [[ -s "$work/lag-$c.txt" ]]; then
+        awk '{ if ($1 > s) s = $1; if ($2 > e) e = $2 } END {
+            printf "stats worker: at most %.1f s and %d events behind while wrk ran\n", s, e }' \
+            "$work/lag-$c.txt"
+    fi
     ok=$(field ok "$result")
     service_eps[$c]=$(awk -v n="$ok" -v us="$(field duration_us "$result")" 'BEGIN {printf "%.0f", n / (us / 1e6)}')
     service_p50[$c]=$(awk -v us="$(field p50_us "$result")" 'BEGIN {printf "%.1f", us / 1000}')

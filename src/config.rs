@@ -324,15 +324,6 @@ pub enum OneOrMany<T> {
     Many(Vec<T>),
 }
 
-impl<T> OneOrMany<T> {
-    pub fn into_vec(self) -> Vec<T> {
-        match self {
-            Self::One(value) => vec![value],
-            Self::Many(values) => values,
-        }
-    }
-}
-
 /// A calling app (the vendor's Client ID) and where its secrets come from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

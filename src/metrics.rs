@@ -373,3 +373,8 @@ pub fn stats_lag(events: u64, seconds: f64) {
     gauge!(STATS_LAG_EVENTS).set(events as f64);
     gauge!(STATS_LAG_SECONDS).set(seconds);
 }
+
+/// The stats worker's lag after a page.
+pub fn stats_lag_seconds(seconds: f64) {
+    gauge!(STATS_LAG_SECONDS).set(seconds);
+}

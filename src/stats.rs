@@ -35,23 +35,37 @@ pub async fn count_every_bot(store: &Store) -> Result<(), StoreError> {
     let mut lag_seconds: f64 = 0.0;
     for bot in store.bots(MAX_BOTS).await? {
         loop {
-            match store.count_stats_page(&bot.bot_id).await? {
-                Counted::Some(0) | Counted::Elsewhere => break,
-                Counted::Some(items) => crate::metrics::stats_counted(items),
-                Counted::CaughtUp => break,
+            let counted = store.count_stats_page(&bot.bot_id).await?;
+            if let Counted::Some(items) = counted {
+                crate::metrics::stats_counted(items);
+                let progress = store.stats_progress(&bot.bot_id).await?;
+                crate::metrics::stats_lag_seconds(seconds_behind(&progress));
+            }
+            if matches!(
+                counted,
+                Counted::Some(0) | Counted::Elsewhere | Counted::CaughtUp
+            ) {
+                break;
             }
         }
         let progress = store.stats_progress(&bot.bot_id).await?;
         lag_events += store
             .stats_lag_events(&bot.bot_id, progress.position.as_ref())
             .await?;
-        let behind = progress.caught_up_at.map_or(f64::INFINITY, |at| {
-            (OffsetDateTime::now_utc() - at).as_seconds_f64()
-        });
-        lag_seconds = lag_seconds.max(behind.max(0.0));
+        lag_seconds = lag_seconds.max(seconds_behind(&progress));
     }
     crate::metrics::stats_lag(u64::try_from(lag_events).unwrap_or(0), lag_seconds);
     Ok(())
+}
+
+/// Seconds since the stats last counted everything committed (forever: never).
+fn seconds_behind(progress: &crate::store::StatsProgress) -> f64 {
+    progress
+        .caught_up_at
+        .map_or(f64::INFINITY, |at| {
+            (OffsetDateTime::now_utc() - at).as_seconds_f64()
+        })
+        .max(0.0)
 }
 
 /// Waits, at most `max_lag`, until `bot_id`'s stats count every event committed before

@@ -5,6 +5,7 @@ use super::conversations::{authorize_read, problem, reject};
 use super::extract::{PathParams, QueryParams};
 use super::{AppState, paths};
 use crate::auth::Caller;
+use crate::domain::stats::tally::seconds;
 use crate::domain::stats::{
     Bucket, BucketError, Cell, Dimension, Durations, Filters, Granularity, StatsQuery, Tally,
     buckets, local_rfc3339,
@@ -252,8 +253,7 @@ pub struct GroupStats {
     /// The group's value of each `groupBy` dimension (`null`: not known); `{}` ungrouped.
     #[schema(value_type = Object)]
     group: Map<String, Value>,
-    #[schema(value_type = Vec<Object>)]
-    buckets: Vec<Value>,
+    buckets: Vec<BucketStats>,
 }
 
 impl StatsAnswer {
@@ -274,7 +274,7 @@ impl StatsAnswer {
         let results = groups
             .into_iter()
             .filter_map(|(values, cells)| {
-                let buckets: Vec<Value> = cells
+                let buckets: Vec<BucketStats> = cells
                     .into_iter()
                     .filter(|(_, cell)| !shape.is_empty(cell))
                     .map(|(index, cell)| shape.bucket(&query.buckets[index], &asked.zone, &cell))
@@ -309,6 +309,7 @@ impl StatsAnswer {
         let mut out = csv_row(columns.iter().map(String::as_str));
         for group in &self.results {
             for bucket in &group.buckets {
+                let bucket = serde_json::to_value(bucket).unwrap_or_default();
                 let mut cells: Vec<String> = group_by
                     .iter()
                     .map(|dimension| csv_value(group.group.get(dimension.name())))
@@ -417,76 +418,130 @@ impl Shape {
         shown.is_empty() && (!self.conversations || cell.handled == 0)
     }
 
-    fn bucket(&self, bucket: &Bucket, zone: &TimeZone, cell: &Cell) -> Value {
+    fn bucket(&self, bucket: &Bucket, zone: &TimeZone, cell: &Cell) -> BucketStats {
         let tally = &cell.tally;
-        let count = |n: u64| {
-            if self.conversations {
-                json!(n)
-            } else {
-                Value::Null
-            }
-        };
-        let moved = |n: u64| {
-            if self.in_and_out {
-                json!(n)
-            } else {
-                Value::Null
-            }
-        };
-        let handled = self.conversations.then_some(cell.handled);
+        let count = |n: u64| self.conversations.then_some(n);
+        let moved = |n: u64| self.in_and_out.then_some(n);
+        let handled = count(cell.handled);
         let transfer_rate = handled
             .filter(|handled| *handled > 0)
             .map(|handled| (tally.cold + tally.warm) as f64 / handled as f64);
         let outcomes = tally.completed + tally.failed;
         let success_rate = (outcomes > 0).then(|| tally.completed as f64 / outcomes as f64);
-        let anomalies: Map<String, Value> = tally
-            .anomalies
-            .iter()
-            .map(|(code, count)| (code.as_str().to_owned(), json!(count)))
-            .collect();
-        json!({
-            "start": local_rfc3339(bucket.start, zone),
-            "end": local_rfc3339(bucket.end, zone),
-            "conversations": {
-                "started": count(tally.started),
-                "ended": count(tally.ended),
-                "handled": handled,
+        BucketStats {
+            start: local_rfc3339(bucket.start, zone),
+            end: local_rfc3339(bucket.end, zone),
+            conversations: BucketConversations {
+                started: count(tally.started),
+                ended: count(tally.ended),
+                handled,
             },
-            "stints": durations(&tally.stints, true),
-            "timeToFirstAgent": durations(&tally.first_agent, false),
-            "transfers": {
-                "cold": tally.cold,
-                "warm": tally.warm,
-                "redial": tally.redial,
-                "escalated": tally.escalated,
-                "escalationsCompleted": tally.completed,
-                "escalationsFailed": tally.failed,
-                "in": moved(tally.hops_in),
-                "out": moved(tally.hops_out),
+            stints: BucketStints::of(&tally.stints),
+            time_to_first_agent: BucketFirstAgent::of(&tally.first_agent),
+            transfers: BucketTransfers {
+                cold: tally.cold,
+                warm: tally.warm,
+                redial: tally.redial,
+                escalated: tally.escalated,
+                escalations_completed: tally.completed,
+                escalations_failed: tally.failed,
+                hops_in: moved(tally.hops_in),
+                hops_out: moved(tally.hops_out),
             },
-            "anomalies": anomalies,
-            "transferRate": transfer_rate,
-            "escalationSuccessRate": success_rate,
-        })
+            anomalies: tally.anomalies.clone(),
+            transfer_rate,
+            escalation_success_rate: success_rate,
+        }
     }
 }
 
-/// Durations as SPEC 11.1 shows them: stints with their minimum and p99, the time to the
-/// first agent without.
-fn durations(durations: &Durations, stints: bool) -> Value {
-    let seconds = |micros: Option<i64>| micros.map(crate::domain::stats::tally::seconds);
-    let mut shown = json!({
-        "count": durations.count,
-        "sumSeconds": crate::domain::stats::tally::seconds(durations.sum_micros),
-        "p50Seconds": durations.quantile_seconds(0.5),
-        "p90Seconds": durations.quantile_seconds(0.9),
-        "maxSeconds": seconds(durations.max_micros),
-    });
-    if stints {
-        shown["minSeconds"] = json!(seconds(durations.min_micros));
-        shown["p99Seconds"] = json!(durations.quantile_seconds(0.99));
+/// One bucket of a group (SPEC 11.1); `null` where the grouping cannot attribute a metric.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketStats {
+    start: String,
+    end: String,
+    conversations: BucketConversations,
+    stints: BucketStints,
+    time_to_first_agent: BucketFirstAgent,
+    transfers: BucketTransfers,
+    /// Anomalies by code; a code that did not happen is left out.
+    #[schema(value_type = BTreeMap<String, u64>)]
+    anomalies: BTreeMap<Anomaly, u64>,
+    transfer_rate: Option<f64>,
+    escalation_success_rate: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BucketConversations {
+    started: Option<u64>,
+    ended: Option<u64>,
+    handled: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketStints {
+    count: u64,
+    sum_seconds: f64,
+    min_seconds: Option<f64>,
+    max_seconds: Option<f64>,
+    p50_seconds: Option<f64>,
+    p90_seconds: Option<f64>,
+    p99_seconds: Option<f64>,
+}
+
+impl BucketStints {
+    fn of(durations: &Durations) -> Self {
+        Self {
+            count: durations.count,
+            sum_seconds: seconds(durations.sum_micros),
+            min_seconds: durations.min_micros.map(seconds),
+            max_seconds: durations.max_micros.map(seconds),
+            p50_seconds: durations.quantile_seconds(0.5),
+            p90_seconds: durations.quantile_seconds(0.9),
+            p99_seconds: durations.quantile_seconds(0.99),
+        }
     }
-    shown
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketFirstAgent {
+    count: u64,
+    sum_seconds: f64,
+    p50_seconds: Option<f64>,
+    p90_seconds: Option<f64>,
+    max_seconds: Option<f64>,
+}
+
+impl BucketFirstAgent {
+    fn of(durations: &Durations) -> Self {
+        Self {
+            count: durations.count,
+            sum_seconds: seconds(durations.sum_micros),
+            p50_seconds: durations.quantile_seconds(0.5),
+            p90_seconds: durations.quantile_seconds(0.9),
+            max_seconds: durations.max_micros.map(seconds),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketTransfers {
+    cold: u64,
+    warm: u64,
+    redial: u64,
+    escalated: u64,
+    escalations_completed: u64,
+    escalations_failed: u64,
+    /// Hops into the group (grouped by participant or queue, else `null`).
+    #[serde(rename = "in")]
+    hops_in: Option<u64>,
+    /// Hops out of the group (grouped by participant or queue, else `null`).
+    #[serde(rename = "out")]
+    hops_out: Option<u64>,
 }
 
 /// What is happening now in a bot's conversations (SPEC 11.2).

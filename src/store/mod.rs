@@ -453,6 +453,8 @@ impl PoolStats {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// What the stats worker last wrote, per bot (see `stats.rs`).
+    stats_written: std::sync::Arc<stats::Written>,
 }
 
 #[derive(Clone)]
@@ -465,6 +467,7 @@ impl From<PgStore> for Store {
     fn from(store: PgStore) -> Self {
         Self {
             backend: Backend::Postgres(store),
+            stats_written: Default::default(),
         }
     }
 }
@@ -473,6 +476,7 @@ impl From<SqliteStore> for Store {
     fn from(store: SqliteStore) -> Self {
         Self {
             backend: Backend::Sqlite(store),
+            stats_written: Default::default(),
         }
     }
 }

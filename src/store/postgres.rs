@@ -196,10 +196,6 @@ impl PgStore {
         &self.pool
     }
 
-    pub fn migrator() -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
-    }
-
     /// Applies pending migrations, one replica at a time: the whole of it, checks
     /// included, runs under an advisory lock that the others poll for rather than wait on.
     /// A session waiting on a lock holds a snapshot, and `CREATE INDEX CONCURRENTLY` (some

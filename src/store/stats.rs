@@ -54,6 +54,40 @@ pub struct StatsNow {
     pub oldest_idle: Option<(String, OffsetDateTime)>,
 }
 
+/// What this process last wrote for each bot's stats: the tallies of its last page, with
+/// the position it reached. While the bot's position is still that one, nobody else wrote
+/// since (tallies are only ever written with the position), so the next page takes them
+/// from here rather than reading back what was just written. Conversation states are not
+/// kept: an erasure deletes them without moving the position.
+#[derive(Default)]
+pub(super) struct Written {
+    bots: std::sync::Mutex<std::collections::HashMap<String, LastPage>>,
+}
+
+struct LastPage {
+    position: String,
+    tallies: BTreeMap<(Level, Cuboid, i64, Dims), Tally>,
+}
+
+impl Written {
+    /// The bot's last page, if its position is still `position`; forgotten either way.
+    fn take(&self, bot_id: &str, position: &str) -> Option<LastPage> {
+        let mut bots = self
+            .bots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        bots.remove(bot_id).filter(|last| last.position == position)
+    }
+
+    fn keep(&self, bot_id: &str, last: LastPage) {
+        let mut bots = self
+            .bots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        bots.insert(bot_id.to_owned(), last);
+    }
+}
+
 /// Everything a page of the feed changes in the stats tables.
 #[derive(Debug, Default)]
 struct PageWrites {
@@ -88,8 +122,21 @@ impl Store {
         };
         let reached = last.position.clone();
         let counted = page.changes.len();
+        let expected = position_text(
+            progress
+                .position
+                .as_ref()
+                .unwrap_or(&FeedPosition::beginning()),
+        );
+        let known_tallies = self
+            .stats_written
+            .take(bot_id, &expected)
+            .map(|last| last.tallies)
+            .unwrap_or_default();
         let mut writes = self.fold_page(bot_id, &page.changes).await?;
-        let stored = self.stored_tallies(bot_id, &writes.rollup).await?;
+        let stored = self
+            .stored_tallies(bot_id, &writes.rollup, known_tallies)
+            .await?;
         let tallies = merged(stored, std::mem::take(&mut writes.rollup.tallies));
         let mut statements = page_statements(self.dialect(), bot_id, &writes, &tallies);
         let caught_up_at = caught_up.then_some(looked_at);
@@ -97,11 +144,13 @@ impl Store {
         let ran = self
             .holding_position(bot_id, &progress.position, statements)
             .await?;
-        Ok(if ran {
-            Counted::Some(counted)
-        } else {
-            Counted::Elsewhere
-        })
+        if !ran {
+            return Ok(Counted::Elsewhere);
+        }
+        let position = position_text(&reached);
+        self.stats_written
+            .keep(bot_id, LastPage { position, tallies });
+        Ok(Counted::Some(counted))
     }
 
     /// Runs `statements` in a transaction that holds `bot_id`'s position, if that is still
@@ -246,13 +295,25 @@ impl Store {
         &self,
         bot_id: &str,
         rollup: &Rollup,
+        mut known: BTreeMap<(Level, Cuboid, i64, Dims), Tally>,
     ) -> Result<BTreeMap<(Level, Cuboid, i64, Dims), Tally>, StoreError> {
-        if rollup.tallies.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let keys: Vec<Value> = rollup
+        let mut stored = BTreeMap::new();
+        let missing: Vec<&(Level, Cuboid, i64, Dims)> = rollup
             .tallies
             .keys()
+            .filter(|key| match known.remove(*key) {
+                Some(tally) => {
+                    stored.insert((*key).clone(), tally);
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(stored);
+        }
+        let keys: Vec<Value> = missing
+            .into_iter()
             .map(|(level, cuboid, slot, dims)| {
                 json!([stored_cuboid(*level, *cuboid), slot, key_text(dims)])
             })
@@ -268,18 +329,11 @@ impl Store {
         let mut all = vec![Bind::Text(bot_id.to_owned())];
         all.extend(binds);
         let rows: Vec<(i64, i64, String, String)> = self.stats_fetch(sql(&text, all)).await?;
-        rows.into_iter()
-            .map(|(cuboid, slot, key, tally)| {
-                Ok((
-                    level_and_cuboid(cuboid)
-                        .map(|(level, cuboid)| (level, cuboid, slot))
-                        .and_then(|(level, cuboid, slot)| {
-                            Ok((level, cuboid, slot, dims_of(&key)?))
-                        })?,
-                    tally_of(&tally)?,
-                ))
-            })
-            .collect()
+        for (cuboid, slot, key, tally) in rows {
+            let (level, cuboid) = level_and_cuboid(cuboid)?;
+            stored.insert((level, cuboid, slot, dims_of(&key)?), tally_of(&tally)?);
+        }
+        Ok(stored)
     }
 
     /// How far `bot_id`'s stats go.
