@@ -107,7 +107,13 @@ pub async fn answer(
     let tallies = query.tally_reading();
     for (level, periods) in &tallies.periods {
         let rows = store
-            .stats_slots(bot_id, *level, query.cuboid(), periods.clone())
+            .stats_slots(
+                bot_id,
+                *level,
+                query.cuboid(),
+                query.only_key(),
+                periods.clone(),
+            )
             .await?;
         for (period, dims, tally) in rows {
             accumulator.add_period(*level, period, &dims, &tally);

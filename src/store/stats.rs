@@ -415,26 +415,30 @@ impl Store {
         Ok(counted.map_or(0, |(count,)| count))
     }
 
-    /// The stored tallies of `cuboid` in the periods `slots` of `level`.
+    /// The stored tallies of `cuboid` in the periods `slots` of `level`: every key's, or
+    /// `only` one's.
     pub async fn stats_slots(
         &self,
         bot_id: &str,
         level: Level,
         cuboid: Cuboid,
+        only: Option<Dims>,
         slots: std::ops::Range<i64>,
     ) -> Result<Vec<(i64, Dims, Tally)>, StoreError> {
-        let rows: Vec<(i64, String, String)> = self
-            .stats_fetch(sql(
-                "SELECT slot, key, tally FROM stats_slots
-                 WHERE bot_id = $1 AND cuboid = $2 AND slot >= $3 AND slot < $4",
-                [
-                    Bind::Text(bot_id.to_owned()),
-                    Bind::Int(stored_cuboid(level, cuboid)),
-                    Bind::Int(slots.start),
-                    Bind::Int(slots.end),
-                ],
-            ))
-            .await?;
+        let mut text = "SELECT slot, key, tally FROM stats_slots
+             WHERE bot_id = $1 AND cuboid = $2 AND slot >= $3 AND slot < $4"
+            .to_owned();
+        let mut binds = vec![
+            Bind::Text(bot_id.to_owned()),
+            Bind::Int(stored_cuboid(level, cuboid)),
+            Bind::Int(slots.start),
+            Bind::Int(slots.end),
+        ];
+        if let Some(dims) = only {
+            text.push_str(" AND key = $5");
+            binds.push(Bind::Text(key_text(&dims)));
+        }
+        let rows: Vec<(i64, String, String)> = self.stats_fetch(sql(&text, binds)).await?;
         rows.into_iter()
             .map(|(slot, key, tally)| Ok((slot, dims_of(&key)?, tally_of(&tally)?)))
             .collect()

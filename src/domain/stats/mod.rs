@@ -170,18 +170,26 @@ impl Dimension {
     }
 }
 
-/// The groupings slots are kept in: everything together, by participant, by queue, and by
-/// all five dimensions (which answers any other grouping or filter, with more rows read).
+/// The groupings slots are kept in: everything together, by participant, by queue, by the
+/// conversation's own dimensions, and by all five (which answers any other grouping or
+/// filter, with more rows read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Cuboid {
     Total = 0,
     Participant = 1,
     Queue = 2,
     Full = 3,
+    Conversation = 4,
 }
 
 impl Cuboid {
-    pub const ALL: [Cuboid; 4] = [Self::Total, Self::Participant, Self::Queue, Self::Full];
+    pub const ALL: [Cuboid; 5] = [
+        Self::Total,
+        Self::Participant,
+        Self::Queue,
+        Self::Full,
+        Self::Conversation,
+    ];
 
     pub fn id(self) -> i16 {
         self as i16
@@ -193,6 +201,12 @@ impl Cuboid {
             [] => Self::Total,
             [Dimension::Participant] => Self::Participant,
             [Dimension::Queue] => Self::Queue,
+            _ if !needed
+                .iter()
+                .any(|dimension| dimension.is_of_participants()) =>
+            {
+                Self::Conversation
+            }
             _ => Self::Full,
         }
     }
@@ -207,6 +221,10 @@ impl Cuboid {
             },
             Self::Queue => Dims {
                 queue: dims.queue.clone(),
+                ..Dims::default()
+            },
+            Self::Conversation => Dims {
+                conversation: dims.conversation.clone(),
                 ..Dims::default()
             },
             Self::Full => dims.clone(),
@@ -327,6 +345,22 @@ impl StatsQuery {
 
     pub fn cuboid(&self) -> Cuboid {
         Cuboid::for_dimensions(&self.dimensions())
+    }
+
+    /// The one key of the cuboid the query can use, when a filter pins it: a participant's
+    /// or a queue's own rows, rather than every participant's or queue's.
+    pub fn only_key(&self) -> Option<Dims> {
+        let cuboid = self.cuboid();
+        let pinned = Dims {
+            participant: self.filters.participant.clone(),
+            queue: self.filters.queue.clone(),
+            ..Dims::default()
+        };
+        match cuboid {
+            Cuboid::Participant if pinned.participant.is_some() => Some(cuboid.key(&pinned)),
+            Cuboid::Queue if pinned.queue.is_some() => Some(cuboid.key(&pinned)),
+            _ => None,
+        }
     }
 
     pub fn conversation_counts(&self) -> ConversationCounts {
