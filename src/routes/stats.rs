@@ -52,8 +52,10 @@ pub struct StatsParams {
     /// Only the facts of this queue (conversation counts are then `null`).
     #[param(min_length = 1)]
     pub queue: Option<String>,
-    /// Only the facts of conversations with this experience.
-    #[param(pattern = "^(?i)(chat|voice|email)$")]
+    /// Only the facts of conversations with this experience (`chat`, `voice` or `email`, in
+    /// any case).
+    // Spelled out: ECMA-262, the dialect of OpenAPI patterns, has no inline `(?i)` flag.
+    #[param(pattern = "^([Cc][Hh][Aa][Tt]|[Vv][Oo][Ii][Cc][Ee]|[Ee][Mm][Aa][Ii][Ll])$")]
     pub experience: Option<String>,
 }
 
