@@ -201,7 +201,7 @@ fn describe() {
     describe_gauge!(
         STATS_LAG_SECONDS,
         Unit::Seconds,
-        "Seconds since the most lagging bot's stats last counted everything committed"
+        "How long the oldest event not counted in the stats yet has waited, over every bot"
     );
     // Series that exist before their first event, so that rate() sees them start at zero.
     counter!(STATS_COUNTED).absolute(0);

@@ -35,16 +35,15 @@ pub async fn count_every_bot(store: &Store) -> Result<(), StoreError> {
     let mut lag_seconds: f64 = 0.0;
     for bot in store.bots(MAX_BOTS).await? {
         loop {
-            let counted = store.count_stats_page(&bot.bot_id).await?;
-            if let Counted::Some(items) = counted {
-                crate::metrics::stats_counted(items);
-                let progress = store.stats_progress(&bot.bot_id).await?;
-                crate::metrics::stats_lag_seconds(seconds_behind(&progress));
-            }
-            if matches!(
-                counted,
-                Counted::Some(0) | Counted::Elsewhere | Counted::CaughtUp
-            ) {
+            let Counted::Page { items, more } = store.count_stats_page(&bot.bot_id).await? else {
+                break;
+            };
+            crate::metrics::stats_counted(items);
+            let seconds = seconds_behind(store, &bot.bot_id).await?;
+            crate::metrics::stats_lag_seconds(seconds);
+            // Without `more` the page reached what was committed when it was read; what
+            // came since woke the worker for its next pass.
+            if !more {
                 break;
             }
         }
@@ -52,20 +51,21 @@ pub async fn count_every_bot(store: &Store) -> Result<(), StoreError> {
         lag_events += store
             .stats_lag_events(&bot.bot_id, progress.position.as_ref())
             .await?;
-        lag_seconds = lag_seconds.max(seconds_behind(&progress));
+        lag_seconds = lag_seconds.max(seconds_behind(store, &bot.bot_id).await?);
     }
     crate::metrics::stats_lag(u64::try_from(lag_events).unwrap_or(0), lag_seconds);
     Ok(())
 }
 
-/// Seconds since the stats last counted everything committed (forever: never).
-fn seconds_behind(progress: &crate::store::StatsProgress) -> f64 {
-    progress
-        .caught_up_at
-        .map_or(f64::INFINITY, |at| {
-            (OffsetDateTime::now_utc() - at).as_seconds_f64()
-        })
-        .max(0.0)
+/// How long the first event the stats have not counted has waited (0 when none waits).
+async fn seconds_behind(store: &Store, bot_id: &str) -> Result<f64, StoreError> {
+    let position = store.stats_progress(bot_id).await?.position;
+    let first = store
+        .stats_first_uncounted_at(bot_id, position.as_ref())
+        .await?;
+    Ok(first.map_or(0.0, |at| {
+        (OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0)
+    }))
 }
 
 /// Waits, at most `max_lag`, until `bot_id`'s stats count every event committed before

@@ -23,8 +23,8 @@ const PAGE_BYTES: i64 = 4 * 1024 * 1024;
 /// What counting a page did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counted {
-    /// Items were counted; more may follow.
-    Some(usize),
+    /// `items` were counted; `more` when the feed held more than the page.
+    Page { items: usize, more: bool },
     /// Nothing is left to count: everything committed is counted.
     CaughtUp,
     /// Another replica is counting this bot, or counted past where this one read.
@@ -113,7 +113,10 @@ impl Store {
         let caught_up = !page.more && !page.held_back;
         let Some(last) = page.changes.last() else {
             if !caught_up {
-                return Ok(Counted::Some(0));
+                return Ok(Counted::Page {
+                    items: 0,
+                    more: false,
+                });
             }
             let statements = vec![mark_caught_up(bot_id, looked_at)];
             self.holding_position(bot_id, &progress.position, statements)
@@ -150,7 +153,10 @@ impl Store {
         let position = position_text(&reached);
         self.stats_written
             .keep(bot_id, LastPage { position, tallies });
-        Ok(Counted::Some(counted))
+        Ok(Counted::Page {
+            items: counted,
+            more: page.more,
+        })
     }
 
     /// Runs `statements` in a transaction that holds `bot_id`'s position, if that is still
@@ -389,6 +395,45 @@ impl Store {
             }
         };
         Ok(latest)
+    }
+
+    /// When the first of `bot_id`'s events after `position` in its feed was received
+    /// (`None`: every visible event is counted).
+    pub async fn stats_first_uncounted_at(
+        &self,
+        bot_id: &str,
+        position: Option<&FeedPosition>,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        let start = FeedPosition::beginning();
+        let after = position.unwrap_or(&start);
+        let query = "SELECT received_at FROM events
+             WHERE bot_id = $1 AND (feed_txn, conversation_id, seq) > ($2, $3, $4)
+             ORDER BY feed_txn, conversation_id, seq LIMIT 1";
+        let first = match &self.backend {
+            super::Backend::Postgres(store) => {
+                store
+                    .deadlines()
+                    .read(async {
+                        Ok(sqlx::query_scalar::<_, OffsetDateTime>(query)
+                            .bind(bot_id)
+                            .bind(after.txn)
+                            .bind(&after.conversation_id)
+                            .bind(after.seq)
+                            .fetch_optional(store.pool())
+                            .await?)
+                    })
+                    .await?
+            }
+            super::Backend::Sqlite(store) => sqlx::query_scalar::<_, i64>(query)
+                .bind(bot_id)
+                .bind(after.txn)
+                .bind(&after.conversation_id)
+                .bind(after.seq)
+                .fetch_optional(store.reader())
+                .await?
+                .map(at_micros),
+        };
+        Ok(first)
     }
 
     /// How many of `bot_id`'s events follow `position` in its feed.
