@@ -105,12 +105,20 @@ impl Store {
     pub async fn count_stats_page(&self, bot_id: &str) -> Result<Counted, StoreError> {
         let progress = self.stats_progress(bot_id).await?;
         // Taken before the feed is read: everything committed before it is in the page or
-        // after it (or held back, and then the page says so).
+        // follows it.
         let looked_at = now_micros();
         let page = self
             .changes(bot_id, progress.position.as_ref(), PAGE, PAGE_BYTES)
             .await?;
-        let caught_up = !page.more && !page.held_back;
+        let last_listed = page.changes.last().map(|change| &change.position);
+        // `held_back` is judged in a snapshot taken after the page's: a transaction that held
+        // events back from the page may have ended in between, and they would be missed. So
+        // the stats count as caught up only when nothing at all follows the page.
+        let caught_up = !page.more
+            && !page.held_back
+            && !self
+                .feed_continues(bot_id, last_listed.or(progress.position.as_ref()))
+                .await?;
         let Some(last) = page.changes.last() else {
             if !caught_up {
                 return Ok(Counted::Page {
@@ -434,6 +442,39 @@ impl Store {
                 .map(at_micros),
         };
         Ok(first)
+    }
+
+    /// Whether any event or tombstone of `bot_id` follows `position` in its feed, listed
+    /// yet or not.
+    async fn feed_continues(
+        &self,
+        bot_id: &str,
+        position: Option<&FeedPosition>,
+    ) -> Result<bool, StoreError> {
+        let start = FeedPosition::beginning();
+        let after = position.unwrap_or(&start);
+        let follows = |table: &str| {
+            format!(
+                "SELECT 1 FROM {table} WHERE bot_id = $1 \
+                 AND (feed_txn, conversation_id, seq) > ($2, $3, $4)"
+            )
+        };
+        let found: Vec<(i64,)> = self
+            .stats_fetch(sql(
+                &format!(
+                    "SELECT CAST(1 AS BIGINT) WHERE EXISTS ({}) OR EXISTS ({})",
+                    follows("events"),
+                    follows("erasures")
+                ),
+                [
+                    Bind::Text(bot_id.to_owned()),
+                    Bind::Int(after.txn),
+                    Bind::Text(after.conversation_id.clone()),
+                    Bind::Int(after.seq),
+                ],
+            ))
+            .await?;
+        Ok(!found.is_empty())
     }
 
     /// How many of `bot_id`'s events follow `position` in its feed.
