@@ -79,16 +79,26 @@ pub async fn wait_until_counted(
 ) -> Result<Option<OffsetDateTime>, StoreError> {
     let asked_at = OffsetDateTime::now_utc();
     let latest = store.latest_event_at(bot_id).await?;
+    // Under steady ingest the worker seldom finds nothing after its page; once it has
+    // counted past the feed's visible end at the request, the answer is as of the request.
+    let end = store.feed_end(bot_id).await?;
     let deadline = tokio::time::Instant::now() + max_lag;
     loop {
-        let caught_up_at = store.stats_progress(bot_id).await?.caught_up_at;
+        let progress = store.stats_progress(bot_id).await?;
+        let caught_up_at = progress.caught_up_at;
         let counted = match (caught_up_at, latest) {
             (Some(at), Some(latest)) => at >= latest.min(asked_at),
             (_, None) => true,
             (None, Some(_)) => false,
         };
-        if counted || tokio::time::Instant::now() >= deadline {
-            return Ok(caught_up_at.or(latest.is_none().then_some(asked_at)));
+        if counted {
+            return Ok(caught_up_at.or(Some(asked_at)));
+        }
+        if end.is_some() && progress.position >= end {
+            return Ok(Some(asked_at));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(caught_up_at);
         }
         hub.count_now();
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1013,3 +1013,55 @@ async fn get_stats_over_http(
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
+
+/// An event held back from the feed by an older transaction still running (SPEC 8) keeps
+/// the worker from finding nothing after its page, as steady ingest does all the time: an
+/// answer is as of the request once the feed's visible end is counted, rather than
+/// waiting out `stats.max_lag_seconds` to report the last time nothing followed.
+#[sqlx::test(migrations = "migrations/postgres")]
+async fn an_answer_is_as_of_the_request_once_the_visible_feed_is_counted(pool: sqlx::PgPool) {
+    // Arrange
+    let app = TestApp::new(pool.clone());
+    let _counting = app.count_stats();
+    post(&app, "c-visible", vec![transfer("NA", "entry", "agent-1")]).await;
+    wait_until_counted(&app.store).await;
+    let mut holding = pool.begin().await.unwrap();
+    sqlx::query("SELECT txid_current()")
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    post(
+        &app,
+        "c-held-back",
+        vec![transfer("NA", "entry", "agent-2")],
+    )
+    .await;
+    let posted = OffsetDateTime::now_utc();
+    let now = posted.format(&Rfc3339).unwrap();
+    let from = (posted - time::Duration::hours(1))
+        .format(&Rfc3339)
+        .unwrap();
+    let path = format!(
+        "/api/v1/bots/{BOT}/stats?from={}&to={}",
+        serde_urlencoded(&[("x", from)]).trim_start_matches("x="),
+        serde_urlencoded(&[("x", now)]).trim_start_matches("x="),
+    );
+
+    // Act
+    let answer = app.get(&path, &read_token()).await;
+
+    // Assert
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let as_of = OffsetDateTime::parse(answer.body["asOf"].as_str().unwrap(), &Rfc3339).unwrap();
+    assert!(
+        as_of >= posted,
+        "asOf {as_of} is the request's time, not the last moment nothing followed the page \
+         (before {posted})"
+    );
+    assert_eq!(
+        answer.body["results"][0]["buckets"][0]["conversations"]["started"], 1,
+        "the held-back conversation is not visible yet: {}",
+        answer.body
+    );
+    holding.rollback().await.unwrap();
+}
