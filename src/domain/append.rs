@@ -725,7 +725,7 @@ mod rule_tests {
     //! SPEC 3 and 7.3, rule by rule, through the fold that applies [`plan_append`].
     use super::*;
     use crate::domain::Experience;
-    use crate::domain::ingest::IngestBatch;
+    use crate::domain::ingest::parsed_event as parse;
     use crate::domain::timeline::Timeline;
     use crate::domain::vocabulary::*;
     use serde_json::{Value, json};
@@ -736,14 +736,6 @@ mod rule_tests {
 
     fn at(seconds: i64) -> OffsetDateTime {
         T0 + Duration::seconds(seconds)
-    }
-
-    /// One event, parsed from a hooks body exactly as the route would.
-    fn parse(event: Value) -> Event {
-        let body = json!({ "conversationId": "atesta-0001", "botId": "st-1", "events": [event] });
-        let mut batch = IngestBatch::parse(body.to_string().as_bytes(), "st-1")
-            .expect("the test body is a valid hooks request");
-        batch.events.remove(0)
     }
 
     fn transfer(transfer_type: &str, transition: &str, agent: u8) -> Event {

@@ -711,6 +711,15 @@ fn push_pointer_token(path: &mut String, name: &str) {
     }
 }
 
+/// One event, parsed from a hooks body exactly as the route would (for the domain's tests).
+#[cfg(test)]
+pub(crate) fn parsed_event(event: Value) -> Event {
+    let body = serde_json::json!({ "conversationId": "c-1", "botId": "st-1", "events": [event] });
+    let mut batch = IngestBatch::parse(body.to_string().as_bytes(), "st-1")
+        .expect("the test body is a valid hooks request");
+    batch.events.remove(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -451,8 +451,6 @@ impl Store {
         bot_id: &str,
         position: Option<&FeedPosition>,
     ) -> Result<bool, StoreError> {
-        let start = FeedPosition::beginning();
-        let after = position.unwrap_or(&start);
         let follows = |table: &str| {
             format!(
                 "SELECT 1 FROM {table} WHERE bot_id = $1 \
@@ -466,12 +464,7 @@ impl Store {
                     follows("events"),
                     follows("erasures")
                 ),
-                [
-                    Bind::Text(bot_id.to_owned()),
-                    Bind::Int(after.txn),
-                    Bind::Text(after.conversation_id.clone()),
-                    Bind::Int(after.seq),
-                ],
+                bot_and_position(bot_id, position),
             ))
             .await?;
         Ok(!found.is_empty())
@@ -483,18 +476,11 @@ impl Store {
         bot_id: &str,
         position: Option<&FeedPosition>,
     ) -> Result<i64, StoreError> {
-        let start = FeedPosition::beginning();
-        let after = position.unwrap_or(&start);
         let counted: Option<(i64,)> = self
             .stats_fetch(sql(
                 "SELECT count(*) FROM events
                  WHERE bot_id = $1 AND (feed_txn, conversation_id, seq) > ($2, $3, $4)",
-                [
-                    Bind::Text(bot_id.to_owned()),
-                    Bind::Int(after.txn),
-                    Bind::Text(after.conversation_id.clone()),
-                    Bind::Int(after.seq),
-                ],
+                bot_and_position(bot_id, position),
             ))
             .await?
             .pop();
@@ -672,6 +658,18 @@ impl Store {
             super::Backend::Sqlite(store) => Ok(fetch_all(store.reader(), query).await?),
         }
     }
+}
+
+/// `$1` the bot, `$2`–`$4` a place in its feed (its start when `None`).
+fn bot_and_position(bot_id: &str, position: Option<&FeedPosition>) -> [Bind; 4] {
+    let start = FeedPosition::beginning();
+    let after = position.unwrap_or(&start);
+    [
+        Bind::Text(bot_id.to_owned()),
+        Bind::Int(after.txn),
+        Bind::Text(after.conversation_id.clone()),
+        Bind::Int(after.seq),
+    ]
 }
 
 fn mark_caught_up(bot_id: &str, looked_at: i64) -> Sql {

@@ -336,7 +336,7 @@ pub fn micros_at(at: OffsetDateTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::IngestBatch;
+    use crate::domain::ingest::parsed_event as parse;
     use serde_json::{Value, json};
     use time::Duration;
     use time::macros::datetime;
@@ -345,12 +345,6 @@ mod tests {
 
     fn at(seconds: i64) -> OffsetDateTime {
         T0 + Duration::seconds(seconds)
-    }
-
-    fn parse(event: Value) -> Event {
-        let body = json!({ "conversationId": "c-1", "botId": "st-1", "events": [event] });
-        let mut batch = IngestBatch::parse(body.to_string().as_bytes(), "st-1").unwrap();
-        batch.events.remove(0)
     }
 
     fn transfer(kind: &str, transition: &str, agent: &str, queue: Option<&str>) -> Event {
