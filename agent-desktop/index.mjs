@@ -58,8 +58,7 @@ export function connect(adApi, options) {
     inFlight.add(task);
   };
 
-  const send = (method, path, body) =>
-    call(settings, method, `${base}${path}`, body, newKey());
+  const send = (method, path, body) => call(settings, method, `${base}${path}`, body, newKey());
 
   const conversation = (interactionId) =>
     `/conversations/${encodeURIComponent(settings.conversationId(interactionId))}`;

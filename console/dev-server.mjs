@@ -7,8 +7,8 @@
 //
 // The tests can use it too (CONSOLE_FROM_SOURCE=1); CI tests the binary's own /console/.
 
-import { createServer, request as httpRequest } from "node:http";
 import { readFile } from "node:fs/promises";
+import { createServer, request as httpRequest } from "node:http";
 import { dirname, extname, join, normalize, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 

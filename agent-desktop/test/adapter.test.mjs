@@ -3,22 +3,19 @@
 //
 //   AGENTASSIST_HOOKS_BINARY=target/release/agentassist-hooks node --test agent-desktop/test/
 
-import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { connect } from "../index.mjs";
 
 const BOT = "st-desktop";
 const repository = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const binary = resolve(
-  repository,
-  process.env.AGENTASSIST_HOOKS_BINARY ?? "target/ci-release/agentassist-hooks",
-);
+const binary = resolve(repository, process.env.AGENTASSIST_HOOKS_BINARY ?? "target/ci-release/agentassist-hooks");
 
 /** A stand-in for the desktop's `adApi`: `on` registers, `emit` calls like the desktop does. */
 class StandInDesktop {
@@ -152,9 +149,15 @@ test("a Bright Pattern interaction reaches the service as INTERACTION_DATA", asy
   assert.equal(returned, null, "the handler returns what the seed says: null");
   const conversation = await read("/conversations/int-desktop-1");
   assert.equal(conversation.interaction.service, "Billing");
-  assert.deepEqual(conversation.interaction.deliveredTo.map((delivery) => delivery.agentId), ["agent-1"]);
+  assert.deepEqual(
+    conversation.interaction.deliveredTo.map((delivery) => delivery.agentId),
+    ["agent-1"],
+  );
   const { events } = await read("/conversations/int-desktop-1/events");
-  assert.deepEqual(events.map((event) => event.name), ["INTERACTION_DATA"]);
+  assert.deepEqual(
+    events.map((event) => event.name),
+    ["INTERACTION_DATA"],
+  );
   assert.deepEqual(events[0].payload.interaction, interaction, "stored exactly as the handler got it");
 });
 
@@ -178,7 +181,10 @@ test("transfer data handed from agent 1 to agent 2 goes through the desktop and 
   assert.deepEqual(stored.data, handedOver);
   assert.equal(stored.participant.identity, "agent-1");
   const conversation = await read("/conversations/int-desktop-2");
-  assert.deepEqual(conversation.interaction.deliveredTo.map((delivery) => delivery.agentId), ["agent-1", "agent-2"]);
+  assert.deepEqual(
+    conversation.interaction.deliveredTo.map((delivery) => delivery.agentId),
+    ["agent-1", "agent-2"],
+  );
 
   // A desktop that brought no data gets the latest the service has.
   const agent3 = desktop("agent-3", { onLoadTransferData: (id, value) => loaded.push([id, value]) });
@@ -192,9 +198,7 @@ test("a 503 is retried under one Idempotency-Key and the desktop never sees an e
   refuseNext = 1;
   const before = seenThroughProxy.length;
 
-  assert.doesNotThrow(() =>
-    agent.adApi.emit("ON_NEW_INTERACTION", { interactionId: "int-desktop-3", type: "email" }),
-  );
+  assert.doesNotThrow(() => agent.adApi.emit("ON_NEW_INTERACTION", { interactionId: "int-desktop-3", type: "email" }));
   await agent.adapter.idle();
 
   assert.equal(seenThroughProxy.length - before, 2, "one refused call, one retry");
@@ -207,9 +211,7 @@ test("a service that is down for good is given up on, without throwing into the 
   const agent = desktop("agent-10", { retry: { attempts: 3, firstDelayMs: 5, maxDelayMs: 10 } });
   refuseNext = 3;
 
-  assert.doesNotThrow(() =>
-    agent.adApi.emit("ON_NEW_INTERACTION", { interactionId: "int-desktop-4", type: "chat" }),
-  );
+  assert.doesNotThrow(() => agent.adApi.emit("ON_NEW_INTERACTION", { interactionId: "int-desktop-4", type: "chat" }));
   await agent.adapter.idle();
 
   assert.match(agent.log.lines.join("\n"), /gave up after 3 attempts/);

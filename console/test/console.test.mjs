@@ -7,14 +7,14 @@
 //
 // Screenshots of each page at 1280x800 and 390x844 go to target/console-screenshots/.
 
-import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { createInterface } from "node:readline";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
@@ -60,7 +60,10 @@ const requestUrls = [];
 function listeningAddress(child) {
   return new Promise((resolvePromise, reject) => {
     const lines = createInterface({ input: child.stdout });
-    const timer = setTimeout(() => reject(new Error(`the service did not log its address:\n${serviceLog.join("\n")}`)), 30000);
+    const timer = setTimeout(
+      () => reject(new Error(`the service did not log its address:\n${serviceLog.join("\n")}`)),
+      30000,
+    );
     lines.on("line", (line) => {
       serviceLog.push(line);
       if (serviceLog.length > 200) serviceLog = serviceLog.slice(-100);
@@ -212,7 +215,11 @@ before(async () => {
   delete env.DATABASE_URL;
   delete env.RUST_LOG;
   for (const key of Object.keys(env)) if (key.startsWith("HOOKS__")) delete env[key];
-  service = spawn(binary, ["--config", join(work, "console.toml"), "serve"], { cwd: work, env, stdio: ["ignore", "pipe", "pipe"] });
+  service = spawn(binary, ["--config", join(work, "console.toml"), "serve"], {
+    cwd: work,
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   serviceUrl = `http://${await listeningAddress(service)}`;
   const mint = (app, secret) =>
     execFileSync(binary, ["token", "--app-id", app, "--secret-env", secret], { env }).toString().trim();
@@ -288,14 +295,22 @@ async function ready(name, hashPart = null) {
   await page.waitForFunction(
     ([expected, part]) => {
       const main = document.querySelector("main");
-      return main.dataset.ready === "true" && main.dataset.page === expected && (part === null || (main.dataset.route ?? "").includes(part)) && location.hash === (main.dataset.route ?? location.hash);
+      return (
+        main.dataset.ready === "true" &&
+        main.dataset.page === expected &&
+        (part === null || (main.dataset.route ?? "").includes(part)) &&
+        location.hash === (main.dataset.route ?? location.hash)
+      );
     },
     [name, hashPart],
   );
 }
 
 async function shoot(name) {
-  for (const [label, viewport] of [["1280", WIDE], ["390", NARROW]]) {
+  for (const [label, viewport] of [
+    ["1280", WIDE],
+    ["390", NARROW],
+  ]) {
     await page.setViewportSize(viewport);
     // The chart redraws for its new width on the next frame.
     await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
@@ -310,8 +325,12 @@ async function waitLive() {
 
 /** A GET of the query API with the read token, as the console makes it. */
 async function api(path, params = {}) {
-  const query = new URLSearchParams(Object.entries(params).filter(([, value]) => value !== undefined && value !== null && value !== "")).toString();
-  const response = await fetch(`${serviceUrl}/api/v1/bots/${BOT}${path}${query ? `?${query}` : ""}`, { headers: { token: readToken } });
+  const query = new URLSearchParams(
+    Object.entries(params).filter(([, value]) => value !== undefined && value !== null && value !== ""),
+  ).toString();
+  const response = await fetch(`${serviceUrl}/api/v1/bots/${BOT}${path}${query ? `?${query}` : ""}`, {
+    headers: { token: readToken },
+  });
   const text = await response.text();
   assert.equal(response.status, 200, `GET ${path}?${query}: ${response.status} ${text}`);
   return JSON.parse(text);
@@ -326,7 +345,13 @@ async function overviewRange(zone = null) {
 
 /** The stats the overview's chart was drawn from, asked of the API with the same range. */
 function statsLike(range, extra = {}) {
-  return api("/stats", { from: range.from, to: range.to, timeZone: range.timeZone, granularity: range.granularity, ...extra });
+  return api("/stats", {
+    from: range.from,
+    to: range.to,
+    timeZone: range.timeZone,
+    granularity: range.granularity,
+    ...extra,
+  });
 }
 
 const tileText = (id) => page.locator(testid(id)).textContent();
@@ -405,7 +430,12 @@ test("Tab reaches a conversation row and Enter opens the conversation", async ()
   let reached = false;
   for (let presses = 0; presses < 80 && !reached; presses += 1) {
     await page.keyboard.press("Tab");
-    reached = await page.evaluate((id) => document.activeElement?.dataset?.key === id && document.activeElement.closest("tr")?.dataset.testid === "conversation-row", COLD);
+    reached = await page.evaluate(
+      (id) =>
+        document.activeElement?.dataset?.key === id &&
+        document.activeElement.closest("tr")?.dataset.testid === "conversation-row",
+      COLD,
+    );
   }
   assert.ok(reached, "Tab reaches the cold conversation's row");
   await page.keyboard.press("Enter");
@@ -419,29 +449,51 @@ test("the cold conversation's chart: three bars in order of entry and two COLD h
   const bars = page.locator(testid("stint-bar"));
   await bars.first().waitFor();
   const drawn = await bars.evaluateAll((nodes) =>
-    nodes.map((node) => ({ identity: node.dataset.identity, row: Number(node.dataset.rowIndex), top: node.getBoundingClientRect().top, name: node.getAttribute("aria-label") })),
+    nodes.map((node) => ({
+      identity: node.dataset.identity,
+      row: Number(node.dataset.rowIndex),
+      top: node.getBoundingClientRect().top,
+      name: node.getAttribute("aria-label"),
+    })),
   );
   assert.equal(drawn.length, 3, "one bar per stint");
-  assert.deepEqual(drawn.map((bar) => bar.identity), ["agentId1", "agentId2", "agentId3"]);
-  assert.deepEqual(drawn.map((bar) => bar.row), [0, 1, 2], "a row each, in order of first entry");
+  assert.deepEqual(
+    drawn.map((bar) => bar.identity),
+    ["agentId1", "agentId2", "agentId3"],
+  );
+  assert.deepEqual(
+    drawn.map((bar) => bar.row),
+    [0, 1, 2],
+    "a row each, in order of first entry",
+  );
   assert.ok(drawn[0].top < drawn[1].top && drawn[1].top < drawn[2].top, "rows top to bottom");
   assert.match(drawn[0].name, /^agentId1 \(AgentName1\), NA entry \d\d:\d\d:\d\d to COLD exit \d\d:\d\d:\d\d/);
   assert.match(drawn[1].name, /^agentId2 \(AgentName2\), COLD entry .* to COLD exit /);
   assert.match(drawn[2].name, /^agentId3 \(AgentName3\), COLD entry .* to NA exit /);
-  const labels = await page.locator(testid("timeline-row-label")).evaluateAll((nodes) => nodes.map((node) => node.dataset.row));
+  const labels = await page
+    .locator(testid("timeline-row-label"))
+    .evaluateAll((nodes) => nodes.map((node) => node.dataset.row));
   assert.deepEqual(labels, ["agentId1", "agentId2", "agentId3"]);
 
   const hops = page.locator(`${testid("hop")}[data-kind="COLD"]`);
   assert.equal(await hops.count(), 2, "two COLD hops");
-  const hopEnds = await hops.evaluateAll((nodes) => nodes.map((node) => [node.dataset.from, node.dataset.to, node.dataset.outcome]));
-  assert.deepEqual(hopEnds, [["agentId1", "agentId2", "completed"], ["agentId2", "agentId3", "completed"]]);
+  const hopEnds = await hops.evaluateAll((nodes) =>
+    nodes.map((node) => [node.dataset.from, node.dataset.to, node.dataset.outcome]),
+  );
+  assert.deepEqual(hopEnds, [
+    ["agentId1", "agentId2", "completed"],
+    ["agentId2", "agentId3", "completed"],
+  ]);
   assert.equal(await page.locator(testid("hop")).count(), 2, "and no other hop");
   assert.equal(await page.locator(testid("event-row")).count(), 6);
 
   // A bar is a button: Enter shows the stint, with a link to the agent's page.
   await bars.nth(1).focus();
   await page.keyboard.press("Enter");
-  await page.locator(testid("stint-details")).getByRole("link", { name: /agentId2/ }).waitFor();
+  await page
+    .locator(testid("stint-details"))
+    .getByRole("link", { name: /agentId2/ })
+    .waitFor();
   await shoot("conversation");
 });
 
@@ -462,13 +514,19 @@ test("a new event appears on the open conversation page within 2 s, without a re
   assert.equal(await page.locator(testid("stint-bar")).count(), 4, "the new stint is drawn");
   assert.equal(await page.locator(`${testid("stint-bar")}[data-open="true"]`).count(), 1, "and it is open");
   assert.equal(await page.locator(`${testid("hop")}[data-kind="REDIAL"]`).count(), 1);
-  assert.equal(await page.locator(testid("conversation-summary")).locator(testid("status-badge")).textContent(), "active");
+  assert.equal(
+    await page.locator(testid("conversation-summary")).locator(testid("status-badge")).textContent(),
+    "active",
+  );
 });
 
 test("a participant named like markup is shown as text: no element, no script", async () => {
   await ready("conversation");
   await waitLive();
-  const appeared = page.locator(testid("event-participant-name")).filter({ hasText: XSS_NAME }).waitFor({ timeout: LIVE_MS });
+  const appeared = page
+    .locator(testid("event-participant-name"))
+    .filter({ hasText: XSS_NAME })
+    .waitFor({ timeout: LIVE_MS });
   await hook(COLD, transfer("WARM", "entry", "agent-xss", XSS_NAME));
   await appeared;
 
@@ -494,10 +552,16 @@ test("the agent page shows the agent's stints across conversations on one time a
   await ready("agent", "/agents/agentId2");
   assert.equal(await page.locator(testid("agent-title")).textContent(), "agentId2");
   const bars = page.locator(testid("stint-bar"));
-  const drawn = await bars.evaluateAll((nodes) => nodes.map((node) => [node.dataset.conversationId, node.dataset.open]));
+  const drawn = await bars.evaluateAll((nodes) =>
+    nodes.map((node) => [node.dataset.conversationId, node.dataset.open]),
+  );
   assert.deepEqual(
     drawn.sort(),
-    [[COLD, "false"], [LIVE, "true"], [WARM, "false"]],
+    [
+      [COLD, "false"],
+      [LIVE, "true"],
+      [WARM, "false"],
+    ],
     "one bar per stint: the cold and warm flows, and the conversation still going",
   );
   assert.equal(await page.locator(testid("agent-stint-row")).count(), 3);
@@ -520,12 +584,17 @@ test("hops of every kind and anomalies are drawn, and can be told apart", async 
   const escalations = await page
     .locator(`${testid("hop")}[data-kind="ESCALATION"]`)
     .evaluateAll((nodes) => nodes.map((node) => [node.dataset.outcome, node.dataset.to]));
-  assert.deepEqual(escalations, [["failed", ""], ["completed", "agentId3"]]);
+  assert.deepEqual(escalations, [
+    ["failed", ""],
+    ["completed", "agentId3"],
+  ]);
   await shoot("conversation-escalation");
 
   await page.goto(`${baseUrl}/console/#/bots/${BOT}/conversations/${ODD}`);
   await ready("conversation", `/conversations/${ODD}`);
-  const anomalies = await page.locator(testid("anomaly-marker")).evaluateAll((nodes) => nodes.map((node) => node.getAttribute("aria-label")));
+  const anomalies = await page
+    .locator(testid("anomaly-marker"))
+    .evaluateAll((nodes) => nodes.map((node) => node.getAttribute("aria-label")));
   assert.equal(anomalies.length, 2);
   assert.match(anomalies[0], /exit_without_entry/);
   assert.match(anomalies[1], /duplicate_entry/);
@@ -538,10 +607,14 @@ async function cuttableProxy() {
   const server = createServer((request, response) => {
     if (request.url.includes("/changes/stream")) streamRequests.push(request.headers);
     const upstream = new URL(request.url, baseUrl);
-    const outgoing = httpRequest(upstream, { method: request.method, headers: { ...request.headers, host: upstream.host } }, (answer) => {
-      response.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(response);
-    });
+    const outgoing = httpRequest(
+      upstream,
+      { method: request.method, headers: { ...request.headers, host: upstream.host } },
+      (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      },
+    );
     outgoing.on("error", () => response.destroy());
     response.on("close", () => outgoing.destroy());
     request.pipe(outgoing);
@@ -554,8 +627,14 @@ async function cuttableProxy() {
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     streamRequests,
-    cut: () => sockets.forEach((socket) => socket.destroy()),
-    close: () => new Promise((closed) => (server.closeAllConnections(), server.close(closed))),
+    cut: () => {
+      for (const socket of sockets) socket.destroy();
+    },
+    close: () =>
+      new Promise((closed) => {
+        server.closeAllConnections();
+        server.close(closed);
+      }),
   };
 }
 
@@ -594,7 +673,11 @@ test("the overview shows what is happening now and the range's figures, as the A
   await ready("bots");
   await page.locator(testid("bot-overview-link")).first().click();
   await ready("overview", `/bots/${BOT}/overview`);
-  assert.equal(await page.getByRole("link", { name: `Overview of ${BOT}` }).getAttribute("aria-current"), "page", "the header's link to the overview is current");
+  assert.equal(
+    await page.getByRole("link", { name: `Overview of ${BOT}` }).getAttribute("aria-current"),
+    "page",
+    "the header's link to the overview is current",
+  );
   assert.equal(await page.locator(testid("overview-title")).textContent(), "Overview");
 
   // Now (SPEC 11.2): the tiles say what the API says.
@@ -602,38 +685,75 @@ test("the overview shows what is happening now and the range's figures, as the A
   assert.equal(await tileText("now-active"), String(now.conversations.active));
   assert.equal(await tileText("now-idle"), String(now.conversations.idle));
   assert.equal(await tileText("now-present"), String(now.participantsPresent));
-  assert.ok(now.conversations.active >= 2 && now.participantsPresent >= 2, "the seed left conversations going, with people present");
+  assert.ok(
+    now.conversations.active >= 2 && now.participantsPresent >= 2,
+    "the seed left conversations going, with people present",
+  );
   assert.ok(now.longestOpenStint, "someone has been present for a while");
   const longest = page.locator(testid("now-longest-agent"));
   assert.equal(await longest.textContent(), now.longestOpenStint.identity);
-  assert.equal(await longest.getAttribute("href"), `#/bots/${BOT}/agents/${encodeURIComponent(now.longestOpenStint.identity)}`);
-  assert.equal(await page.locator(testid("now-longest-conversation")).getAttribute("href"), `#/bots/${BOT}/conversations/${encodeURIComponent(now.longestOpenStint.conversationId)}`);
+  assert.equal(
+    await longest.getAttribute("href"),
+    `#/bots/${BOT}/agents/${encodeURIComponent(now.longestOpenStint.identity)}`,
+  );
+  assert.equal(
+    await page.locator(testid("now-longest-conversation")).getAttribute("href"),
+    `#/bots/${BOT}/conversations/${encodeURIComponent(now.longestOpenStint.conversationId)}`,
+  );
   const queueRows = page.locator(testid("now-queue-row"));
   assert.equal(await queueRows.count(), now.byQueue.length);
   for (const row of now.byQueue) {
     const shown = page.locator(`${testid("now-queue-row")}[data-queue="${row.queue ?? ""}"]`);
     assert.equal(await shown.locator('[data-column="present"]').textContent(), String(row.present));
-    assert.equal(await shown.locator('[data-column="activeConversations"]').textContent(), String(row.activeConversations));
+    assert.equal(
+      await shown.locator('[data-column="activeConversations"]').textContent(),
+      String(row.activeConversations),
+    );
   }
 
   // The chart: a group of bars per hour, each bar the API's count for that hour.
   const range = await overviewRange();
   assert.equal(range.granularity, "PT1H", "the last 24 hours, hour by hour");
-  assert.equal(range.timeZone, await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone), "in the browser's time zone by default");
+  assert.equal(
+    range.timeZone,
+    await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone),
+    "in the browser's time zone by default",
+  );
   const series = await statsLike(range);
   const buckets = series.results[0]?.buckets ?? [];
   assert.ok(buckets.length >= 1, "the seed is counted in the range");
-  assert.ok(buckets.reduce((sum, bucket) => sum + bucket.conversations.started, 0) >= 5, "the seed's conversations are counted as started");
+  assert.ok(
+    buckets.reduce((sum, bucket) => sum + bucket.conversations.started, 0) >= 5,
+    "the seed's conversations are counted as started",
+  );
   const groups = page.locator(testid("chart-group"));
   assert.ok((await groups.count()) >= 24, "every hour of the range has a group, with data or not");
   for (const bucket of buckets) {
     const group = page.locator(`${testid("chart-group")}[data-key="${bucket.start}"]`);
     assert.equal(await group.count(), 1, `a group for the hour starting ${bucket.start}`);
-    const bars = await group.locator(testid("chart-bar")).evaluateAll((nodes) => Object.fromEntries(nodes.map((node) => [node.dataset.series, Number(node.dataset.value)])));
-    const expected = { started: bucket.conversations.started, cold: bucket.transfers.cold, warm: bucket.transfers.warm, redial: bucket.transfers.redial, escalated: bucket.transfers.escalated };
-    assert.deepEqual(bars, Object.fromEntries(Object.entries(expected).filter(([, value]) => value > 0)), `the bars of ${bucket.start}`);
+    const bars = await group
+      .locator(testid("chart-bar"))
+      .evaluateAll((nodes) =>
+        Object.fromEntries(nodes.map((node) => [node.dataset.series, Number(node.dataset.value)])),
+      );
+    const expected = {
+      started: bucket.conversations.started,
+      cold: bucket.transfers.cold,
+      warm: bucket.transfers.warm,
+      redial: bucket.transfers.redial,
+      escalated: bucket.transfers.escalated,
+    };
+    assert.deepEqual(
+      bars,
+      Object.fromEntries(Object.entries(expected).filter(([, value]) => value > 0)),
+      `the bars of ${bucket.start}`,
+    );
     const row = page.locator(`${testid("chart-table-row")}[data-start="${bucket.start}"]`);
-    assert.equal(await row.locator('[data-series="started"]').textContent(), String(bucket.conversations.started), "the data table has the same numbers");
+    assert.equal(
+      await row.locator('[data-series="started"]').textContent(),
+      String(bucket.conversations.started),
+      "the data table has the same numbers",
+    );
   }
   assert.equal(await page.locator(testid("chart-table-row")).count(), buckets.length);
   const image = page.locator(testid("bar-chart-svg"));
@@ -644,17 +764,41 @@ test("the overview shows what is happening now and the range's figures, as the A
   const byParticipant = await statsLike(range, { granularity: "all", groupBy: "participant" });
   const rows = page.locator(testid("participant-row"));
   assert.equal(await rows.count(), byParticipant.results.length);
-  assert.ok(byParticipant.results.some((result) => result.group.participant === "agentId1" && result.buckets[0].stints.count >= 2));
+  assert.ok(
+    byParticipant.results.some(
+      (result) => result.group.participant === "agentId1" && result.buckets[0].stints.count >= 2,
+    ),
+  );
   for (const result of byParticipant.results) {
     const identity = result.group.participant;
     const row = page.locator(`${testid("participant-row")}[data-key="${identity ?? ""}"]`);
     const [bucket] = result.buckets;
-    assert.equal(await row.locator('[data-column="stints"]').textContent(), String(bucket.stints.count), `stints of ${identity}`);
-    assert.equal(await row.locator('[data-column="cold"]').textContent(), String(bucket.transfers.cold), `cold transfers of ${identity}`);
-    assert.equal(await row.locator('[data-column="out"]').textContent(), String(bucket.transfers.out), `transfers out of ${identity}`);
-    if (identity !== null) assert.equal(await row.getByRole("link").getAttribute("href"), `#/bots/${BOT}/agents/${encodeURIComponent(identity)}`);
+    assert.equal(
+      await row.locator('[data-column="stints"]').textContent(),
+      String(bucket.stints.count),
+      `stints of ${identity}`,
+    );
+    assert.equal(
+      await row.locator('[data-column="cold"]').textContent(),
+      String(bucket.transfers.cold),
+      `cold transfers of ${identity}`,
+    );
+    assert.equal(
+      await row.locator('[data-column="out"]').textContent(),
+      String(bucket.transfers.out),
+      `transfers out of ${identity}`,
+    );
+    if (identity !== null)
+      assert.equal(
+        await row.getByRole("link").getAttribute("href"),
+        `#/bots/${BOT}/agents/${encodeURIComponent(identity)}`,
+      );
   }
-  assert.match(await page.locator(`${testid("participant-row")}[data-key="agentId1"] [data-column="p50"]`).textContent(), /^\d+(\.\d)?(ms|s)$|^\d+m \d+s$/, "durations like 4m 12s");
+  assert.match(
+    await page.locator(`${testid("participant-row")}[data-key="agentId1"] [data-column="p50"]`).textContent(),
+    /^\d+(\.\d)?(ms|s)$|^\d+m \d+s$/,
+    "durations like 4m 12s",
+  );
   const byQueue = await statsLike(range, { granularity: "all", groupBy: "queue" });
   assert.equal(await page.locator(testid("queue-row")).count(), byQueue.results.length);
 
@@ -663,9 +807,16 @@ test("the overview shows what is happening now and the range's figures, as the A
   assert.equal(await tileText("escalations-raised"), String(totals.transfers.escalated));
   assert.equal(await tileText("escalations-completed"), String(totals.transfers.escalationsCompleted));
   assert.equal(await tileText("escalations-failed"), String(totals.transfers.escalationsFailed));
-  assert.ok(totals.transfers.escalationsFailed >= 1 && totals.transfers.escalationsCompleted >= 1, "the seed's escalation failed once, then completed");
+  assert.ok(
+    totals.transfers.escalationsFailed >= 1 && totals.transfers.escalationsCompleted >= 1,
+    "the seed's escalation failed once, then completed",
+  );
   assert.equal(await tileText("escalations-success-rate"), `${totals.escalationSuccessRate * 100} %`);
-  const anomalies = await page.locator(testid("anomaly-row")).evaluateAll((nodes) => Object.fromEntries(nodes.map((node) => [node.dataset.code, Number(node.lastElementChild.textContent)])));
+  const anomalies = await page
+    .locator(testid("anomaly-row"))
+    .evaluateAll((nodes) =>
+      Object.fromEntries(nodes.map((node) => [node.dataset.code, Number(node.lastElementChild.textContent)])),
+    );
   assert.deepEqual(anomalies, totals.anomalies);
   assert.ok(anomalies.duplicate_entry >= 1 && anomalies.exit_without_entry >= 1);
 });
@@ -673,29 +824,56 @@ test("the overview shows what is happening now and the range's figures, as the A
 test("the agent table sorts with the keyboard: Enter on a header button sorts, again reverses", async () => {
   await ready("overview");
   const table = page.locator(testid("participant-table"));
-  const stintCounts = () => table.locator(`${testid("participant-row")} [data-column="stints"]`).evaluateAll((nodes) => nodes.map((node) => Number(node.textContent)));
-  const identities = () => table.locator(testid("participant-row")).evaluateAll((nodes) => nodes.map((node) => node.dataset.key));
-  assert.equal(await table.locator('thead th[data-column="group"]').getAttribute("aria-sort"), "ascending", "by participant at first");
+  const stintCounts = () =>
+    table
+      .locator(`${testid("participant-row")} [data-column="stints"]`)
+      .evaluateAll((nodes) => nodes.map((node) => Number(node.textContent)));
+  const identities = () =>
+    table.locator(testid("participant-row")).evaluateAll((nodes) => nodes.map((node) => node.dataset.key));
+  assert.equal(
+    await table.locator('thead th[data-column="group"]').getAttribute("aria-sort"),
+    "ascending",
+    "by participant at first",
+  );
   // Facts of no known participant (an anomaly without one) are a row of their own, last.
   const first = (await identities()).filter((identity) => identity !== "");
-  assert.deepEqual(first, [...first].sort((a, b) => a.localeCompare(b, "en", { numeric: true, sensitivity: "base" })));
+  assert.deepEqual(
+    first,
+    [...first].sort((a, b) => a.localeCompare(b, "en", { numeric: true, sensitivity: "base" })),
+  );
   assert.ok(new Set(await stintCounts()).size >= 2, "(the counts differ, so the order says something)");
 
   // Tab from the first header button reaches the next; Enter sorts by it.
   await table.getByRole("button", { name: "Participant" }).focus();
   await page.keyboard.press("Tab");
-  assert.equal(await page.evaluate(() => document.activeElement?.closest("th")?.dataset.column), "stints", "Tab reaches the Stints header button");
+  assert.equal(
+    await page.evaluate(() => document.activeElement?.closest("th")?.dataset.column),
+    "stints",
+    "Tab reaches the Stints header button",
+  );
   await page.keyboard.press("Enter");
   const stintsHeader = table.locator('thead th[data-column="stints"]');
   assert.equal(await stintsHeader.getAttribute("aria-sort"), "ascending");
-  assert.equal(await table.locator('thead th[data-column="group"]').getAttribute("aria-sort"), null, "one column says it is sorted");
+  assert.equal(
+    await table.locator('thead th[data-column="group"]').getAttribute("aria-sort"),
+    null,
+    "one column says it is sorted",
+  );
   const ascending = await stintCounts();
-  assert.deepEqual(ascending, [...ascending].sort((a, b) => a - b), "fewest stints first");
+  assert.deepEqual(
+    ascending,
+    [...ascending].sort((a, b) => a - b),
+    "fewest stints first",
+  );
 
   await page.keyboard.press("Enter");
   assert.equal(await stintsHeader.getAttribute("aria-sort"), "descending");
   assert.deepEqual(await stintCounts(), [...ascending].reverse(), "again: most stints first");
-  assert.equal(await page.evaluate(() => document.activeElement?.closest("th")?.dataset.column), "stints", "the button keeps the focus");
+  assert.equal(
+    await page.evaluate(() => document.activeElement?.closest("th")?.dataset.column),
+    "stints",
+    "the button keeps the focus",
+  );
 
   await page.keyboard.press("Space");
   assert.equal(await stintsHeader.getAttribute("aria-sort"), "ascending", "Space sorts too");
@@ -705,7 +883,11 @@ test("the agent table sorts with the keyboard: Enter on a header button sorts, a
 test("switching the overview's time zone changes the buckets' labels (UTC and Kathmandu, +05:45)", async () => {
   await ready("overview");
   const zone = page.getByLabel("Time zone", { exact: true });
-  assert.equal(await zone.inputValue(), await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone), "the browser's zone by default");
+  assert.equal(
+    await zone.inputValue(),
+    await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone),
+    "the browser's zone by default",
+  );
 
   const labelsIn = async (name) => {
     await zone.selectOption(name);
@@ -713,24 +895,35 @@ test("switching the overview's time zone changes the buckets' labels (UTC and Ka
     assert.equal(range.timeZone, name);
     const api = await statsLike(range);
     const starts = (api.results[0]?.buckets ?? []).map((bucket) => bucket.start);
-    const shown = await page.locator(testid("chart-table-row")).evaluateAll((nodes) => nodes.map((node) => node.dataset.start));
+    const shown = await page
+      .locator(testid("chart-table-row"))
+      .evaluateAll((nodes) => nodes.map((node) => node.dataset.start));
     assert.deepEqual(shown, starts, `the hours the API counted in ${name}`);
     const labels = await page.locator(`${testid("chart-table-row")} th`).allTextContents();
-    const groupKeys = await page.locator(testid("chart-group")).evaluateAll((nodes) => nodes.map((node) => node.dataset.key));
+    const groupKeys = await page
+      .locator(testid("chart-group"))
+      .evaluateAll((nodes) => nodes.map((node) => node.dataset.key));
     const axis = await page.locator(".bars__label").allTextContents();
     return { starts, labels, groupKeys, axis };
   };
 
   const utc = await labelsIn("UTC");
   const kathmandu = await labelsIn("Asia/Kathmandu");
-  assert.ok((await page.evaluate(() => location.hash)).includes("tz=Asia%2FKathmandu"), "the zone is in the hash, to share the view");
+  assert.ok(
+    (await page.evaluate(() => location.hash)).includes("tz=Asia%2FKathmandu"),
+    "the zone is in the hash, to share the view",
+  );
   await ready("overview", "tz=Asia%2FKathmandu");
   await shoot("overview-kathmandu");
 
   for (const start of utc.groupKeys) assert.match(start, /(\+00:00|Z)$/, "UTC buckets");
-  for (const start of kathmandu.groupKeys) assert.match(start, /:00:00\+05:45$/, "Kathmandu hours start at its own :00, at +05:45");
+  for (const start of kathmandu.groupKeys)
+    assert.match(start, /:00:00\+05:45$/, "Kathmandu hours start at its own :00, at +05:45");
   for (const [index, start] of kathmandu.starts.entries()) {
-    assert.ok(kathmandu.labels[index].endsWith(start.slice(11, 16)), `the label of ${start} is its local hour: ${kathmandu.labels[index]}`);
+    assert.ok(
+      kathmandu.labels[index].endsWith(start.slice(11, 16)),
+      `the label of ${start} is its local hour: ${kathmandu.labels[index]}`,
+    );
     assert.ok(kathmandu.axis.includes(start.slice(11, 16)), `the axis shows ${start.slice(11, 16)}`);
   }
   assert.notDeepEqual(utc.labels, kathmandu.labels, "the labels changed with the zone");
@@ -750,13 +943,20 @@ test("switching the overview's time zone changes the buckets' labels (UTC and Ka
   assert.equal((await overviewRange()).granularity, "P1D");
   const firstDay = page.getByLabel("First day");
   const lastDay = page.getByLabel("Last day");
-  assert.ok((await firstDay.isVisible()) && (await lastDay.isVisible()), "the date inputs show for a range between dates");
+  assert.ok(
+    (await firstDay.isVisible()) && (await lastDay.isVisible()),
+    "the date inputs show for a range between dates",
+  );
   assert.ok((await firstDay.inputValue()) < (await lastDay.inputValue()), "prefilled with the week shown");
   await firstDay.fill(await lastDay.inputValue());
   await page.getByRole("button", { name: "Show" }).click();
   const oneDay = await overviewRange();
   assert.equal(oneDay.granularity, "PT1H");
-  assert.equal((Date.parse(oneDay.to) - Date.parse(oneDay.from)) / 3600000, await page.locator(testid("chart-group")).count(), "a group per hour of the day");
+  assert.equal(
+    (Date.parse(oneDay.to) - Date.parse(oneDay.from)) / 3600000,
+    await page.locator(testid("chart-group")).count(),
+    "a group per hour of the day",
+  );
   assert.match(await page.evaluate(() => location.hash), /range=custom&.*from=\d{4}-\d\d-\d\d&to=\d{4}-\d\d-\d\d/);
 
   await page.getByLabel("Range", { exact: true }).selectOption("24h");
@@ -784,10 +984,23 @@ test("a new event changes the overview's now figures within 2 s, without a reloa
     ["now-active", String(active + 1)],
     { timeout: LIVE_MS },
   );
-  await hook(OVERVIEW_LIVE, transfer("NA", "entry", "agentId6", "Frank Six", { participant: { identity: "agentId6", name: "Frank Six", type: "agent", customFields: { queueId: "q-7", queueName: "Billing" } } }));
+  await hook(
+    OVERVIEW_LIVE,
+    transfer("NA", "entry", "agentId6", "Frank Six", {
+      participant: {
+        identity: "agentId6",
+        name: "Frank Six",
+        type: "agent",
+        customFields: { queueId: "q-7", queueName: "Billing" },
+      },
+    }),
+  );
   await changed;
   assert.equal(await tileText("now-present"), String(present + 1));
-  await page.locator(`${testid("now-queue-row")}[data-queue="Billing"] [data-column="present"]`).filter({ hasText: "1" }).waitFor({ timeout: LIVE_MS });
+  await page
+    .locator(`${testid("now-queue-row")}[data-queue="Billing"] [data-column="present"]`)
+    .filter({ hasText: "1" })
+    .waitFor({ timeout: LIVE_MS });
   assert.equal(await page.evaluate(() => performance.timeOrigin), before, "the page was not reloaded");
   assert.deepEqual(navigations, []);
   const now = await api("/stats/now");

@@ -1,9 +1,9 @@
 // The console's Server-Sent Events parser (it reads the change stream through fetch(),
 // since an EventSource cannot send the token header), fed the ways a network splits text.
 
-import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createSseParser, coalesce } from "../public/js/live.mjs";
+import { test } from "node:test";
+import { coalesce, createSseParser } from "../public/js/live.mjs";
 
 function parse(chunks) {
   const events = [];
@@ -33,7 +33,11 @@ test("any split of the text gives the same events, with LF, CRLF or CR line ends
     assert.deepEqual(whole[0], { type: "change", data: "one\ntwo", id: "a" });
     assert.deepEqual(whole[1], { type: "message", data: "three", id: "a" });
     for (let cut = 1; cut < text.length; cut += 1) {
-      assert.deepEqual(parse([text.slice(0, cut), text.slice(cut)]).events, whole, `cut at ${cut} with ${JSON.stringify(end)}`);
+      assert.deepEqual(
+        parse([text.slice(0, cut), text.slice(cut)]).events,
+        whole,
+        `cut at ${cut} with ${JSON.stringify(end)}`,
+      );
     }
     assert.deepEqual(parse([...text]).events, whole, "one character at a time");
   }

@@ -1,7 +1,7 @@
 // The query API of this origin, with the token in header `token`. A 401 signs out (the
 // sign-in form says why); every other error becomes an ApiError with the problem's text.
 
-import { token, signOut } from "./session.mjs";
+import { signOut, token } from "./session.mjs";
 
 export class ApiError extends Error {
   constructor(status, problem, retryAfter = null) {
@@ -27,8 +27,7 @@ export class ApiError extends Error {
   }
 }
 
-const UNAUTHORIZED_MESSAGE =
-  "The service refused the token (it is invalid or has expired). Paste a new read token.";
+const UNAUTHORIZED_MESSAGE = "The service refused the token (it is invalid or has expired). Paste a new read token.";
 
 /** `/api/v1/bots/a%2Fb/conversations` from ["bots", "a/b", "conversations"]. */
 export function apiPath(...segments) {
@@ -53,7 +52,8 @@ function headers(extra = {}) {
 /** Only URLs of this origin ever get the token (a `Link` header could name another). */
 function sameOrigin(url) {
   const resolved = new URL(url, location.origin);
-  if (resolved.origin !== location.origin) throw new ApiError(0, { title: "Refusing to follow a link to another origin" });
+  if (resolved.origin !== location.origin)
+    throw new ApiError(0, { title: "Refusing to follow a link to another origin" });
   return resolved;
 }
 
@@ -131,7 +131,12 @@ export function nextLink(response) {
 export async function openStream(url, { signal, lastEventId }) {
   const extra = { Accept: "text/event-stream" };
   if (lastEventId) extra["Last-Event-ID"] = lastEventId;
-  const response = await fetch(sameOrigin(url), { headers: headers(extra), signal, cache: "no-store", credentials: "omit" });
+  const response = await fetch(sameOrigin(url), {
+    headers: headers(extra),
+    signal,
+    cache: "no-store",
+    credentials: "omit",
+  });
   if (response.status === 401) {
     signOut(UNAUTHORIZED_MESSAGE);
     throw new ApiError(401, null);

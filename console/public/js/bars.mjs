@@ -3,7 +3,7 @@
 // legible at any width; the SVG scales with it between redraws). One image for assistive
 // technology: `role="img"` with a summary as its name; the numbers are in a table beside it.
 
-import { h, s, replace } from "./dom.mjs";
+import { h, replace, s } from "./dom.mjs";
 
 const HEIGHT = 250;
 const PAD_LEFT = 40;
@@ -40,7 +40,11 @@ export function barChart(container, { series, testid = "bar-chart" }) {
       h(
         "li",
         { class: "bars__legend-item" },
-        s("svg", { class: "bars__swatch", width: 14, height: 14, viewBox: "0 0 14 14", "aria-hidden": "true" }, s("rect", { class: ["bars__bar", item.className], x: 1, y: 1, width: 12, height: 12, rx: 2 })),
+        s(
+          "svg",
+          { class: "bars__swatch", width: 14, height: 14, viewBox: "0 0 14 14", "aria-hidden": "true" },
+          s("rect", { class: ["bars__bar", item.className], x: 1, y: 1, width: 12, height: 12, rx: 2 }),
+        ),
         item.label,
       ),
     ),
@@ -87,7 +91,13 @@ export function barChart(container, { series, testid = "bar-chart" }) {
     for (let value = 0; value <= top; value += step) {
       const lineY = Math.round(y(value)) + 0.5;
       grid.append(
-        s("line", { class: value === 0 ? "bars__axis" : "bars__gridline", x1: PAD_LEFT, x2: width - PAD_RIGHT, y1: lineY, y2: lineY }),
+        s("line", {
+          class: value === 0 ? "bars__axis" : "bars__gridline",
+          x1: PAD_LEFT,
+          x2: width - PAD_RIGHT,
+          y1: lineY,
+          y2: lineY,
+        }),
         s("text", { class: "bars__tick", x: PAD_LEFT - 6, y: lineY + 4, "text-anchor": "end" }, String(value)),
       );
     }
@@ -127,14 +137,18 @@ export function barChart(container, { series, testid = "bar-chart" }) {
         );
       });
       if (index % every === 0) {
-        node.append(s("text", { class: "bars__label", x: middle, y: baseline + 15, "text-anchor": "middle" }, group.main));
+        node.append(
+          s("text", { class: "bars__label", x: middle, y: baseline + 15, "text-anchor": "middle" }, group.main),
+        );
       }
       // The second line (a new day) where it changes, unless it would run into the last one.
       if (group.sub) {
         const subWidth = group.sub.length * CHAR_WIDTH;
         const subLeft = Math.max(0, Math.min(middle - subWidth / 2, width - subWidth));
         if (subLeft > lastSubRight + 6) {
-          node.append(s("text", { class: "bars__sublabel", x: subLeft, y: baseline + 31, "text-anchor": "start" }, group.sub));
+          node.append(
+            s("text", { class: "bars__sublabel", x: subLeft, y: baseline + 31, "text-anchor": "start" }, group.sub),
+          );
           lastSubRight = subLeft + subWidth;
         }
       }

@@ -2,14 +2,14 @@
 // header's navigation, sign-in state and the live-update indicator.
 
 import { h, replace } from "./dom.mjs";
-import { token, signOut, onChange } from "./session.mjs";
 import { onLiveState, stop as stopLive } from "./live.mjs";
-import { signInPage } from "./pages/signin.mjs";
-import { botsPage } from "./pages/bots.mjs";
-import { listPage } from "./pages/list.mjs";
-import { conversationPage } from "./pages/conversation.mjs";
 import { agentPage } from "./pages/agent.mjs";
+import { botsPage } from "./pages/bots.mjs";
+import { conversationPage } from "./pages/conversation.mjs";
+import { listPage } from "./pages/list.mjs";
 import { overviewPage } from "./pages/overview.mjs";
+import { signInPage } from "./pages/signin.mjs";
+import { onChange, signOut, token } from "./session.mjs";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("site-nav");
@@ -23,7 +23,10 @@ function parseHash() {
   const [path, query = ""] = raw.split("?", 2);
   let segments;
   try {
-    segments = path.split("/").filter(Boolean).map((segment) => decodeURIComponent(segment));
+    segments = path
+      .split("/")
+      .filter(Boolean)
+      .map((segment) => decodeURIComponent(segment));
   } catch {
     segments = null;
   }
@@ -33,7 +36,11 @@ function parseHash() {
 /** The hash of a route, each segment encoded. */
 export function href(segments, query = null) {
   const path = `#/${segments.map((segment) => encodeURIComponent(segment)).join("/")}`;
-  const text = query ? new URLSearchParams(Object.entries(query).filter(([, value]) => value !== undefined && value !== null && value !== "")).toString() : "";
+  const text = query
+    ? new URLSearchParams(
+        Object.entries(query).filter(([, value]) => value !== undefined && value !== null && value !== ""),
+      ).toString()
+    : "";
   return text ? `${path}?${text}` : path;
 }
 
@@ -94,24 +101,29 @@ const LIVE_TEXT = {
 onLiveState(({ state, retryInMs }) => {
   liveStatus.dataset.state = state;
   liveStatus.textContent =
-    state === "waiting" ? `Live updates interrupted; retrying in ${Math.ceil(retryInMs / 1000)} s` : LIVE_TEXT[state] ?? state;
+    state === "waiting"
+      ? `Live updates interrupted; retrying in ${Math.ceil(retryInMs / 1000)} s`
+      : (LIVE_TEXT[state] ?? state);
 });
 
 let active = null;
 let signInReason = null;
 
-async function route() {
-  // Leave the previous page: abort its requests, stop its timers and subscriptions.
-  if (active) {
-    active.controller.abort();
-    for (const cleanup of active.cleanups.splice(0)) {
-      try {
-        cleanup();
-      } catch {}
-    }
+/** Leaves the page shown: aborts its requests, stops its timers and subscriptions. */
+function leave(context) {
+  if (!context) return;
+  context.controller.abort();
+  for (const cleanup of context.cleanups.splice(0)) {
+    try {
+      cleanup();
+    } catch {}
   }
+}
+
+/** What a page is handed: where to render, its abort signal, and the shell's services. */
+function pageContext() {
   const controller = new AbortController();
-  const context = {
+  return {
     controller,
     cleanups: [],
     signal: controller.signal,
@@ -140,23 +152,71 @@ async function route() {
       main.querySelector("h1")?.focus({ preventScroll: true });
     },
   };
+}
+
+/** Marks `main` as showing the page, ready (unless the route changed meanwhile). */
+function done(context, pageName) {
+  if (context.signal.aborted) return;
+  main.dataset.page = pageName;
+  main.dataset.route = location.hash;
+  main.dataset.ready = "true";
+}
+
+async function showSignIn(context) {
+  stopLive();
+  nav.hidden = true;
+  session.hidden = true;
+  const reason = signInReason;
+  signInReason = null;
+  await signInPage(context, { reason });
+  done(context, "sign-in");
+}
+
+function showNotFound(context) {
+  renderNav(undefined, null);
+  context.setTitle("Not found");
+  replace(
+    main,
+    h("h1", { tabindex: "-1" }, "Page not found"),
+    h("p", {}, "There is no such page in the console. ", h("a", { href: "#/" }, "Back to the bots")),
+  );
+  done(context, "not-found");
+}
+
+async function showPage(context, { page, params }) {
+  if (params.botId === undefined) stopLive();
+  renderNav(params.botId, ["bots", "list", "overview"].includes(page.pageName) ? page.pageName : null);
+  try {
+    await page(context, params);
+    done(context, page.pageName);
+  } catch (error) {
+    if (error?.name === "AbortError" || context.signal.aborted) return;
+    console.error(error);
+    showError(context, error);
+  }
+}
+
+function showError(context, error) {
+  replace(
+    main,
+    h("h1", { tabindex: "-1" }, "Something went wrong"),
+    h(
+      "p",
+      { class: "notice notice--error", role: "alert" },
+      error.describe ? error.describe() : String(error.message ?? error),
+    ),
+  );
+  done(context, "error");
+}
+
+async function route() {
+  leave(active);
+  const context = pageContext();
   active = context;
   main.dataset.ready = "false";
-  const done = (page) => {
-    if (controller.signal.aborted) return;
-    main.dataset.page = page;
-    main.dataset.route = location.hash;
-    main.dataset.ready = "true";
-  };
 
   if (!token()) {
-    stopLive();
-    nav.hidden = true;
-    session.hidden = true;
-    const reason = signInReason;
-    signInReason = null;
-    await signInPage(context, { reason });
-    done("sign-in");
+    await showSignIn(context);
     return;
   }
   nav.hidden = false;
@@ -165,28 +225,8 @@ async function route() {
   const { segments, query } = parseHash();
   const match = resolve(segments);
   context.query = query;
-  if (!match) {
-    renderNav(undefined, null);
-    context.setTitle("Not found");
-    replace(
-      main,
-      h("h1", { tabindex: "-1" }, "Page not found"),
-      h("p", {}, "There is no such page in the console. ", h("a", { href: "#/" }, "Back to the bots")),
-    );
-    done("not-found");
-    return;
-  }
-  if (match.params.botId === undefined) stopLive();
-  renderNav(match.params.botId, ["bots", "list", "overview"].includes(match.page.pageName) ? match.page.pageName : null);
-  try {
-    await match.page(context, match.params);
-    done(match.page.pageName);
-  } catch (error) {
-    if (error?.name === "AbortError" || controller.signal.aborted) return;
-    console.error(error);
-    replace(main, h("h1", { tabindex: "-1" }, "Something went wrong"), h("p", { class: "notice notice--error", role: "alert" }, error.describe ? error.describe() : String(error.message ?? error)));
-    done("error");
-  }
+  if (match) await showPage(context, match);
+  else showNotFound(context);
 }
 
 onChange(({ signedIn, reason }) => {
@@ -197,7 +237,9 @@ onChange(({ signedIn, reason }) => {
   route();
 });
 
-document.getElementById("sign-out").addEventListener("click", () => signOut("You are signed out. The token was removed from this tab."));
+document
+  .getElementById("sign-out")
+  .addEventListener("click", () => signOut("You are signed out. The token was removed from this tab."));
 
 // The skip link must not change the route.
 document.getElementById("skip-link").addEventListener("click", (event) => {

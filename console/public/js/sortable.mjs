@@ -39,7 +39,10 @@ export function sortableTable({ caption, columns, sort, testid, rowTestid, rowKe
   );
 
   function sortBy(key) {
-    current = current.key === key ? { key, direction: current.direction === "ascending" ? "descending" : "ascending" } : { key, direction: "ascending" };
+    current =
+      current.key === key
+        ? { key, direction: current.direction === "ascending" ? "descending" : "ascending" }
+        : { key, direction: "ascending" };
     draw();
     const column = columns.find((item) => item.key === key);
     status.textContent = `Sorted by ${column.label}, ${current.direction}.`;
@@ -55,7 +58,11 @@ export function sortableTable({ caption, columns, sort, testid, rowTestid, rowKe
         const aMissing = a.value === null || a.value === undefined;
         const bMissing = b.value === null || b.value === undefined;
         if (aMissing || bMissing) return aMissing === bMissing ? a.index - b.index : aMissing ? 1 : -1;
-        return sign * compare(a.value, b.value) || compare(first.value(a.row) ?? "", first.value(b.row) ?? "") || a.index - b.index;
+        return (
+          sign * compare(a.value, b.value) ||
+          compare(first.value(a.row) ?? "", first.value(b.row) ?? "") ||
+          a.index - b.index
+        );
       })
       .map(({ row }) => row);
   }
@@ -74,7 +81,11 @@ export function sortableTable({ caption, columns, sort, testid, rowTestid, rowKe
           columns.map((column) => {
             const content = column.cell(row);
             return column.header
-              ? h("th", { scope: "row", class: ["break", column.numeric && "num"], dataset: { column: column.key } }, content)
+              ? h(
+                  "th",
+                  { scope: "row", class: ["break", column.numeric && "num"], dataset: { column: column.key } },
+                  content,
+                )
               : h("td", { class: column.numeric ? "num" : null, dataset: { column: column.key } }, content);
           }),
         ),

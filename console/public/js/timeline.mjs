@@ -6,8 +6,8 @@
 // plot scrolls sideways on a narrow screen. Every bar is a button: Tab reaches it, Enter or
 // Space activates it, and its accessible name says who, when and how.
 
-import { h, s, replace } from "./dom.mjs";
-import { clock, day, dateTime, duration } from "./format.mjs";
+import { h, replace, s } from "./dom.mjs";
+import { clock, dateTime, day, duration } from "./format.mjs";
 
 const AXIS_HEIGHT = 34;
 const ROW_HEIGHT = 46;
@@ -22,9 +22,8 @@ const CHAR_WIDTH = 6.4;
 const MIN_BAR_WIDTH = 4;
 const TICK_SPACING = 96;
 const STEPS_MS = [
-  1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000, 300000,
-  600000, 900000, 1800000, 3600000, 7200000, 10800000, 21600000, 43200000, 86400000, 172800000,
-  604800000, 2592000000,
+  1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000, 300000, 600000, 900000,
+  1800000, 3600000, 7200000, 10800000, 21600000, 43200000, 86400000, 172800000, 604800000, 2592000000,
 ];
 export const HOP_KINDS = ["COLD", "WARM", "REDIAL", "ESCALATION"];
 
@@ -62,7 +61,7 @@ function nextStartAfter(row, at, now) {
 
 /** The label under a bar: entry and exit types. */
 function typeLabel(bar) {
-  const exit = bar.end === null ? "open" : bar.exitType ?? "?";
+  const exit = bar.end === null ? "open" : (bar.exitType ?? "?");
   return { entry: bar.entryType ?? "?", exit };
 }
 
@@ -80,7 +79,8 @@ function typeLabel(bar) {
  * }
  */
 export function timeline(container, { legend = true, hops = true } = {}) {
-  const id = `tl${(chartCount += 1)}`;
+  chartCount += 1;
+  const id = `tl${chartCount}`;
   const labels = h("ol", { class: "timeline__labels", "aria-hidden": "false" });
   const plot = h("div", { class: "timeline__plot", role: "region", tabindex: "0" });
   const frame = h("div", { class: "timeline__frame" }, labels, plot);
@@ -113,7 +113,11 @@ export function timeline(container, { legend = true, hops = true } = {}) {
     for (const row of model.rows) {
       const title = row.sublabel ? `${row.label} (${row.sublabel})` : row.label;
       const main = row.href
-        ? h("a", { href: row.href, class: "timeline__label-main", title, dataset: { key: `label:${row.key}` } }, row.label)
+        ? h(
+            "a",
+            { href: row.href, class: "timeline__label-main", title, dataset: { key: `label:${row.key}` } },
+            row.label,
+          )
         : h("span", { class: "timeline__label-main", title }, row.label);
       items.push(
         h(
@@ -136,7 +140,7 @@ export function timeline(container, { legend = true, hops = true } = {}) {
       replace(plot, h("p", { class: "muted timeline__empty" }, model.emptyText ?? "Nothing to show yet."));
       return;
     }
-    const hopList = hops ? model.hops ?? [] : [];
+    const hopList = hops ? (model.hops ?? []) : [];
     const anomalies = model.anomalies ?? [];
     const width = Math.max(MIN_PLOT_WIDTH, plot.clientWidth || MIN_PLOT_WIDTH);
     const height = AXIS_HEIGHT + rows.length * ROW_HEIGHT + 8;
@@ -174,7 +178,12 @@ export function timeline(container, { legend = true, hops = true } = {}) {
       const left = anchor === "start" ? textX : anchor === "end" ? textX - textWidth : textX - textWidth / 2;
       const box = { left, right: left + textWidth, top: textY - 10, bottom: textY + 2 };
       if (box.left < 0 || box.right > width) return false;
-      if (placed.some((other) => box.left < other.right && other.left < box.right && box.top < other.bottom && other.top < box.bottom)) {
+      if (
+        placed.some(
+          (other) =>
+            box.left < other.right && other.left < box.right && box.top < other.bottom && other.top < box.bottom,
+        )
+      ) {
         return false;
       }
       placed.push(box);
@@ -197,9 +206,17 @@ export function timeline(container, { legend = true, hops = true } = {}) {
 
     // Row bands and the axis with its grid.
     const grid = s("g", { class: "timeline__grid", "aria-hidden": "true" });
-    rows.forEach((row, index) => {
-      grid.append(s("rect", { class: `timeline__band timeline__band--${index % 2}`, x: 0, y: rowTop(index), width, height: ROW_HEIGHT }));
-    });
+    for (let index = 0; index < rows.length; index += 1) {
+      grid.append(
+        s("rect", {
+          class: `timeline__band timeline__band--${index % 2}`,
+          x: 0,
+          y: rowTop(index),
+          width,
+          height: ROW_HEIGHT,
+        }),
+      );
+    }
     const { values, label: tickLabel } = ticks(domainStart, domainEnd, plotWidth);
     for (const value of values) {
       const tickX = x(value);
@@ -233,7 +250,13 @@ export function timeline(container, { legend = true, hops = true } = {}) {
       anomalyLayer.append(
         s(
           "g",
-          { class: "anomaly", role: "img", "aria-label": anomaly.name, testid: "anomaly-marker", dataset: { key: anomaly.key } },
+          {
+            class: "anomaly",
+            role: "img",
+            "aria-label": anomaly.name,
+            testid: "anomaly-marker",
+            dataset: { key: anomaly.key },
+          },
           s("title", {}, anomaly.name),
           s("line", { class: "anomaly__line", x1: markX, x2: markX, y1: AXIS_HEIGHT, y2: height }),
           s("path", { class: "anomaly__mark", d: `M${markX - 6},${AXIS_HEIGHT - 13} h12 l-6,11 z` }),
@@ -251,7 +274,11 @@ export function timeline(container, { legend = true, hops = true } = {}) {
         const x1 = Math.max(x(bar.end ?? now), x0 + MIN_BAR_WIDTH);
         const top = rowTop(index) + BAR_TOP;
         const types = typeLabel(bar);
-        const classes = ["bar", bar.end === null ? "bar--open" : "bar--closed", bar.key === model.selectedKey && "bar--selected"];
+        const classes = [
+          "bar",
+          bar.end === null ? "bar--open" : "bar--closed",
+          bar.key === model.selectedKey && "bar--selected",
+        ];
         const group = s(
           "g",
           {
@@ -275,7 +302,10 @@ export function timeline(container, { legend = true, hops = true } = {}) {
           s("title", {}, bar.name),
           s("rect", { class: "bar__rect", x: x0, y: top, width: x1 - x0, height: BAR_HEIGHT, rx: 3 }),
           bar.end === null
-            ? s("path", { class: "bar__open-end", d: `M${x1},${top - 2} l7,${BAR_HEIGHT / 2 + 2} l-7,${BAR_HEIGHT / 2 + 2} z` })
+            ? s("path", {
+                class: "bar__open-end",
+                d: `M${x1},${top - 2} l7,${BAR_HEIGHT / 2 + 2} l-7,${BAR_HEIGHT / 2 + 2} z`,
+              })
             : null,
         );
         // Entry and exit types under the bar's ends; one combined label when it is short;
@@ -287,7 +317,14 @@ export function timeline(container, { legend = true, hops = true } = {}) {
         } else {
           const text = `${types.entry} → ${types.exit}`;
           const anchorEnd = x0 + text.length * CHAR_WIDTH > width - 2;
-          label(group, "bar__type", anchorEnd ? Math.min(x1, width - 2) : x0, labelY, anchorEnd ? "end" : "start", text);
+          label(
+            group,
+            "bar__type",
+            anchorEnd ? Math.min(x1, width - 2) : x0,
+            labelY,
+            anchorEnd ? "end" : "start",
+            text,
+          );
         }
         barLayer.append(group);
       }
@@ -343,24 +380,34 @@ export function timeline(container, { legend = true, hops = true } = {}) {
           dataset: { key: hop.key, kind: hop.kind, outcome: hop.outcome, from: hop.from ?? "", to: hop.to ?? "" },
         },
         s("title", {}, hop.name),
-        s("path", { class: "hop__line", d: points.map(([px, py], index) => `${index ? "L" : "M"}${px},${py}`).join(" "), "marker-end": marker }),
+        s("path", {
+          class: "hop__line",
+          d: points.map(([px, py], index) => `${index ? "L" : "M"}${px},${py}`).join(" "),
+          "marker-end": marker,
+        }),
       );
       if (fromIndex === undefined) group.append(s("circle", { class: "hop__origin", cx: startX, cy: startY, r: 3 }));
       if (hop.outcome === "pending") group.append(s("circle", { class: "hop__pending", cx: endX, cy: endY, r: 4.5 }));
       if (hop.outcome === "failed") {
-        group.append(s("path", { class: "hop__failed", d: `M${endX - 5},${endY - 5} l10,10 M${endX + 5},${endY - 5} l-10,10` }));
+        group.append(
+          s("path", { class: "hop__failed", d: `M${endX - 5},${endY - 5} l10,10 M${endX + 5},${endY - 5} l-10,10` }),
+        );
       }
       // The kind beside the vertical stroke, halfway between the rows.
       const verticalTop = Math.min(...points.filter(([px]) => px === hopX).map(([, py]) => py));
       const verticalBottom = Math.max(...points.filter(([px]) => px === hopX).map(([, py]) => py));
       const labelText = hop.outcome === "completed" ? hop.kind : `${hop.kind} ${hop.outcome}`;
       const labelY = (verticalTop + verticalBottom) / 2 + 4;
-      if (!label(group, "hop__label", hopX + 5, labelY, "start", labelText)) label(group, "hop__label", hopX - 5, labelY, "end", labelText);
+      if (!label(group, "hop__label", hopX + 5, labelY, "start", labelText))
+        label(group, "hop__label", hopX - 5, labelY, "end", labelText);
       hopLayer.append(group);
     }
     svg.append(hopLayer);
 
-    plot.setAttribute("aria-label", `${model.label}: time runs left to right, from ${dateTime(domainStart)} to ${dateTime(domainEnd)} UTC`);
+    plot.setAttribute(
+      "aria-label",
+      `${model.label}: time runs left to right, from ${dateTime(domainStart)} to ${dateTime(domainEnd)} UTC`,
+    );
     replace(plot, svg);
   }
 
@@ -368,7 +415,16 @@ export function timeline(container, { legend = true, hops = true } = {}) {
     const markers = HOP_KINDS.map((kind) =>
       s(
         "marker",
-        { id: `${id}-arrow-${kind}`, class: `hop-marker hop-marker--${kind.toLowerCase()}`, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
+        {
+          id: `${id}-arrow-${kind}`,
+          class: `hop-marker hop-marker--${kind.toLowerCase()}`,
+          viewBox: "0 0 10 10",
+          refX: 9,
+          refY: 5,
+          markerWidth: 7,
+          markerHeight: 7,
+          orient: "auto-start-reverse",
+        },
         s("path", { d: "M0,0 L10,5 L0,10 z" }),
       ),
     );
@@ -388,15 +444,25 @@ export function timeline(container, { legend = true, hops = true } = {}) {
 
 /** A small SVG swatch for the legend. */
 function swatch(...children) {
-  return s("svg", { class: "legend__swatch", width: 34, height: 18, viewBox: "0 0 34 18", "aria-hidden": "true" }, ...children);
+  return s(
+    "svg",
+    { class: "legend__swatch", width: 34, height: 18, viewBox: "0 0 34 18", "aria-hidden": "true" },
+    ...children,
+  );
 }
 
 function renderLegend(withHops) {
   const items = [
-    ["Stint (closed)", swatch(s("rect", { class: "bar__rect bar--closed-swatch", x: 2, y: 4, width: 30, height: 10, rx: 2 }))],
+    [
+      "Stint (closed)",
+      swatch(s("rect", { class: "bar__rect bar--closed-swatch", x: 2, y: 4, width: 30, height: 10, rx: 2 })),
+    ],
     [
       "Stint still open (grows to now)",
-      swatch(s("rect", { class: "bar__rect bar--open-swatch", x: 2, y: 4, width: 24, height: 10, rx: 2 }), s("path", { class: "bar__open-end bar--open-swatch", d: "M26,2 l6,7 l-6,7 z" })),
+      swatch(
+        s("rect", { class: "bar__rect bar--open-swatch", x: 2, y: 4, width: 24, height: 10, rx: 2 }),
+        s("path", { class: "bar__open-end bar--open-swatch", d: "M26,2 l6,7 l-6,7 z" }),
+      ),
     ],
   ];
   if (withHops) {
@@ -415,7 +481,10 @@ function renderLegend(withHops) {
     ]);
     items.push([
       "Pending hand-over",
-      swatch(s("line", { class: "hop__line hop--escalation hop--pending", x1: 2, x2: 24, y1: 9, y2: 9 }), s("circle", { class: "hop__pending", cx: 28, cy: 9, r: 4 })),
+      swatch(
+        s("line", { class: "hop__line hop--escalation hop--pending", x1: 2, x2: 24, y1: 9, y2: 9 }),
+        s("circle", { class: "hop__pending", cx: 28, cy: 9, r: 4 }),
+      ),
     ]);
   }
   items.push(["Anomaly", swatch(s("path", { class: "anomaly__mark", d: "M11,3 h12 l-6,12 z" }))]);
@@ -423,7 +492,11 @@ function renderLegend(withHops) {
     "div",
     { class: "legend" },
     h("h3", { class: "legend__title" }, "Legend"),
-    h("ul", { class: "legend__list" }, items.map(([text, icon]) => h("li", { class: "legend__item" }, icon, text))),
+    h(
+      "ul",
+      { class: "legend__list" },
+      items.map(([text, icon]) => h("li", { class: "legend__item" }, icon, text)),
+    ),
   );
 }
 

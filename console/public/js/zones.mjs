@@ -145,7 +145,9 @@ export function localRfc3339(ms, zone) {
  * → 7 Dec, 09:00, +01:00), without converting it: the label is what the service counted in.
  */
 export function readLocal(text) {
-  const match = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})$/.exec(text ?? "");
+  const match = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})$/.exec(
+    text ?? "",
+  );
   if (!match) return null;
   const [year, month, day, hour, minute] = match.slice(1, 6).map(Number);
   const offset = /^[Zz]$/.test(match[7]) ? "+00:00" : match[7].replace(/^([+-]\d{2})(\d{2})$/, "$1:$2");
@@ -166,4 +168,4 @@ export function readLocal(text) {
   };
 }
 
-export { HOUR_MS, DAY_MS };
+export { DAY_MS, HOUR_MS };

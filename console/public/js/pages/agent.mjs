@@ -1,25 +1,68 @@
 // One agent (any participant identity): their stints across conversations on one time
 // axis, a row per conversation, newest first, with the 4.4 time window and paging.
 
+import { apiPath, get, serverNow, withQuery } from "../api.mjs";
 import { h, replace, scroller } from "../dom.mjs";
-import { get, apiPath, withQuery, serverNow } from "../api.mjs";
-import { dateTime, duration, parseTime, localInputToRfc3339, rfc3339ToLocalInput, plural } from "../format.mjs";
-import { subscribe, coalesce } from "../live.mjs";
-import { timeline, stintName } from "../timeline.mjs";
+import { dateTime, duration, localInputToRfc3339, parseTime, plural, rfc3339ToLocalInput } from "../format.mjs";
+import { coalesce, subscribe } from "../live.mjs";
+import { stintName, timeline } from "../timeline.mjs";
 
 const PAGE_SIZES = ["50", "100", "200", "500"];
 const LIVE_REFRESH_MS = 250;
 const TICK_MS = 1000;
 
 export async function agentPage(context, { botId, identity }) {
-  const { signal } = context;
   context.setTitle(`${identity} — ${botId}`);
-  const filters = { from: context.query.get("from") ?? "", to: context.query.get("to") ?? "", limit: context.query.get("limit") ?? "" };
+  const filters = {
+    from: context.query.get("from") ?? "",
+    to: context.query.get("to") ?? "",
+    limit: context.query.get("limit") ?? "",
+  };
+  const view = renderFrame(context, botId, identity, windowForm(context, botId, identity, filters));
+  context.focusHeading();
 
-  const from = h("input", { id: "agent-from", type: "datetime-local", step: "1", value: rfc3339ToLocalInput(filters.from) });
+  const chart = timeline(view.chartHost, { hops: false });
+  context.onCleanup(() => chart.destroy());
+
+  const page = {
+    context,
+    botId,
+    identity,
+    filters,
+    view,
+    chart,
+    cursors: [null],
+    pageIndex: 0,
+    nextCursor: null,
+    stints: [],
+  };
+  wirePager(page);
+
+  await load(page);
+  if (context.signal.aborted) return;
+  followChanges(page);
+}
+
+// ---- the frame ----------------------------------------------------------------------------
+
+function field(id, label, control) {
+  return h("div", { class: "field" }, h("label", { for: id }, label), control);
+}
+
+/** The time window and page size, filled from the hash; applying them navigates. */
+function windowForm(context, botId, identity, filters) {
+  const from = h("input", {
+    id: "agent-from",
+    type: "datetime-local",
+    step: "1",
+    value: rfc3339ToLocalInput(filters.from),
+  });
   const to = h("input", { id: "agent-to", type: "datetime-local", step: "1", value: rfc3339ToLocalInput(filters.to) });
-  const limit = h("select", { id: "agent-limit" }, PAGE_SIZES.map((size) => h("option", { value: size, selected: (filters.limit || "100") === size }, size)));
-  const field = (id, label, control) => h("div", { class: "field" }, h("label", { for: id }, label), control);
+  const limit = h(
+    "select",
+    { id: "agent-limit" },
+    PAGE_SIZES.map((size) => h("option", { value: size, selected: (filters.limit || "100") === size }, size)),
+  );
   const form = h(
     "form",
     { class: "filters", "aria-label": "Time window" },
@@ -30,7 +73,15 @@ export async function agentPage(context, { botId, identity }) {
       "div",
       { class: "filters__actions" },
       h("button", { type: "submit", class: "button" }, "Apply"),
-      h("button", { type: "button", class: "button button--quiet", on: { click: () => context.navigate(["bots", botId, "agents", identity]) } }, "Clear"),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "button button--quiet",
+          on: { click: () => context.navigate(["bots", botId, "agents", identity]) },
+        },
+        "Clear",
+      ),
     ),
   );
   form.addEventListener("submit", (event) => {
@@ -41,7 +92,11 @@ export async function agentPage(context, { botId, identity }) {
       limit: limit.value === "100" ? "" : limit.value,
     });
   });
+  return form;
+}
 
+/** Puts the page's sections in `main`; returns the parts that later renders fill. */
+function renderFrame(context, botId, identity, form) {
   const summary = h("p", { class: "section__summary", testid: "agent-summary" });
   const message = h("div", { "aria-live": "polite" });
   const chartHost = h("div", { testid: "agent-timeline" });
@@ -55,136 +110,211 @@ export async function agentPage(context, { botId, identity }) {
     h(
       "nav",
       { class: "breadcrumbs", "aria-label": "Breadcrumbs" },
-      h("ol", {}, h("li", {}, h("a", { href: context.href(["bots"]) }, "Bots")), h("li", {}, h("a", { href: context.href(["bots", botId, "conversations"]) }, botId)), h("li", { "aria-current": "page" }, identity)),
+      h(
+        "ol",
+        {},
+        h("li", {}, h("a", { href: context.href(["bots"]) }, "Bots")),
+        h("li", {}, h("a", { href: context.href(["bots", botId, "conversations"]) }, botId)),
+        h("li", { "aria-current": "page" }, identity),
+      ),
     ),
-    h("section", { class: "panel" }, h("p", { class: "eyebrow" }, "Participant"), h("h1", { tabindex: "-1", class: "break", testid: "agent-title" }, identity), form),
-    h("section", { class: "panel", "aria-labelledby": "agent-timeline-title" }, h("h2", { id: "agent-timeline-title" }, "Stints across conversations"), summary, message, chartHost),
-    h("section", { class: "panel", "aria-labelledby": "agent-stints-title" }, h("h2", { id: "agent-stints-title" }, "Stints"), tableHost, pager),
-  );
-  context.focusHeading();
-
-  const chart = timeline(chartHost, { hops: false });
-  context.onCleanup(() => chart.destroy());
-
-  const cursors = [null];
-  let pageIndex = 0;
-  let nextCursor = null;
-  let stints = [];
-
-  function model() {
-    const now = serverNow();
-    // A row per conversation, in the order of their newest stint (the API's order).
-    const rows = new Map();
-    stints.forEach((stint, index) => {
-      if (!rows.has(stint.conversationId)) {
-        rows.set(stint.conversationId, {
-          key: stint.conversationId,
-          label: stint.conversationId,
-          href: context.href(["bots", botId, "conversations", stint.conversationId]),
-          bars: [],
-        });
-      }
-      rows.get(stint.conversationId).bars.push({
-        key: JSON.stringify(["stint", stint.conversationId, stint.joinedAt, index]),
-        start: parseTime(stint.joinedAt),
-        end: stint.leftAt ? parseTime(stint.leftAt) : null,
-        entryType: stint.entryType,
-        exitType: stint.exitType,
-        name: stintName(`${identity} in ${stint.conversationId}`, stint, now),
-        data: { conversationId: stint.conversationId },
-      });
-    });
-    for (const row of rows.values()) row.sublabel = plural(row.bars.length, "stint");
-    return {
-      label: `Stints of ${identity} across conversations`,
-      rows: [...rows.values()],
-      now,
-      emptyText: "No stints in this time window.",
-      onActivate: (bar) => context.navigate(["bots", botId, "conversations", bar.data.conversationId]),
-    };
-  }
-
-  function render() {
-    const now = serverNow();
-    const conversations = new Set(stints.map((stint) => stint.conversationId));
-    const total = stints.reduce((sum, stint) => sum + (stint.leftAt ? stint.durationSeconds : (now - parseTime(stint.joinedAt)) / 1000), 0);
-    const open = stints.filter((stint) => stint.leftAt === null).length;
-    summary.textContent = `Page ${pageIndex + 1}: ${plural(stints.length, "stint")} in ${plural(conversations.size, "conversation")}, ${duration(total)} in all${open ? `, present in ${open} now` : ""}. Activate a bar to open its conversation.`;
-    chart.render(model());
-    if (!stints.length) {
-      replace(tableHost, h("p", { class: "muted" }, "No stints."));
-      return;
-    }
-    replace(
+    h(
+      "section",
+      { class: "panel" },
+      h("p", { class: "eyebrow" }, "Participant"),
+      h("h1", { tabindex: "-1", class: "break", testid: "agent-title" }, identity),
+      form,
+    ),
+    h(
+      "section",
+      { class: "panel", "aria-labelledby": "agent-timeline-title" },
+      h("h2", { id: "agent-timeline-title" }, "Stints across conversations"),
+      summary,
+      message,
+      chartHost,
+    ),
+    h(
+      "section",
+      { class: "panel", "aria-labelledby": "agent-stints-title" },
+      h("h2", { id: "agent-stints-title" }, "Stints"),
       tableHost,
-      scroller(
-        "Stints table",
+      pager,
+    ),
+  );
+  return { summary, message, chartHost, tableHost, previous, next };
+}
+
+// ---- loading ------------------------------------------------------------------------------
+
+async function load(page, { live = false } = {}) {
+  const { context, botId, identity, filters, view } = page;
+  let answer;
+  try {
+    answer = await get(
+      withQuery(apiPath("bots", botId, "participants", identity, "stints"), {
+        from: filters.from,
+        to: filters.to,
+        limit: filters.limit,
+        cursor: page.cursors[page.pageIndex],
+      }),
+      { signal: context.signal },
+    );
+  } catch (error) {
+    if (error.name === "AbortError" || live) return;
+    replace(
+      view.message,
+      h(
+        "p",
+        { class: "notice notice--error", role: "alert" },
+        error.status === 404 ? `No bot ${botId} that this token may read.` : error.describe(),
+      ),
+    );
+    return;
+  }
+  replace(view.message);
+  page.stints = answer.items ?? [];
+  page.nextCursor = answer.nextCursor ?? null;
+  view.previous.disabled = page.pageIndex === 0;
+  view.next.disabled = !page.nextCursor;
+  render(page);
+}
+
+// ---- rendering ----------------------------------------------------------------------------
+
+/** A stint's length so far: to when it ended, or to the service's now while it is open. */
+function stintSeconds(stint, now) {
+  return stint.leftAt ? stint.durationSeconds : (now - parseTime(stint.joinedAt)) / 1000;
+}
+
+function render(page) {
+  const { stints, view } = page;
+  const now = serverNow();
+  const conversations = new Set(stints.map((stint) => stint.conversationId));
+  const total = stints.reduce((sum, stint) => sum + stintSeconds(stint, now), 0);
+  const open = stints.filter((stint) => stint.leftAt === null).length;
+  view.summary.textContent = `Page ${page.pageIndex + 1}: ${plural(stints.length, "stint")} in ${plural(conversations.size, "conversation")}, ${duration(total)} in all${open ? `, present in ${open} now` : ""}. Activate a bar to open its conversation.`;
+  page.chart.render(chartModel(page));
+  if (!stints.length) {
+    replace(view.tableHost, h("p", { class: "muted" }, "No stints."));
+    return;
+  }
+  replace(view.tableHost, stintsTable(page, now));
+}
+
+/** The timeline's rows: one per conversation, in the order of their newest stint (the API's). */
+function chartModel({ context, botId, identity, stints }) {
+  const now = serverNow();
+  const rows = new Map();
+  stints.forEach((stint, index) => {
+    if (!rows.has(stint.conversationId)) {
+      rows.set(stint.conversationId, {
+        key: stint.conversationId,
+        label: stint.conversationId,
+        href: context.href(["bots", botId, "conversations", stint.conversationId]),
+        bars: [],
+      });
+    }
+    rows.get(stint.conversationId).bars.push({
+      key: JSON.stringify(["stint", stint.conversationId, stint.joinedAt, index]),
+      start: parseTime(stint.joinedAt),
+      end: stint.leftAt ? parseTime(stint.leftAt) : null,
+      entryType: stint.entryType,
+      exitType: stint.exitType,
+      name: stintName(`${identity} in ${stint.conversationId}`, stint, now),
+      data: { conversationId: stint.conversationId },
+    });
+  });
+  for (const row of rows.values()) row.sublabel = plural(row.bars.length, "stint");
+  return {
+    label: `Stints of ${identity} across conversations`,
+    rows: [...rows.values()],
+    now,
+    emptyText: "No stints in this time window.",
+    onActivate: (bar) => context.navigate(["bots", botId, "conversations", bar.data.conversationId]),
+  };
+}
+
+function stintsTable(page, now) {
+  return scroller(
+    "Stints table",
+    h(
+      "table",
+      { class: "table table--cards", testid: "agent-stints-table" },
+      h("caption", { class: "visually-hidden" }, `Stints of ${page.identity}, newest first`),
+      h(
+        "thead",
+        {},
         h(
-          "table",
-          { class: "table table--cards", testid: "agent-stints-table" },
-          h("caption", { class: "visually-hidden" }, `Stints of ${identity}, newest first`),
-          h("thead", {}, h("tr", {}, ["Conversation", "Entered (UTC)", "Left (UTC)", "Duration", "Entry", "Exit"].map((text) => h("th", { scope: "col" }, text)))),
-          h(
-            "tbody",
-            {},
-            stints.map((stint) =>
-              h(
-                "tr",
-                { testid: "agent-stint-row" },
-                h("th", { scope: "row", "data-label": "Conversation", class: "break" }, h("a", { href: context.href(["bots", botId, "conversations", stint.conversationId]) }, stint.conversationId)),
-                h("td", { "data-label": "Entered" }, h("time", { datetime: stint.joinedAt }, dateTime(stint.joinedAt))),
-                h("td", { "data-label": "Left" }, stint.leftAt ? h("time", { datetime: stint.leftAt }, dateTime(stint.leftAt)) : "still present"),
-                h("td", { class: "num", "data-label": "Duration" }, duration(stint.leftAt ? stint.durationSeconds : (now - parseTime(stint.joinedAt)) / 1000)),
-                h("td", { "data-label": "Entry" }, stint.entryType),
-                h("td", { "data-label": "Exit" }, stint.exitType ?? "—"),
-              ),
-            ),
+          "tr",
+          {},
+          ["Conversation", "Entered (UTC)", "Left (UTC)", "Duration", "Entry", "Exit"].map((text) =>
+            h("th", { scope: "col" }, text),
           ),
         ),
       ),
-    );
-  }
+      h(
+        "tbody",
+        {},
+        page.stints.map((stint) => stintRow(page, stint, now)),
+      ),
+    ),
+  );
+}
 
-  async function load({ live = false } = {}) {
-    let page;
-    try {
-      page = await get(withQuery(apiPath("bots", botId, "participants", identity, "stints"), { from: filters.from, to: filters.to, limit: filters.limit, cursor: cursors[pageIndex] }), { signal });
-    } catch (error) {
-      if (error.name === "AbortError" || live) return;
-      replace(message, h("p", { class: "notice notice--error", role: "alert" }, error.status === 404 ? `No bot ${botId} that this token may read.` : error.describe()));
-      return;
-    }
-    replace(message);
-    stints = page.items ?? [];
-    nextCursor = page.nextCursor ?? null;
-    previous.disabled = pageIndex === 0;
-    next.disabled = !nextCursor;
-    render();
-  }
+function stintRow({ context, botId }, stint, now) {
+  return h(
+    "tr",
+    { testid: "agent-stint-row" },
+    h(
+      "th",
+      { scope: "row", "data-label": "Conversation", class: "break" },
+      h("a", { href: context.href(["bots", botId, "conversations", stint.conversationId]) }, stint.conversationId),
+    ),
+    h("td", { "data-label": "Entered" }, h("time", { datetime: stint.joinedAt }, dateTime(stint.joinedAt))),
+    h(
+      "td",
+      { "data-label": "Left" },
+      stint.leftAt ? h("time", { datetime: stint.leftAt }, dateTime(stint.leftAt)) : "still present",
+    ),
+    h("td", { class: "num", "data-label": "Duration" }, duration(stintSeconds(stint, now))),
+    h("td", { "data-label": "Entry" }, stint.entryType),
+    h("td", { "data-label": "Exit" }, stint.exitType ?? "—"),
+  );
+}
 
+// ---- paging and live updates --------------------------------------------------------------
+
+function wirePager(page) {
+  const { previous, next } = page.view;
   previous.addEventListener("click", () => {
-    if (pageIndex > 0) pageIndex -= 1;
-    load();
+    if (page.pageIndex > 0) page.pageIndex -= 1;
+    load(page);
   });
   next.addEventListener("click", () => {
-    if (!nextCursor) return;
-    cursors[pageIndex + 1] = nextCursor;
-    cursors.length = pageIndex + 2;
-    pageIndex += 1;
-    load();
+    if (!page.nextCursor) return;
+    page.cursors[page.pageIndex + 1] = page.nextCursor;
+    page.cursors.length = page.pageIndex + 2;
+    page.pageIndex += 1;
+    load(page);
   });
+}
 
-  await load();
-  if (signal.aborted) return;
-
-  const refresh = coalesce(() => load({ live: true }), LIVE_REFRESH_MS);
+/**
+ * A change to this participant, or to a conversation shown, reloads the page shown; while
+ * a stint is open, its bar grows every second.
+ */
+function followChanges(page) {
+  const { context, botId, identity, chart } = page;
+  const refresh = coalesce(() => load(page, { live: true }), LIVE_REFRESH_MS);
   context.onCleanup(refresh.cancel);
-  context.onCleanup(subscribe(botId, (item) => {
-    const shown = stints.some((stint) => stint.conversationId === item.conversationId);
-    if (item.participant?.identity === identity || shown) refresh();
-  }));
+  context.onCleanup(
+    subscribe(botId, (item) => {
+      const shown = page.stints.some((stint) => stint.conversationId === item.conversationId);
+      if (item.participant?.identity === identity || shown) refresh();
+    }),
+  );
   const timer = setInterval(() => {
-    if (!document.hidden && stints.some((stint) => stint.leftAt === null)) chart.render(model());
+    if (!document.hidden && page.stints.some((stint) => stint.leftAt === null)) chart.render(chartModel(page));
   }, TICK_MS);
   context.onCleanup(() => clearInterval(timer));
 }

@@ -1,12 +1,33 @@
 // Sign-in: paste a read token. It is kept in this tab's sessionStorage only, checked against
 // the service at once, and never put in a URL.
 
+import { ApiError, get } from "../api.mjs";
 import { h, replace } from "../dom.mjs";
-import { get, ApiError } from "../api.mjs";
-import { setToken, signIn, signOut, cleanToken, looksLikeJwt } from "../session.mjs";
+import { cleanToken, looksLikeJwt, setToken, signIn, signOut } from "../session.mjs";
 
 export async function signInPage(context, { reason }) {
   context.setTitle("Sign in");
+  const view = signInForm(reason);
+  view.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submit(view);
+  });
+  replace(
+    context.main,
+    h(
+      "section",
+      { class: "panel panel--narrow" },
+      h("h1", { id: "sign-in-title", tabindex: "-1" }, "Sign in"),
+      h("p", {}, "Who handled a conversation, when, for how long, and what went wrong: paste a read token to look."),
+      view.error,
+      view.form,
+    ),
+  );
+  view.input.focus();
+}
+
+/** The form and its parts; `reason` (why the user was signed out) is shown in its message. */
+function signInForm(reason) {
   const input = h("input", {
     id: "token-input",
     type: "password",
@@ -17,12 +38,18 @@ export async function signInPage(context, { reason }) {
     "aria-describedby": "token-help",
     testid: "token-input",
   });
-  const error = h("p", { class: "notice notice--error", id: "sign-in-error", role: "alert", hidden: !reason, testid: "sign-in-message" }, reason ?? "");
+  const error = h(
+    "p",
+    { class: "notice notice--error", id: "sign-in-error", role: "alert", hidden: !reason, testid: "sign-in-message" },
+    reason ?? "",
+  );
   const button = h("button", { type: "submit", class: "button" }, "Sign in");
   const form = h(
     "form",
     { class: "sign-in", novalidate: true, "aria-labelledby": "sign-in-title" },
-    h("div", { class: "field" },
+    h(
+      "div",
+      { class: "field" },
       h("label", { for: "token-input" }, "Read token (JWT)"),
       input,
       h(
@@ -36,52 +63,40 @@ export async function signInPage(context, { reason }) {
     button,
   );
   if (reason) input.setAttribute("aria-invalid", "true");
+  return { form, input, error, button };
+}
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const value = cleanToken(input.value);
-    if (!looksLikeJwt(value)) {
-      showError("That does not look like a token: a JWT has three parts separated by dots.");
+/** Checks the pasted token against the service, then signs in (or out again, with the reason). */
+async function submit({ input, error, button }) {
+  const value = cleanToken(input.value);
+  if (!looksLikeJwt(value)) {
+    showError(input, error, "That does not look like a token: a JWT has three parts separated by dots.");
+    return;
+  }
+  button.disabled = true;
+  button.textContent = "Checking…";
+  setToken(value);
+  try {
+    await get("/api/v1/bots");
+  } catch (failure) {
+    if (failure.status === 401) return; // signed out again, with the reason shown
+    if (failure.status === 403) {
+      signOut("This token's app lacks the read permission: the console needs a token of an app with read.");
       return;
     }
-    button.disabled = true;
-    button.textContent = "Checking…";
-    setToken(value);
-    try {
-      await get("/api/v1/bots");
-    } catch (failure) {
-      if (failure.status === 401) return; // signed out again, with the reason shown
-      if (failure.status === 403) {
-        signOut("This token's app lacks the read permission: the console needs a token of an app with read.");
-        return;
-      }
-      // An older service without GET /api/v1/bots: carry on (the bots page asks for a bot id).
-      if (!(failure instanceof ApiError) || (failure.status !== 404 && failure.status !== 405)) {
-        signOut(failure instanceof ApiError ? failure.describe() : "The token could not be checked.");
-        return;
-      }
+    // An older service without GET /api/v1/bots: carry on (the bots page asks for a bot id).
+    if (!(failure instanceof ApiError) || (failure.status !== 404 && failure.status !== 405)) {
+      signOut(failure instanceof ApiError ? failure.describe() : "The token could not be checked.");
+      return;
     }
-    input.value = "";
-    signIn(value);
-  });
-
-  function showError(text) {
-    error.textContent = text;
-    error.hidden = false;
-    input.setAttribute("aria-invalid", "true");
-    input.focus();
   }
+  input.value = "";
+  signIn(value);
+}
 
-  replace(
-    context.main,
-    h(
-      "section",
-      { class: "panel panel--narrow" },
-      h("h1", { id: "sign-in-title", tabindex: "-1" }, "Sign in"),
-      h("p", {}, "Who handled a conversation, when, for how long, and what went wrong: paste a read token to look."),
-      error,
-      form,
-    ),
-  );
+function showError(input, error, text) {
+  error.textContent = text;
+  error.hidden = false;
+  input.setAttribute("aria-invalid", "true");
   input.focus();
 }
