@@ -4,15 +4,19 @@
 //! what it says. The reads are shared (`sql.rs`); only SQL that differs by dialect is
 //! written per backend.
 
+mod codec;
+mod keys;
 mod postgres;
+mod queries;
+mod reads;
 pub(crate) mod retention;
-mod sql;
+mod rows;
 mod sqlite;
 mod stats;
 
+pub use codec::DbTime;
 pub use postgres::PgStore;
 pub use retention::{Candidate, Expired};
-pub use sql::DbTime;
 pub use sqlite::{DEFAULT_SQLITE_FILE, SqliteStore};
 pub use stats::{Counted, StatsNow, StatsProgress};
 
@@ -21,9 +25,9 @@ use crate::domain::{
     Anomaly, AppendPlan, EventName, Hop, IngestBatch, Participant, ParticipantTimeline, Status,
     Stint, Stored, Summary, TransferType, Transition, plan_append,
 };
+use reads::Reads;
 use secrecy::ExposeSecret;
 use serde_json::value::RawValue;
-use sql::Reads;
 use time::OffsetDateTime;
 
 /// Why the store could not do what was asked.
@@ -606,7 +610,7 @@ impl Store {
 
     /// Up to `limit` of the bot's events after `after` in feed order, ending early once
     /// their payloads reach `max_bytes` (the first always comes). Only events that no
-    /// transaction still running can precede are listed (see `sql::CHANGES`).
+    /// transaction still running can precede are listed (see `queries::changes`).
     #[tracing::instrument(name = "query", skip_all)]
     pub async fn changes(
         &self,
@@ -620,8 +624,13 @@ impl Store {
                 store
                     .deadlines()
                     .read(async {
-                        let sql =
-                            sql::changes(bot_id, after, limit, max_bytes, sql::Horizon::Running);
+                        let sql = queries::changes(
+                            bot_id,
+                            after,
+                            limit,
+                            max_bytes,
+                            queries::Horizon::Running,
+                        );
                         let mut page = Reads(store.pool()).changes(sql, limit).await?;
                         if !page.more {
                             let last = page.changes.last().map(|change| &change.position);
@@ -632,7 +641,8 @@ impl Store {
                     .await
             }
             Backend::Sqlite(store) => {
-                let sql = sql::changes(bot_id, after, limit, max_bytes, sql::Horizon::Committed);
+                let sql =
+                    queries::changes(bot_id, after, limit, max_bytes, queries::Horizon::Committed);
                 Reads(store.reader()).changes(sql, limit).await
             }
         }
@@ -644,14 +654,14 @@ impl Store {
     pub async fn feed_end(&self, bot_id: &str) -> Result<Option<FeedPosition>, StoreError> {
         match &self.backend {
             Backend::Postgres(store) => {
-                let sql = sql::feed_end(bot_id, sql::Horizon::Running);
+                let sql = queries::feed_end(bot_id, queries::Horizon::Running);
                 store
                     .deadlines()
                     .read(Reads(store.pool()).feed_end(sql))
                     .await
             }
             Backend::Sqlite(store) => {
-                let sql = sql::feed_end(bot_id, sql::Horizon::Committed);
+                let sql = queries::feed_end(bot_id, queries::Horizon::Committed);
                 Reads(store.reader()).feed_end(sql).await
             }
         }
@@ -670,7 +680,7 @@ impl Store {
     ) -> Result<Vec<ConversationRecord>, StoreError> {
         match &self.backend {
             Backend::Postgres(store) => {
-                let sql = sql::list_conversations_pg(bot_id, filter, after, limit, now);
+                let sql = queries::list_conversations_pg(bot_id, filter, after, limit, now);
                 let reads = Reads(store.pool());
                 store
                     .deadlines()
@@ -678,7 +688,7 @@ impl Store {
                     .await
             }
             Backend::Sqlite(store) => {
-                let sql = sql::list_conversations(bot_id, filter, after, limit, now);
+                let sql = queries::list_conversations(bot_id, filter, after, limit, now);
                 Reads(store.reader()).conversations(bot_id, sql).await
             }
         }

@@ -2,7 +2,7 @@
 //! everything it holds, and finding the conversations past the retention limit.
 
 use super::StoreError;
-use super::sql::{Bind, DbTime};
+use super::codec::{Bind, DbTime};
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Transaction, Type};
 use time::OffsetDateTime;
 

@@ -2,8 +2,10 @@
 //! PostgreSQL. Writes go through a one-connection pool and `BEGIN IMMEDIATE`, so there is
 //! one writer at a time even across processes sharing the file.
 
+use super::codec::DbTime;
+use super::keys;
 use super::retention::{self, Candidate};
-use super::sql::{self, DbTime, PresentStintRow, StateParticipant, SummaryRow};
+use super::rows::{self, PresentStintRow, StateParticipant, SummaryRow};
 use super::{
     Appended, Checkout, KeyRecord, Keyed, StoreError, finish, is_disk_failure, named_identities,
     plan,
@@ -20,6 +22,40 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
+
+/// Writes a conversation's summary row after an append, if its `last_seq` is still `$3`
+/// (the plan's expected seq): `$1` bot, `$2` conversation, `$4` the new `last_seq`, then
+/// the summary columns in table order. Bound by [`bind_conversation`].
+macro_rules! upsert_conversation {
+    () => {
+        "INSERT INTO conversations AS c
+             (bot_id, conversation_id, last_seq, status, experience, language, started_at,
+              ended_at, last_event_at, event_count, anomaly_count, cold_transfers,
+              warm_transfers, redial_transfers, present_count, participant_count,
+              experience_from_events, escalated_transfers, failed_transfers, hop_count,
+              last_emptied_by, pending_escalations, awaiting_agent, service, interaction)
+         VALUES ($1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26)
+         ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
+             last_seq = excluded.last_seq, status = excluded.status,
+             experience = excluded.experience, language = excluded.language,
+             started_at = excluded.started_at, ended_at = excluded.ended_at,
+             last_event_at = excluded.last_event_at, event_count = excluded.event_count,
+             anomaly_count = excluded.anomaly_count, cold_transfers = excluded.cold_transfers,
+             warm_transfers = excluded.warm_transfers,
+             redial_transfers = excluded.redial_transfers,
+             present_count = excluded.present_count,
+             participant_count = excluded.participant_count,
+             experience_from_events = excluded.experience_from_events,
+             escalated_transfers = excluded.escalated_transfers,
+             failed_transfers = excluded.failed_transfers, hop_count = excluded.hop_count,
+             last_emptied_by = excluded.last_emptied_by,
+             pending_escalations = excluded.pending_escalations,
+             awaiting_agent = excluded.awaiting_agent, service = excluded.service,
+             interaction = COALESCE(excluded.interaction, c.interaction)
+         WHERE c.last_seq = $3"
+    };
+}
 
 /// An older binary keeps serving a database that a newer release migrated further.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
@@ -278,7 +314,7 @@ async fn append_keyed_in(
 ) -> Result<Keyed, StoreError> {
     // BEGIN IMMEDIATE already made this the only writer: no request with the key can
     // be running, so a retry waits for the first and is then replayed.
-    sql::append_once(tx, batch, key, async |tx| append_in(tx, batch).await).await
+    keys::append_once(tx, batch, key, async |tx| append_in(tx, batch).await).await
 }
 
 async fn append_in(
@@ -303,7 +339,7 @@ async fn load(
 ) -> Result<(crate::domain::Stored, Option<OffsetDateTime>), StoreError> {
     let row: Option<SummaryRow> = sqlx::query_as(concat!(
         "SELECT ",
-        sql::summary_columns!(),
+        super::queries::summary_columns!(),
         ", CASE WHEN $3 THEN c.interaction END AS interaction
          FROM conversations c WHERE c.bot_id = $1 AND c.conversation_id = $2"
     ))
@@ -341,7 +377,7 @@ async fn load(
     .fetch_all(&mut **tx)
     .await?;
     let last_event_at = Some(row.last_event_at.into());
-    Ok((sql::stored(&row, participants, present)?, last_event_at))
+    Ok((rows::stored(&row, participants, present)?, last_event_at))
 }
 
 /// Writes `plan`, a statement a row, in the order that keeps END from closing a stint the
@@ -352,8 +388,8 @@ async fn write(
     plan: &AppendPlan,
 ) -> Result<(), StoreError> {
     let (bot_id, conversation_id) = (batch.bot_id.as_str(), batch.conversation_id.as_str());
-    let query = sqlx::query_scalar(concat!(sql::upsert_conversation!(), " RETURNING 1"));
-    let written = sql::bind_conversation(query, batch, plan)
+    let query = sqlx::query_scalar(concat!(upsert_conversation!(), " RETURNING 1"));
+    let written = bind_conversation(query, batch, plan)
         .fetch_optional(&mut **tx)
         .await?;
     // BEGIN IMMEDIATE made this the only writer, so the row cannot have moved on.
@@ -493,4 +529,44 @@ async fn write(
         .await?;
     }
     Ok(())
+}
+
+type SqliteScalar<'q> =
+    sqlx::query::QueryScalar<'q, Sqlite, i64, <Sqlite as sqlx::Database>::Arguments>;
+
+/// Binds `$1`–`$26` of [`upsert_conversation!`] for the append of `batch` by `plan`; the
+/// interaction only when the plan changed it (the row keeps its own otherwise).
+fn bind_conversation<'q>(
+    query: SqliteScalar<'q>,
+    batch: &'q IngestBatch,
+    plan: &'q AppendPlan,
+) -> SqliteScalar<'q> {
+    let summary = &plan.summary;
+    query
+        .bind(batch.bot_id.as_str())
+        .bind(batch.conversation_id.as_str())
+        .bind(plan.expected_seq)
+        .bind(plan.last_seq())
+        .bind(summary.status.as_str())
+        .bind(summary.experience.map(|experience| experience.as_str()))
+        .bind(summary.language.as_deref())
+        .bind(DbTime(summary.started_at.unwrap_or(plan.received_at)))
+        .bind(summary.ended_at.map(DbTime))
+        .bind(DbTime(summary.last_event_at.unwrap_or(plan.received_at)))
+        .bind(summary.event_count)
+        .bind(summary.anomaly_count)
+        .bind(summary.transfers.cold)
+        .bind(summary.transfers.warm)
+        .bind(summary.transfers.redial)
+        .bind(summary.present_count)
+        .bind(summary.participant_count)
+        .bind(summary.experience_from_events)
+        .bind(summary.transfers.escalated)
+        .bind(summary.transfers.failed)
+        .bind(summary.hop_count)
+        .bind(summary.last_emptied_by.as_deref())
+        .bind(Json(&summary.pending_escalations))
+        .bind(summary.awaiting_agent)
+        .bind(summary.service.as_deref())
+        .bind(plan.interaction.as_ref().map(Json))
 }

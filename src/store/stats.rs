@@ -2,7 +2,7 @@
 //! transaction with the feed position it reached, and what a stats query reads. The same
 //! SQL on both stores: times are integer microseconds and documents are JSON text.
 
-use super::sql::{Bind, Sql};
+use super::codec::{Bind, Sql};
 use super::{Change, ChangeKind, FeedPosition, Store, StoreError};
 use crate::domain::Status;
 use crate::domain::sources::parse_stored;

@@ -1,0 +1,188 @@
+//! How values travel to and from either database: a time both encode the same way, the
+//! binds of SQL built at run time, and that SQL.
+
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
+use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef};
+use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
+use std::fmt::Write;
+use time::OffsetDateTime;
+
+/// A time as the stores keep it: `timestamptz` in PostgreSQL; in SQLite, microseconds
+/// since the Unix epoch, so that times sort and compare exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DbTime(pub OffsetDateTime);
+
+impl DbTime {
+    fn micros(self) -> i64 {
+        (self.0.unix_timestamp_nanos() / 1_000) as i64
+    }
+
+    fn from_micros(micros: i64) -> Self {
+        Self(
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        )
+    }
+
+    /// The time as the stores keep it, to the microsecond.
+    pub fn truncated(at: OffsetDateTime) -> OffsetDateTime {
+        Self::from_micros(Self(at).micros()).0
+    }
+}
+
+impl From<DbTime> for OffsetDateTime {
+    fn from(DbTime(at): DbTime) -> Self {
+        at
+    }
+}
+
+impl Type<Postgres> for DbTime {
+    fn type_info() -> PgTypeInfo {
+        <OffsetDateTime as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for DbTime {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <OffsetDateTime as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl Decode<'_, Postgres> for DbTime {
+    fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+        Ok(Self(<OffsetDateTime as Decode<Postgres>>::decode(value)?))
+    }
+}
+
+impl Type<Sqlite> for DbTime {
+    fn type_info() -> SqliteTypeInfo {
+        <i64 as Type<Sqlite>>::type_info()
+    }
+
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <i64 as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl Encode<'_, Sqlite> for DbTime {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+        <i64 as Encode<Sqlite>>::encode(self.micros(), buf)
+    }
+}
+
+impl Decode<'_, Sqlite> for DbTime {
+    fn decode(value: SqliteValueRef<'_>) -> Result<Self, BoxDynError> {
+        Ok(Self::from_micros(<i64 as Decode<Sqlite>>::decode(value)?))
+    }
+}
+
+/// A value bound to a placeholder of shared SQL: text, an integer or a time, each bound
+/// as its own type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bind {
+    Text(String),
+    Int(i64),
+    Time(OffsetDateTime),
+    /// A text column's NULL.
+    NoText,
+    /// Arrays (PostgreSQL only), for `UNNEST`.
+    Ints(Vec<i64>),
+    Texts(Vec<Option<String>>),
+}
+
+impl From<Option<String>> for Bind {
+    fn from(text: Option<String>) -> Self {
+        text.map_or(Self::NoText, Self::Text)
+    }
+}
+
+impl Type<Postgres> for Bind {
+    fn type_info() -> PgTypeInfo {
+        <String as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Bind {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        match self {
+            Self::Text(text) => <String as Encode<Postgres>>::encode_by_ref(text, buf),
+            Self::Int(number) => <i64 as Encode<Postgres>>::encode_by_ref(number, buf),
+            Self::Time(at) => <DbTime as Encode<Postgres>>::encode_by_ref(&DbTime(*at), buf),
+            Self::NoText => Ok(IsNull::Yes),
+            Self::Ints(numbers) => <Vec<i64> as Encode<Postgres>>::encode_by_ref(numbers, buf),
+            Self::Texts(texts) => {
+                <Vec<Option<String>> as Encode<Postgres>>::encode_by_ref(texts, buf)
+            }
+        }
+    }
+
+    fn produces(&self) -> Option<PgTypeInfo> {
+        Some(match self {
+            Self::Text(_) | Self::NoText => <String as Type<Postgres>>::type_info(),
+            Self::Int(_) => <i64 as Type<Postgres>>::type_info(),
+            Self::Ints(_) => <Vec<i64> as Type<Postgres>>::type_info(),
+            Self::Texts(_) => <Vec<Option<String>> as Type<Postgres>>::type_info(),
+            Self::Time(_) => <DbTime as Type<Postgres>>::type_info(),
+        })
+    }
+}
+
+impl Type<Sqlite> for Bind {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+
+impl Encode<'_, Sqlite> for Bind {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+        match self {
+            Self::Text(text) => <String as Encode<Sqlite>>::encode_by_ref(text, buf),
+            Self::Int(number) => <i64 as Encode<Sqlite>>::encode_by_ref(number, buf),
+            Self::Time(at) => <DbTime as Encode<Sqlite>>::encode_by_ref(&DbTime(*at), buf),
+            Self::NoText => Ok(IsNull::Yes),
+            Self::Ints(_) | Self::Texts(_) => Err("SQLite has no arrays".into()),
+        }
+    }
+
+    fn produces(&self) -> Option<SqliteTypeInfo> {
+        Some(match self {
+            Self::Text(_) | Self::NoText | Self::Ints(_) | Self::Texts(_) => {
+                <String as Type<Sqlite>>::type_info()
+            }
+            Self::Int(_) | Self::Time(_) => <i64 as Type<Sqlite>>::type_info(),
+        })
+    }
+}
+
+/// SQL text with its binds, in placeholder order.
+#[derive(Debug, Default)]
+pub struct Sql {
+    pub text: String,
+    pub binds: Vec<Bind>,
+}
+
+impl Sql {
+    pub(super) fn new(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            binds: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    pub(super) fn bind(&mut self, value: Bind) -> &mut Self {
+        self.binds.push(value);
+        let _ = write!(self.text, "${}", self.binds.len());
+        self
+    }
+
+    pub(super) fn text(value: &str) -> Bind {
+        Bind::Text(value.to_owned())
+    }
+}
