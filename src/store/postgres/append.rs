@@ -7,7 +7,7 @@
 //! each — and the keys are saved. Nothing is acknowledged before the commit.
 
 use super::in_transaction;
-use super::write::write_round;
+use super::write::{column, write_round};
 use crate::domain::{AppendPlan, IngestBatch, Stored, needs_interaction, present_needed};
 use crate::store::codec::DbTime;
 use crate::store::keys::{self, KeyRow};
@@ -105,12 +105,7 @@ async fn take_keys(
         "SELECT pg_try_advisory_xact_lock(k.id)
          FROM UNNEST($1::bigint[]) WITH ORDINALITY AS k(id, n) ORDER BY k.n",
     )
-    .bind(
-        keyed
-            .iter()
-            .map(|(_, key)| keys::key_lock_id(key))
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(&keyed, |(_, key)| keys::key_lock_id(key)))
     .fetch_all(&mut **tx)
     .await?;
     let mut held = Vec::new();
@@ -132,21 +127,9 @@ async fn take_keys(
          JOIN idempotency_keys i ON i.bot_id = k.bot_id AND i.key = k.key
              AND i.created_at >= k.expired_before",
     )
-    .bind(
-        held.iter()
-            .map(|(_, key)| key.bot_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        held.iter()
-            .map(|(_, key)| key.key.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        held.iter()
-            .map(|(_, key)| key.expired_before)
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(&held, |(_, key)| key.bot_id.as_str()))
+    .bind(column(&held, |(_, key)| key.key.as_str()))
+    .bind(column(&held, |(_, key)| key.expired_before))
     .fetch_all(&mut **tx)
     .await?;
     for row in previous {
@@ -189,13 +172,8 @@ async fn create_conversations(
          ORDER BY w.bot_id, w.conversation_id
          ON CONFLICT (bot_id, conversation_id) DO NOTHING",
     )
-    .bind(
-        conversations
-            .iter()
-            .map(|(bot, _)| *bot)
-            .collect::<Vec<_>>(),
-    )
-    .bind(conversations.iter().map(|(_, id)| *id).collect::<Vec<_>>())
+    .bind(column(&conversations, |(bot, _)| *bot))
+    .bind(column(&conversations, |(_, id)| *id))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -318,36 +296,11 @@ async fn read_round(
          ORDER BY w.n
          FOR UPDATE OF c",
     )
-    .bind(
-        batches
-            .iter()
-            .map(|batch| batch.bot_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        batches
-            .iter()
-            .map(|batch| batch.conversation_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        batches
-            .iter()
-            .map(|batch| Json(named_identities(batch)))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        batches
-            .iter()
-            .map(|batch| present_needed(&batch.events))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        batches
-            .iter()
-            .map(|batch| needs_interaction(&batch.events))
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(batches, |batch| batch.bot_id.as_str()))
+    .bind(column(batches, |batch| batch.conversation_id.as_str()))
+    .bind(column(batches, |batch| Json(named_identities(batch))))
+    .bind(column(batches, |batch| present_needed(&batch.events)))
+    .bind(column(batches, |batch| needs_interaction(&batch.events)))
     .fetch_all(&mut **tx)
     .await?)
 }
@@ -406,55 +359,17 @@ async fn save_keys(
              first_seq = excluded.first_seq, last_seq = excluded.last_seq,
              conversation_status = excluded.conversation_status",
     )
-    .bind(
-        stored
-            .iter()
-            .map(|(key, ..)| key.bot_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        stored
-            .iter()
-            .map(|(key, ..)| key.key.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        stored
-            .iter()
-            .map(|(key, ..)| key.fingerprint.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(stored.iter().map(|(key, ..)| key.now).collect::<Vec<_>>())
-    .bind(
-        stored
-            .iter()
-            .map(|(_, batch, _)| batch.conversation_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        stored
-            .iter()
-            .map(|(_, batch, _)| batch.events.len() as i64)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        stored
-            .iter()
-            .map(|(.., appended)| appended.first_seq)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        stored
-            .iter()
-            .map(|(.., appended)| appended.last_seq)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        stored
-            .iter()
-            .map(|(.., appended)| appended.status.as_str())
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(&stored, |(key, ..)| key.bot_id.as_str()))
+    .bind(column(&stored, |(key, ..)| key.key.as_str()))
+    .bind(column(&stored, |(key, ..)| key.fingerprint.as_str()))
+    .bind(column(&stored, |(key, ..)| key.now))
+    .bind(column(&stored, |(_, batch, _)| {
+        batch.conversation_id.as_str()
+    }))
+    .bind(column(&stored, |(_, batch, _)| batch.events.len() as i64))
+    .bind(column(&stored, |(.., appended)| appended.first_seq))
+    .bind(column(&stored, |(.., appended)| appended.last_seq))
+    .bind(column(&stored, |(.., appended)| appended.status.as_str()))
     .execute(&mut **tx)
     .await?;
     Ok(())

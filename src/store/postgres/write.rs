@@ -181,173 +181,49 @@ pub(super) async fn write_round(
     plans: &[AppendPlan],
 ) -> Result<usize, StoreError> {
     let rows = RoundRows::of(batches, plans);
-    let summaries = plans.iter().map(|plan| &plan.summary);
     let written: Vec<i64> = sqlx::query_scalar(WRITE_ROUND)
         .bind((1..=plans.len() as i64).collect::<Vec<_>>())
-        .bind(
-            batches
-                .iter()
-                .map(|batch| batch.bot_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            batches
-                .iter()
-                .map(|batch| batch.conversation_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            plans
-                .iter()
-                .map(|plan| plan.expected_seq)
-                .collect::<Vec<_>>(),
-        )
-        .bind(plans.iter().map(AppendPlan::last_seq).collect::<Vec<_>>())
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.status.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.experience.map(|experience| experience.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.language.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            plans
-                .iter()
-                .map(|plan| plan.summary.started_at.unwrap_or(plan.received_at))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.ended_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            plans
-                .iter()
-                .map(|plan| plan.summary.last_event_at.unwrap_or(plan.received_at))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.event_count)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.anomaly_count)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.transfers.cold)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.transfers.warm)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.transfers.redial)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.present_count)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.participant_count)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.experience_from_events)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.transfers.escalated)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.transfers.failed)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.hop_count)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.last_emptied_by.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| Json(&summary.pending_escalations))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.awaiting_agent)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            summaries
-                .clone()
-                .map(|summary| summary.service.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            plans
-                .iter()
-                .map(|plan| plan.interaction.as_ref().map(Json))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            plans
-                .iter()
-                .map(|plan| plan.received_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            plans
-                .iter()
-                .map(|plan| plan.end_open_stints_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(plans.iter().map(|plan| plan.first_seq).collect::<Vec<_>>())
+        .bind(column(batches, |batch| batch.bot_id.as_str()))
+        .bind(column(batches, |batch| batch.conversation_id.as_str()))
+        .bind(column(plans, |plan| plan.expected_seq))
+        .bind(column(plans, AppendPlan::last_seq))
+        .bind(column(plans, |plan| plan.summary.status.as_str()))
+        .bind(column(plans, |plan| {
+            plan.summary
+                .experience
+                .map(|experience| experience.as_str())
+        }))
+        .bind(column(plans, |plan| plan.summary.language.as_deref()))
+        .bind(column(plans, |plan| {
+            plan.summary.started_at.unwrap_or(plan.received_at)
+        }))
+        .bind(column(plans, |plan| plan.summary.ended_at))
+        .bind(column(plans, |plan| {
+            plan.summary.last_event_at.unwrap_or(plan.received_at)
+        }))
+        .bind(column(plans, |plan| plan.summary.event_count))
+        .bind(column(plans, |plan| plan.summary.anomaly_count))
+        .bind(column(plans, |plan| plan.summary.transfers.cold))
+        .bind(column(plans, |plan| plan.summary.transfers.warm))
+        .bind(column(plans, |plan| plan.summary.transfers.redial))
+        .bind(column(plans, |plan| plan.summary.present_count))
+        .bind(column(plans, |plan| plan.summary.participant_count))
+        .bind(column(plans, |plan| plan.summary.experience_from_events))
+        .bind(column(plans, |plan| plan.summary.transfers.escalated))
+        .bind(column(plans, |plan| plan.summary.transfers.failed))
+        .bind(column(plans, |plan| plan.summary.hop_count))
+        .bind(column(plans, |plan| {
+            plan.summary.last_emptied_by.as_deref()
+        }))
+        .bind(column(plans, |plan| {
+            Json(&plan.summary.pending_escalations)
+        }))
+        .bind(column(plans, |plan| plan.summary.awaiting_agent))
+        .bind(column(plans, |plan| plan.summary.service.as_deref()))
+        .bind(column(plans, |plan| plan.interaction.as_ref().map(Json)))
+        .bind(column(plans, |plan| plan.received_at))
+        .bind(column(plans, |plan| plan.end_open_stints_at))
+        .bind(column(plans, |plan| plan.first_seq))
         .bind(&rows.events.n)
         .bind(&rows.events.seq)
         .bind(&rows.events.name)
@@ -525,4 +401,9 @@ fn exit_types(rows: &[StintRow]) -> Vec<Option<&'static str>> {
     rows.iter()
         .map(|row| row.stint.exit_type.map(|exit| exit.as_str()))
         .collect()
+}
+
+/// A bind's column: `value` of each of `items`, in order.
+pub(super) fn column<'a, T, U>(items: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
+    items.iter().map(value).collect()
 }
