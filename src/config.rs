@@ -372,3 +372,21 @@ impl Settings {
         Ok(settings)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults are the `Default` impls above; `config/default.toml` shows them to
+    /// operators, and must say the same.
+    #[test]
+    fn the_default_file_says_what_the_defaults_are() {
+        let from_file: Settings = Figment::from(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            .extract()
+            .expect("config/default.toml reads as settings");
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            serde_json::to_value(Settings::default()).unwrap()
+        );
+    }
+}

@@ -1244,7 +1244,7 @@ mod rule_tests {
 
     #[test]
     fn anomaly_codes_are_the_ones_spec_names() {
-        let codes: Vec<_> = Anomaly::ALL.into_iter().map(Anomaly::as_str).collect();
+        let codes: Vec<_> = Anomaly::ALL.iter().copied().map(Anomaly::as_str).collect();
 
         assert_eq!(
             codes,
@@ -1260,7 +1260,7 @@ mod rule_tests {
                 "escalation_unresolved"
             ]
         );
-        for anomaly in Anomaly::ALL {
+        for &anomaly in Anomaly::ALL {
             assert_eq!(Anomaly::parse(anomaly.as_str()), Some(anomaly));
             assert_eq!(
                 serde_json::to_value(anomaly).unwrap(),

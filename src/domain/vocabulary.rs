@@ -7,38 +7,47 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 /// Conversation status, derived from presence and ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Status {
     Active,
     Idle,
     Ended,
 }
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Idle => "idle",
-            Self::Ended => "ended",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "active" => Some(Self::Active),
-            "idle" => Some(Self::Idle),
-            "ended" => Some(Self::Ended),
-            _ => None,
-        }
-    }
-}
-
 /// Something unexpected about an event; the event is stored and applied all the same.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Anomaly {
     DuplicateEntry,
     NaEntryWhileActive,
@@ -53,68 +62,29 @@ pub enum Anomaly {
     EscalationUnresolved,
 }
 
-impl Anomaly {
-    pub const ALL: [Anomaly; 9] = [
-        Self::DuplicateEntry,
-        Self::NaEntryWhileActive,
-        Self::ExitWithoutEntry,
-        Self::NaExitWhileOthersPresent,
-        Self::WarmExitLeftNobody,
-        Self::EntryAfterEnd,
-        Self::ClosedWithParticipantsPresent,
-        Self::TransferOutcomeWithoutEscalation,
-        Self::EscalationUnresolved,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::DuplicateEntry => "duplicate_entry",
-            Self::NaEntryWhileActive => "na_entry_while_active",
-            Self::ExitWithoutEntry => "exit_without_entry",
-            Self::NaExitWhileOthersPresent => "na_exit_while_others_present",
-            Self::WarmExitLeftNobody => "warm_exit_left_nobody",
-            Self::EntryAfterEnd => "entry_after_end",
-            Self::ClosedWithParticipantsPresent => "closed_with_participants_present",
-            Self::TransferOutcomeWithoutEscalation => "transfer_outcome_without_escalation",
-            Self::EscalationUnresolved => "escalation_unresolved",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|anomaly| anomaly.as_str() == text)
-    }
-}
-
 /// How a stint ended: the exit's transfer type, or `END` when END_OF_CONVERSATION closed it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "UPPERCASE")]
+#[strum(serialize_all = "UPPERCASE", ascii_case_insensitive)]
 pub enum ExitType {
     Na,
     Cold,
     Warm,
     Redial,
     End,
-}
-
-impl ExitType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Na => "NA",
-            Self::Cold => "COLD",
-            Self::Warm => "WARM",
-            Self::Redial => "REDIAL",
-            Self::End => "END",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "END" => Some(Self::End),
-            other => TransferType::parse(other).map(Self::from),
-        }
-    }
 }
 
 impl From<TransferType> for ExitType {
@@ -179,8 +149,22 @@ pub struct Transfers {
 }
 
 /// What kind of hand-over a hop is (SPEC 7.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "UPPERCASE")]
+#[strum(serialize_all = "UPPERCASE")]
 pub enum HopKind {
     Cold,
     Warm,
@@ -188,47 +172,30 @@ pub enum HopKind {
     Escalation,
 }
 
-impl HopKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Cold => "COLD",
-            Self::Warm => "WARM",
-            Self::Redial => "REDIAL",
-            Self::Escalation => "ESCALATION",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::Cold, Self::Warm, Self::Redial, Self::Escalation]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
-    }
-}
-
 /// Whether a hand-over happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum HopOutcome {
     Completed,
     Failed,
     Pending,
 }
 
-impl HopOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Pending => "pending",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::Completed, Self::Failed, Self::Pending]
-            .into_iter()
-            .find(|outcome| outcome.as_str() == text)
-    }
-}
+spelled!(Status, Anomaly, ExitType, HopKind, HopOutcome);
 
 /// One hand-over, in `seq` order (SPEC 7.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,4 +213,44 @@ pub struct Hop {
     pub reason: Option<String>,
     /// An escalation's targets, as the bot sent them.
     pub targets: Option<Vec<serde_json::Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::types::{EventName, Experience, Transition};
+
+    /// Each word's serde spelling (the API) is its `as_str` (the stores), and parses back.
+    macro_rules! assert_spelled_alike {
+        ($($word:ty),*) => {$(
+            for &word in <$word>::ALL {
+                assert_eq!(serde_json::to_value(word).unwrap(), word.as_str(), "{word:?}");
+                assert_eq!(<$word>::parse(word.as_str()), Some(word));
+            }
+        )*};
+    }
+
+    #[test]
+    fn the_stores_and_the_wire_spell_every_word_alike() {
+        assert_spelled_alike!(
+            TransferType,
+            Transition,
+            Experience,
+            EventName,
+            Status,
+            Anomaly,
+            ExitType,
+            HopKind,
+            HopOutcome
+        );
+    }
+
+    #[test]
+    fn the_vendors_words_parse_in_either_case_and_the_stores_words_exactly() {
+        assert_eq!(TransferType::parse("cold"), Some(TransferType::Cold));
+        assert_eq!(Transition::parse("ENTRY"), Some(Transition::Entry));
+        assert_eq!(Experience::parse("Voice"), Some(Experience::Voice));
+        assert_eq!(Status::parse("Active"), None);
+        assert_eq!(EventName::parse("internal_transfer_event"), None);
+    }
 }

@@ -285,7 +285,7 @@ impl StatsAnswer {
                     .group_by
                     .iter()
                     .zip(values)
-                    .map(|(dimension, value)| (dimension.name().to_owned(), json!(value)))
+                    .map(|(dimension, value)| (dimension.as_str().to_owned(), json!(value)))
                     .collect();
                 (!buckets.is_empty()).then_some(GroupStats { group, buckets })
             })
@@ -305,7 +305,7 @@ impl StatsAnswer {
     fn csv(&self, group_by: &[Dimension]) -> String {
         let mut columns: Vec<String> = group_by
             .iter()
-            .map(|dimension| format!("group.{}", dimension.name()))
+            .map(|dimension| format!("group.{}", dimension.as_str()))
             .collect();
         columns.extend(bucket_columns());
         let mut out = csv_row(columns.iter().map(String::as_str));
@@ -314,7 +314,7 @@ impl StatsAnswer {
                 let bucket = serde_json::to_value(bucket).unwrap_or_default();
                 let mut cells: Vec<String> = group_by
                     .iter()
-                    .map(|dimension| csv_value(group.group.get(dimension.name())))
+                    .map(|dimension| csv_value(group.group.get(dimension.as_str())))
                     .collect();
                 for column in bucket_columns() {
                     let path = format!("/{}", column.replace('.', "/"));

@@ -351,7 +351,7 @@ fn query_of(asked: &Asked, from: OffsetDateTime, to: OffsetDateTime) -> String {
         ("timeZone", asked.zone.to_owned()),
     ];
     if !asked.group_by.is_empty() {
-        let names: Vec<&str> = asked.group_by.iter().map(|d| d.name()).collect();
+        let names: Vec<&str> = asked.group_by.iter().map(|d| d.as_str()).collect();
         query.push(("groupBy", names.join(",")));
     }
     for (name, value) in [

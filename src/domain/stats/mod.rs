@@ -110,7 +110,20 @@ impl Reading {
 }
 
 /// What a query may group or filter by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Dimension {
     Participant,
     Queue,
@@ -119,31 +132,9 @@ pub enum Dimension {
     Service,
 }
 
+spelled!(Dimension);
+
 impl Dimension {
-    pub const ALL: [Dimension; 5] = [
-        Self::Participant,
-        Self::Queue,
-        Self::Experience,
-        Self::Language,
-        Self::Service,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Participant => "participant",
-            Self::Queue => "queue",
-            Self::Experience => "experience",
-            Self::Language => "language",
-            Self::Service => "service",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|dimension| dimension.name() == text)
-    }
-
     /// A participant's or a queue's: conversation counts cannot be told apart by it.
     pub fn is_of_participants(self) -> bool {
         matches!(self, Self::Participant | Self::Queue)
