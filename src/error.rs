@@ -213,3 +213,51 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+/// The refusals every read can meet, described once for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only described: handlers answer with `ApiError`.
+pub enum ReadRefusals {
+    #[response(
+        status = 401,
+        description = "Missing or invalid token.",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    #[response(
+        status = 403,
+        description = "The app lacks the `read` permission.",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem),
+    #[response(status = 503, description = "The database is unavailable, or the service is overloaded.", content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))]
+    Unavailable(Problem),
+}
+
+/// The refusals every ingest can meet, described once for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only described: handlers answer with `ApiError`.
+pub enum IngestRefusals {
+    #[response(
+        status = 401,
+        description = "Missing or invalid token.",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    #[response(
+        status = 403,
+        description = "The app may not ingest for this bot.",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem),
+    #[response(
+        status = 409,
+        description = "A request with this `Idempotency-Key` is still running.",
+        content_type = "application/problem+json"
+    )]
+    InFlight(Problem),
+    #[response(status = 503, description = "Overloaded, or the database is unavailable; nothing was stored.", content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))]
+    Unavailable(Problem),
+}

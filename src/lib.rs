@@ -14,7 +14,6 @@ pub mod error;
 /// Prometheus metrics: names, descriptions and recording.
 pub mod metrics;
 /// The OpenAPI document of the HTTP API.
-pub mod openapi;
 /// The `healthcheck` command's HTTP probe (the container image has no curl).
 pub mod probe;
 /// Routes and the router with its middleware.

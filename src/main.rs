@@ -3,7 +3,8 @@
 
 use agentassist_hooks::auth::{AppRegistry, issue_token};
 use agentassist_hooks::config::{DatabaseSettings, Settings};
-use agentassist_hooks::{openapi, probe, startup, store, telemetry};
+use agentassist_hooks::routes::openapi;
+use agentassist_hooks::{probe, startup, store, telemetry};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

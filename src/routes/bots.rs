@@ -1,10 +1,10 @@
 //! The bots a caller may read (SPEC 9): where the ops console starts.
 
-use super::conversations::authorize_read_any;
+use super::extract::authorize_read_any;
 use super::{AppState, paths};
 use crate::auth::Caller;
 use crate::domain::timestamp;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, ReadRefusals};
 use crate::store::BotRecord;
 use axum::Json;
 use axum::extract::State;
@@ -41,11 +41,8 @@ pub struct BotList {
     description = "By `botId`, at most 1000: the bots the token's app may read (its `bots`, or \
 every bot for `*`) that have at least one conversation.",
     responses(
+        ReadRefusals,
         (status = 200, description = "The bots.", body = BotList),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]

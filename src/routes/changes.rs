@@ -2,17 +2,17 @@
 //! paged by opaque positions, or pushed as Server-Sent Events as they are stored.
 
 use super::AppState;
-use super::conversations::{
-    BOT_ID, EVENTS_PAGE_BYTES, StoredEvent, authorize_read, decode_cursor, encode_cursor, problem,
-    reject, streamed_list,
+use super::conversations::{EVENTS_PAGE_BYTES, StoredEvent, streamed_list};
+use super::extract::authorize_read;
+use super::params::{
+    BOT_ID, PathParams, QueryParams, decode_cursor, encode_cursor, problem, reject,
 };
-use super::extract::{PathParams, QueryParams};
 use super::paths;
 use crate::auth::Caller;
 use crate::changes::{StreamHandle, Woken};
 use crate::domain::timestamp;
 use crate::domain::{FieldError, Status};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ReadRefusals};
 use crate::store::{Change, ChangeKind, ChangesPage, FeedPosition, Store};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -228,13 +228,10 @@ it is visible, so a transaction that commits late is never skipped. A page also 
 at the event whose payload takes it past 4 MiB (the first event always comes).",
     params(("botId" = String, Path, description = BOT_ID), ChangesQuery),
     responses(
+        ReadRefusals,
         (status = 200, description = "A page of the feed.", body = ChangePage),
         (status = 400, description = "A query parameter is invalid (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A bot the app may not read.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]

@@ -1,32 +1,29 @@
 //! The query API for operations staff (SPEC 4): conversations, their events, an agent's
 //! stints across conversations, and the latest transfer data.
 
-use super::extract::{PathParams, QueryParams};
+use super::extract::authorize_read;
+use super::params::{BOT_ID, PathParams, QueryParams, encode_cursor, problem, reject};
 use super::{AppState, paths};
 use crate::auth::Caller;
 use crate::config::Permission;
 use crate::domain::timestamp;
 use crate::domain::{
-    Anomaly, EventName, Experience, FieldError, Hop, HopKind, HopOutcome, Participant,
-    ParticipantTimeline, Status, Stint, TransferType, Transfers, Transition,
+    Anomaly, EventName, Experience, Hop, HopKind, HopOutcome, Participant, ParticipantTimeline,
+    Status, Stint, TransferType, Transfers, Transition,
 };
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ReadRefusals};
 use crate::store::{
     ConversationFilter, ConversationKey, ConversationRecord, EventRecord, StintKey,
-    TransferDataRecord, Window,
+    TransferDataRecord,
 };
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
 /// `limit` of the events query and of the lists: (default, max).
@@ -35,25 +32,6 @@ pub(crate) const LIST_LIMIT: (i64, i64) = (50, 500);
 /// `participantsLimit` of a conversation (SPEC 4.1): (default, max). A conversation with
 /// more participants is read a part at a time.
 pub(crate) const PARTICIPANTS_LIMIT: (i64, i64) = (1000, 1000);
-
-/// An app without the `read` permission is refused: 403.
-pub(super) fn authorize_read_any(caller: &Caller) -> Result<(), ApiError> {
-    if caller.has(Permission::Read) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden)
-    }
-}
-
-/// A conversation of a bot the app cannot read is answered like a missing one: 404.
-pub(super) fn authorize_read(caller: &Caller, bot_id: &str) -> Result<(), ApiError> {
-    authorize_read_any(caller)?;
-    if !caller.serves(bot_id) {
-        Err(ApiError::NotFound)
-    } else {
-        Ok(())
-    }
-}
 
 /// A conversation without its participants: a SPEC 4.3 list item.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -269,10 +247,6 @@ pub async fn erase(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Path parameters shared by the conversation queries.
-pub(crate) const BOT_ID: &str =
-    "The bot. A bot the app may not read answers 404, like a missing conversation.";
-
 /// Query parameters of a conversation (parsed by [`QueryParams`]; this describes them).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query, style = Form)]
@@ -303,14 +277,11 @@ pub struct ConversationQuery {
         ConversationQuery,
     ),
     responses(
+        ReadRefusals,
         (status = 200, description = "The conversation.", body = ConversationDetail,
             headers(("Link" = String, description = "When more participants follow: `<url>; rel=\"next\"`, the URL of the next part."))),
         (status = 400, description = "A query parameter is out of range (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such conversation, or a bot the app may not read.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]
@@ -477,13 +448,10 @@ the event whose payload takes it past 4 MiB (the first event always comes).",
         EventsQuery,
     ),
     responses(
+        ReadRefusals,
         (status = 200, description = "A page of events.", body = EventPage),
         (status = 400, description = "A query parameter is out of range (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such conversation, or a bot the app may not read.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]
@@ -563,13 +531,10 @@ pub struct ConversationsQuery {
 item repeat or go missing.",
     params(("botId" = String, Path, description = BOT_ID), ConversationsQuery),
     responses(
+        ReadRefusals,
         (status = 200, description = "A page of conversations (each without `participants`).", body = Page<ConversationSummary>),
         (status = 400, description = "A query parameter is invalid (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A bot the app may not read.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]
@@ -648,13 +613,10 @@ pub struct StintsQuery {
         StintsQuery,
     ),
     responses(
+        ReadRefusals,
         (status = 200, description = "A page of stints, each with its `conversationId`.", body = Page<StintView>),
         (status = 400, description = "A query parameter is invalid (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A bot the app may not read.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]
@@ -726,12 +688,9 @@ impl From<TransferDataRecord> for TransferData {
         ("conversationId" = String, Path, description = "The conversation."),
     ),
     responses(
+        ReadRefusals,
         (status = 200, description = "The latest transfer data.", body = TransferData),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No transfer data was sent, no such conversation, or a bot the app may not read.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]
@@ -756,148 +715,6 @@ fn next_key<T, K>(items: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> K) -> Opti
         items.last().map(key)
     } else {
         None
-    }
-}
-
-pub(super) fn encode_cursor<K: Serialize>(key: &K) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).unwrap_or_default())
-}
-
-pub(super) fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Option<K> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    // No cursor we issue holds U+0000, and PostgreSQL cannot take it as an argument.
-    let key: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    if key
-        .as_object()?
-        .values()
-        .any(|value| value.as_str().is_some_and(|text| text.contains('\0')))
-    {
-        return None;
-    }
-    serde_json::from_value(key).ok()
-}
-
-/// A page key, with the time it continues after.
-trait CursorKey: DeserializeOwned {
-    fn time(&self) -> OffsetDateTime;
-}
-
-impl CursorKey for ConversationKey {
-    fn time(&self) -> OffsetDateTime {
-        self.last_event_at
-    }
-}
-
-impl CursorKey for StintKey {
-    fn time(&self) -> OffsetDateTime {
-        self.joined_at
-    }
-}
-
-/// True when the time can be written in UTC: `9999-12-31T23:59:59-01:00` cannot, and the
-/// database driver panics converting it.
-fn in_utc_range(time: OffsetDateTime) -> bool {
-    time.checked_to_offset(time::UtcOffset::UTC).is_some()
-}
-
-pub(super) fn problem(parameter: &str, message: &str) -> FieldError {
-    FieldError {
-        path: format!("/{parameter}"),
-        message: message.to_owned(),
-    }
-}
-
-pub(super) fn reject(problems: Vec<FieldError>) -> Result<(), ApiError> {
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidQuery(problems))
-    }
-}
-
-impl QueryParams {
-    pub(super) fn limit(&self, range: (i64, i64), problems: &mut Vec<FieldError>) -> i64 {
-        self.limit_named("limit", range, problems)
-    }
-
-    fn limit_named(
-        &self,
-        name: &str,
-        (default, max): (i64, i64),
-        problems: &mut Vec<FieldError>,
-    ) -> i64 {
-        match self.get(name).map(str::parse::<i64>) {
-            None => default,
-            Some(Ok(limit)) if (1..=max).contains(&limit) => limit,
-            Some(_) => {
-                problems.push(problem(
-                    name,
-                    &format!("must be an integer from 1 to {max}"),
-                ));
-                default
-            }
-        }
-    }
-
-    fn non_negative(&self, name: &str, problems: &mut Vec<FieldError>) -> Option<i64> {
-        match self.get(name).map(str::parse::<i64>) {
-            None => None,
-            Some(Ok(value)) if value >= 0 => Some(value),
-            Some(_) => {
-                problems.push(problem(name, "must be a non-negative integer"));
-                None
-            }
-        }
-    }
-
-    pub(super) fn non_empty(&self, name: &str, problems: &mut Vec<FieldError>) -> Option<String> {
-        match self.get(name) {
-            Some("") => {
-                problems.push(problem(name, "must not be empty"));
-                None
-            }
-            other => other.map(str::to_owned),
-        }
-    }
-
-    pub(super) fn time(
-        &self,
-        name: &str,
-        problems: &mut Vec<FieldError>,
-    ) -> Option<OffsetDateTime> {
-        let text = self.get(name)?;
-        let parsed = OffsetDateTime::parse(text, &Rfc3339)
-            .ok()
-            .filter(|time| in_utc_range(*time));
-        if parsed.is_none() {
-            problems.push(problem(
-                name,
-                "must be an RFC 3339 time, e.g. 2026-01-31T09:00:00Z",
-            ));
-        }
-        parsed
-    }
-
-    fn window(&self, problems: &mut Vec<FieldError>) -> Window {
-        let window = Window {
-            from: self.time("from", problems),
-            to: self.time("to", problems),
-        };
-        if let (Some(from), Some(to)) = (window.from, window.to)
-            && from >= to
-        {
-            problems.push(problem("to", "must be after from"));
-        }
-        window
-    }
-
-    fn cursor<K: CursorKey>(&self, problems: &mut Vec<FieldError>) -> Option<K> {
-        let text = self.get("cursor")?;
-        let key = decode_cursor::<K>(text).filter(|key| in_utc_range(key.time()));
-        if key.is_none() {
-            problems.push(problem("cursor", "is not a cursor this API returned"));
-        }
-        key
     }
 }
 

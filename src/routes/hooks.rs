@@ -1,13 +1,13 @@
 //! `POST /agentassist/api/v1/hooks/{botId}` and its aliases (SPEC 1), with
 //! `Idempotency-Key` (SPEC 1.5).
 
-use super::extract::PathParams;
+use super::params::PathParams;
 use super::{AppState, paths};
 use crate::auth::Caller;
 use crate::config::Permission;
 use crate::domain::idempotency::{IdempotencyKey, body_fingerprint};
 use crate::domain::{BodyError, IngestBatch, Status};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, IngestRefusals, Problem};
 use crate::metrics;
 use crate::store::{Appended, KeyRecord, Keyed, Outcome, Previous};
 use axum::Json;
@@ -81,19 +81,15 @@ the first request runs gets 409."),
         description = "1–100 events of one conversation. `Content-Type: application/json` (a \
 UTF-8 charset parameter is fine); at most 256 KiB by default."),
     responses(
+        IngestRefusals,
         (status = 200, description = "Stored, or replayed for a repeated `Idempotency-Key`.", body = IngestResponse,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier request with the same key.")),
             example = json!({"STATUS": "OK", "conversationId": "c-xxxx", "accepted": 1, "firstSeq": 1, "lastSeq": 1, "conversationStatus": "active"})),
         (status = 400, description = "Not JSON, failed validation (every problem in `errors`), path and body `botId` differ, or a malformed `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app may not ingest for this bot.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The path names no bot (e.g. it does not decode).", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`Content-Type` is not JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The `Idempotency-Key` was used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, or the database is unavailable; nothing was stored.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]

@@ -7,6 +7,8 @@ pub mod conversations;
 pub mod extract;
 pub mod health;
 pub mod hooks;
+pub mod openapi;
+pub mod params;
 pub mod paths;
 pub mod sources;
 pub mod stats;
@@ -31,6 +33,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -79,6 +83,46 @@ impl FromRef<AppState> for Arc<AppRegistry> {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Every documented route, as the OpenAPI document lists them (with `/metrics`, which a
+/// config may leave unmounted).
+pub fn documented() -> OpenApiRouter<AppState> {
+    shed_routes().merge(probe_routes(true))
+}
+
+/// The API, each route mounted with its description; behind load shedding.
+fn shed_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(hooks::ingest))
+        .routes(routes!(bots::list))
+        .routes(routes!(conversations::conversation, conversations::erase))
+        .routes(routes!(conversations::events))
+        .routes(routes!(conversations::list))
+        .routes(routes!(conversations::participant_stints))
+        .routes(routes!(
+            conversations::transfer_data,
+            sources::transfer_data
+        ))
+        .routes(routes!(changes::changes))
+        .routes(routes!(changes::stream))
+        .routes(routes!(stats::stats))
+        .routes(routes!(stats::now))
+        .routes(routes!(sources::interaction))
+        .routes(routes!(sources::bot_messages))
+        .routes(routes!(openapi::serve))
+}
+
+/// The probes, and the metrics when `metrics` is on.
+fn probe_routes(metrics: bool) -> OpenApiRouter<AppState> {
+    let probes = OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz));
+    if metrics {
+        probes.routes(routes!(health::metrics))
+    } else {
+        probes
+    }
+}
+
 /// The whole service: routes, error fallbacks and the production middleware.
 pub fn router(state: AppState, server: &ServerSettings) -> Router {
     crate::metrics::install();
@@ -100,29 +144,11 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         header::COOKIE,
     ]);
 
-    let mut app = Router::new()
-        .route(paths::HOOKS, post(hooks::ingest))
+    let (shed, _) = shed_routes().split_for_parts();
+    let (probes, _) = probe_routes(server.metrics).split_for_parts();
+    let mut app = shed
         .route(paths::HOOKS_ALIASES[0], post(hooks::ingest))
         .route(paths::HOOKS_ALIASES[1], post(hooks::ingest))
-        .route(paths::BOTS, get(bots::list))
-        .route(paths::CONVERSATIONS, get(conversations::list))
-        .route(
-            paths::CONVERSATION,
-            get(conversations::conversation).delete(conversations::erase),
-        )
-        .route(paths::EVENTS, get(conversations::events))
-        .route(
-            paths::TRANSFER_DATA,
-            get(conversations::transfer_data).put(sources::transfer_data),
-        )
-        .route(paths::INTERACTIONS, post(sources::interaction))
-        .route(paths::BOT_MESSAGES, post(sources::bot_messages))
-        .route(paths::STINTS, get(conversations::participant_stints))
-        .route(paths::CHANGES, get(changes::changes))
-        .route(paths::CHANGES_STREAM, get(changes::stream))
-        .route(paths::STATS, get(stats::stats))
-        .route(paths::STATS_NOW, get(stats::now))
-        .route(paths::OPENAPI, get(crate::openapi::serve))
         .route(paths::CONSOLE, get(console::root))
         .route(paths::CONSOLE_INDEX, get(console::index))
         .route(paths::CONSOLE_FILES, get(console::file))
@@ -131,11 +157,7 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         .layer(overload)
         // Probes and metrics bypass load shedding: a busy instance is alive, and its
         // metrics matter most then.
-        .route(paths::HEALTHZ, get(health::healthz))
-        .route(paths::READYZ, get(health::readyz));
-    if server.metrics {
-        app = app.route(paths::METRICS, get(health::metrics));
-    }
+        .merge(probes);
     // Again for the routes added after the overload layer (it only reaches those before).
     app = app.method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     // Outside the rest, so that a browser's preflight is answered before any token check.

@@ -3,12 +3,12 @@
 //! request as events of the conversation, with every rule of the hooks API (permission,
 //! body limit, `Idempotency-Key`, problem+json errors).
 
-use super::extract::PathParams;
 use super::hooks::{IngestResponse, append_request};
+use super::params::PathParams;
 use super::{AppState, paths};
 use crate::auth::Caller;
 use crate::domain::sources::{parse_bot_messages, parse_interaction, parse_transfer_data};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, IngestRefusals, Problem};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -31,16 +31,12 @@ it. Needs the `ingest` permission; `Idempotency-Key` works as on the hooks endpo
     params(("botId" = String, Path, description = "The bot."), IdempotencyHeader),
     request_body(content = InteractionRequest, content_type = "application/json"),
     responses(
+        IngestRefusals,
         (status = 200, description = "Stored, or replayed for a repeated `Idempotency-Key`.", body = IngestResponse),
         (status = 400, description = "Not JSON, or failed validation (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app may not ingest for this bot.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`Content-Type` is not JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The `Idempotency-Key` was used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, or the database is unavailable; nothing was stored.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]
@@ -70,16 +66,12 @@ latest transfer data from either source (this, or a hooks event's `transferData`
     ),
     request_body(content = TransferDataRequest, content_type = "application/json"),
     responses(
+        IngestRefusals,
         (status = 200, description = "Stored, or replayed for a repeated `Idempotency-Key`.", body = IngestResponse),
         (status = 400, description = "Not JSON, or failed validation (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app may not ingest for this bot.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`Content-Type` is not JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The `Idempotency-Key` was used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, or the database is unavailable; nothing was stored.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]
@@ -115,16 +107,12 @@ Needs the `ingest` permission.",
     ),
     request_body(content = BotMessages, content_type = "application/json"),
     responses(
+        IngestRefusals,
         (status = 200, description = "Stored, or replayed for a repeated `Idempotency-Key`.", body = IngestResponse),
         (status = 400, description = "Not JSON, a message type other than escalate, transferSucceeded and transferFailed, or failed validation (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app may not ingest for this bot.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A request with this `Idempotency-Key` is still running.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`Content-Type` is not JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The `Idempotency-Key` was used with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, or the database is unavailable; nothing was stored.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]

@@ -1,8 +1,8 @@
 //! Operations metrics (SPEC 11): a bot's stats per bucket and group, as JSON or CSV, and
 //! what is happening now.
 
-use super::conversations::{authorize_read, problem, reject};
-use super::extract::{PathParams, QueryParams};
+use super::extract::authorize_read;
+use super::params::{BOT_ID, PathParams, QueryParams, problem, reject};
 use super::{AppState, paths};
 use crate::auth::Caller;
 use crate::domain::stats::tally::seconds;
@@ -11,7 +11,7 @@ use crate::domain::stats::{
     buckets, local_rfc3339,
 };
 use crate::domain::{Anomaly, FieldError, timestamp};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ReadRefusals};
 use crate::store::StatsNow;
 use axum::Json;
 use axum::extract::State;
@@ -182,16 +182,13 @@ fn to_time(at: OffsetDateTime) -> String {
 nearest-rank value. Each fact counts in the bucket of one instant (a stint at its `leftAt`, a \
 hop at its `at`, …; SPEC 11.1). With `Accept: text/csv`, one row per group and bucket, columns \
 named by the JSON paths joined with dots.",
-    params(("botId" = String, Path, description = super::conversations::BOT_ID), StatsParams),
+    params(("botId" = String, Path, description = BOT_ID), StatsParams),
     responses(
+        ReadRefusals,
         (status = 200, description = "The stats.", body = StatsAnswer,
             content((StatsAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A query parameter is invalid (every problem in `errors`).", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A bot the app may not read.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]
@@ -631,14 +628,11 @@ impl NowAnswer {
     tag = "stats",
     operation_id = "getStatsNow",
     summary = "What is happening now in a bot's conversations",
-    params(("botId" = String, Path, description = super::conversations::BOT_ID)),
+    params(("botId" = String, Path, description = BOT_ID)),
     responses(
+        ReadRefusals,
         (status = 200, description = "Conversations active and idle, who is present, by queue.", body = NowAnswer),
-        (status = 401, description = "Missing or invalid token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The app lacks the `read` permission.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A bot the app may not read.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, or the service is overloaded.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("token" = []))
 )]

@@ -1,9 +1,10 @@
-//! The OpenAPI 3.1 description of the HTTP API, generated from the handlers' `#[utoipa::path]`
-//! annotations and the types they return; served at `GET /openapi.json`, printed by
-//! `agentassist-hooks openapi` and committed as `docs/openapi.json`.
+//! The OpenAPI 3.1 description of the HTTP API: the router mounts each documented handler
+//! with its `#[utoipa::path]` (utoipa-axum), so a route and its description cannot part;
+//! served at `GET /openapi.json`, printed by `agentassist-hooks openapi` and committed as
+//! `docs/openapi.json`.
 
+use super::paths;
 use crate::error::Problem;
-use crate::routes::{bots, changes, conversations, health, hooks, paths, sources, stats};
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -13,11 +14,12 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::example::Example;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
 
 /// The vendor documentation's curl sample, as written.
-const VENDOR_CURL_SAMPLE: &str = include_str!("../docs/examples/vendor-sample.json");
+const VENDOR_CURL_SAMPLE: &str = include_str!("../../docs/examples/vendor-sample.json");
 /// The vendor documentation's JavaScript payloads, in the order of its scenarios.
-const VENDOR_JAVASCRIPT_SAMPLES: &str = include_str!("../docs/examples/vendor-javascript.json");
+const VENDOR_JAVASCRIPT_SAMPLES: &str = include_str!("../../docs/examples/vendor-javascript.json");
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,29 +38,8 @@ and `message`. Every response carries `x-request-id` (propagated when the reques
 internal network (firewall it, or set `server.metrics = false`).",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
-    paths(
-        hooks::ingest,
-        bots::list,
-        conversations::conversation,
-        conversations::erase,
-        conversations::events,
-        conversations::list,
-        conversations::participant_stints,
-        conversations::transfer_data,
-        changes::changes,
-        changes::stream,
-        stats::stats,
-        stats::now,
-        sources::interaction,
-        sources::transfer_data,
-        sources::bot_messages,
-        health::healthz,
-        health::readyz,
-        health::metrics,
-        serve,
-    ),
     components(schemas(Problem)),
-    modifiers(&Security, &IngestAliases, &VendorExamples),
+    modifiers(&Security),
     tags(
         (name = "ingest", description = "Events in: the hooks API (SPEC 1), Bright Pattern and Salesforce (SPEC 7)"),
         (name = "query", description = "Timelines out, for operations staff (SPEC 4), and the change feed (SPEC 8)"),
@@ -84,9 +65,15 @@ pub async fn serve() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], json())
 }
 
-/// The document.
+/// The document: what this module says of the API as a whole, the operations of every
+/// documented route (see [`super::documented`]), and the ingest aliases and vendor samples.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut document = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(super::documented())
+        .into_openapi();
+    IngestAliases.modify(&mut document);
+    VendorExamples.modify(&mut document);
+    document
 }
 
 /// The document as pretty JSON with a final newline, exactly as `docs/openapi.json` holds it.
@@ -199,6 +186,7 @@ mod tests {
     use super::*;
     use crate::domain::idempotency::MAX_KEY_LEN;
     use crate::domain::ingest::{MAX_BOT_ID_CHARS, MAX_CONVERSATION_ID_CHARS, MAX_EVENTS};
+    use crate::routes::conversations;
     use crate::routes::hooks::HookRequest;
 
     fn doc() -> Value {
