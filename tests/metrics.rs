@@ -1,4 +1,5 @@
 //! SPEC 5: `GET /metrics` in the Prometheus text format, scraped after real traffic.
+//! A test binary of its own (not in `tests/api`): the metrics recorder is global to a process.
 //!
 //! The recorder is one per process, so every test here holds [`SERIAL`] from its first
 //! scrape to its last and asserts on the difference between the two.

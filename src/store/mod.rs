@@ -343,9 +343,16 @@ impl Store {
         &self,
         ended_before: OffsetDateTime,
     ) -> Result<Vec<Candidate>, StoreError> {
+        let candidates = match &self.backend {
+            Backend::Postgres(store) => retention::candidates(store.pool(), ended_before).await,
+            Backend::Sqlite(store) => retention::candidates(store.reader(), ended_before).await,
+        }?;
+        if candidates.is_empty() {
+            return Ok(candidates);
+        }
         match &self.backend {
-            Backend::Postgres(store) => store.purge_batch(ended_before).await,
-            Backend::Sqlite(store) => store.purge_batch(ended_before).await,
+            Backend::Postgres(store) => store.purge(candidates, ended_before).await,
+            Backend::Sqlite(store) => store.purge(candidates, ended_before).await,
         }
     }
 

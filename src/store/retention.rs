@@ -193,6 +193,37 @@ pub(super) fn now() -> DbTime {
     DbTime(DbTime::truncated(OffsetDateTime::now_utc()))
 }
 
+/// Deletes those of `candidates` still past the limit when looked at again in `tx`; those
+/// it deleted. `still_expired` is [`still_expired!`] in the backend's dialect (PostgreSQL
+/// skips a conversation another transaction holds).
+pub(super) async fn purge_in<DB>(
+    tx: &mut Transaction<'_, DB>,
+    candidates: Vec<Candidate>,
+    ended_before: OffsetDateTime,
+    still_expired: &'static str,
+) -> Result<Vec<Candidate>, StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> Bind: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let mut purged = Vec::new();
+    for candidate in candidates {
+        let found = sqlx::query::<DB>(still_expired)
+            .bind(Bind::Text(candidate.bot_id.clone()))
+            .bind(Bind::Text(candidate.conversation_id.clone()))
+            .bind(Bind::Time(ended_before))
+            .fetch_optional(&mut **tx)
+            .await?;
+        if found.is_some() {
+            delete_conversation(tx, &candidate.bot_id, &candidate.conversation_id).await?;
+            purged.push(candidate);
+        }
+    }
+    Ok(purged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,39 +188,17 @@ impl SqliteStore {
         .await
     }
 
-    /// Deletes the next conversations past the limit, in one short write transaction (the
-    /// only writer: ingest waits for it, so a batch is kept to a few thousand rows); those
-    /// it deleted. One that took an event meanwhile is kept.
-    pub(super) async fn purge_batch(
+    /// Deletes those of `candidates` still past the limit, in one short write transaction
+    /// (the only writer: ingest waits for it, so a batch is kept to a few thousand rows);
+    /// those it deleted. One that took an event meanwhile is kept.
+    pub(super) async fn purge(
         &self,
+        candidates: Vec<Candidate>,
         ended_before: OffsetDateTime,
     ) -> Result<Vec<Candidate>, StoreError> {
-        let candidates = retention::candidates(&self.reader, ended_before).await?;
-        if candidates.is_empty() {
-            return Ok(candidates);
-        }
+        let still_expired = retention::still_expired!();
         self.write(
-            async |tx| {
-                let mut purged = Vec::new();
-                for candidate in candidates {
-                    let still_expired = sqlx::query(retention::still_expired!())
-                        .bind(candidate.bot_id.as_str())
-                        .bind(candidate.conversation_id.as_str())
-                        .bind(DbTime(ended_before))
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                    if still_expired.is_some() {
-                        retention::delete_conversation(
-                            tx,
-                            &candidate.bot_id,
-                            &candidate.conversation_id,
-                        )
-                        .await?;
-                        purged.push(candidate);
-                    }
-                }
-                Ok(purged)
-            },
+            async |tx| retention::purge_in(tx, candidates, ended_before, still_expired).await,
             |_| true,
         )
         .await

@@ -2,7 +2,6 @@
 //! conversation row (its lock, and a compare-and-set on its `last_seq`), so any number of
 //! replicas can share one database.
 
-use super::codec::DbTime;
 use super::retention::{self, Candidate};
 use super::{Appended, Checkout, FeedPosition, KeyRecord, Keyed, StoreError, finish};
 use crate::config::{DatabaseSettings, GroupCommitSettings};
@@ -353,20 +352,18 @@ impl PgStore {
         .await
     }
 
-    /// Deletes the next conversations past the limit, in one short transaction; those it
-    /// deleted. A conversation another replica is deleting, or that an append holds right
+    /// Deletes those of `candidates` still past the limit, in one short transaction; those
+    /// it deleted. A conversation another replica is deleting, or that an append holds right
     /// now, is skipped; one that took an event meanwhile is kept.
-    pub(super) async fn purge_batch(
+    pub(super) async fn purge(
         &self,
+        candidates: Vec<Candidate>,
         ended_before: OffsetDateTime,
     ) -> Result<Vec<Candidate>, StoreError> {
-        let candidates = retention::candidates(&self.pool, ended_before).await?;
-        if candidates.is_empty() {
-            return Ok(candidates);
-        }
+        let still_expired = concat!(retention::still_expired!(), " FOR UPDATE SKIP LOCKED");
         in_transaction(
             &self.pool,
-            async |tx| purge_in(tx, candidates, ended_before).await,
+            async |tx| retention::purge_in(tx, candidates, ended_before, still_expired).await,
             |_| true,
         )
         .await
@@ -415,29 +412,4 @@ async fn erase_in(
     .execute(&mut **tx)
     .await?;
     Ok(true)
-}
-
-async fn purge_in(
-    tx: &mut Transaction<'_, Postgres>,
-    candidates: Vec<Candidate>,
-    ended_before: OffsetDateTime,
-) -> Result<Vec<Candidate>, StoreError> {
-    let mut purged = Vec::new();
-    for candidate in candidates {
-        let still_expired = sqlx::query(concat!(
-            retention::still_expired!(),
-            " FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(candidate.bot_id.as_str())
-        .bind(candidate.conversation_id.as_str())
-        .bind(DbTime(ended_before))
-        .fetch_optional(&mut **tx)
-        .await?;
-        if still_expired.is_some() {
-            retention::delete_conversation(tx, &candidate.bot_id, &candidate.conversation_id)
-                .await?;
-            purged.push(candidate);
-        }
-    }
-    Ok(purged)
 }
