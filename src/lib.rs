@@ -13,7 +13,6 @@ pub mod domain;
 pub mod error;
 /// Prometheus metrics: names, descriptions and recording.
 pub mod metrics;
-/// The OpenAPI document of the HTTP API.
 /// The `healthcheck` command's HTTP probe (the container image has no curl).
 pub mod probe;
 /// Routes and the router with its middleware.

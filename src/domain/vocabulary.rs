@@ -78,7 +78,7 @@ pub enum Anomaly {
     strum::VariantArray,
 )]
 #[serde(rename_all = "UPPERCASE")]
-#[strum(serialize_all = "UPPERCASE", ascii_case_insensitive)]
+#[strum(serialize_all = "UPPERCASE")]
 pub enum ExitType {
     Na,
     Cold,

@@ -1,5 +1,6 @@
 //! `Idempotency-Key`s (SPEC 4.1): an earlier use read back, the lock that marks a key in
-//! use, and an append done once under a key, written once over either database.
+//! use (PostgreSQL), and an append done once under a key (SQLite's; PostgreSQL takes keys
+//! for a whole group, `postgres/append.rs`), over either database where both use it.
 
 use super::codec::{Bind, Sql};
 use super::{KeyRecord, Previous, StoreError};

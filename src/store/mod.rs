@@ -1,8 +1,8 @@
 //! Storage: the [`Store`] the routes use, over PostgreSQL (the production store) or an
 //! embedded SQLite file (the zero-install default). The domain plans every append
 //! ([`crate::domain::plan_append`]); a backend only loads what the plan needs and writes
-//! what it says. The reads are shared (`reads.rs`, `queries.rs`); only SQL that differs by dialect is
-//! written per backend.
+//! what it says. The reads are shared (`reads.rs`, `queries.rs`); only SQL that differs by
+//! dialect is written per backend.
 
 mod codec;
 mod connection;
@@ -59,7 +59,7 @@ fn named_identities(batch: &IngestBatch) -> Vec<&str> {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
-    /// What the stats worker last wrote, per bot (see `stats.rs`).
+    /// What the stats worker last wrote, per bot (see `stats/mod.rs`).
     stats_written: std::sync::Arc<stats::Written>,
 }
 

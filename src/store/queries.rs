@@ -259,7 +259,7 @@ pub enum Horizon {
 ///
 /// Why a consumer passing the last position it got sees every event exactly once, with
 /// any number of replicas writing (PostgreSQL): an event's `feed_txn` is at least the id of
-/// the transaction that wrote it (see `postgres::write`). The query lists only events with
+/// the transaction that wrote it (see `postgres/write.rs`). The query lists only events with
 /// `feed_txn` below the oldest transaction id still running when its snapshot was taken;
 /// every transaction with a smaller id has then ended, so those events are all visible
 /// now, and every transaction still running or yet to start has a larger id and can only

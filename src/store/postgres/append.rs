@@ -33,25 +33,11 @@ pub(super) async fn append_together(
     in_transaction(pool, async |tx| write_group(tx, requests).await, |_| true).await
 }
 
-/// Appends one request in a transaction of its own; tried again if its conversation was
-/// erased while it waited for it (the second try starts the conversation again).
+/// Appends one request in a transaction of its own.
 pub(super) async fn append_alone(pool: &PgPool, request: Request<'_>) -> Result<Keyed, StoreError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match append_together(pool, &[request]).await {
-            Ok(mut answers) => return Ok(answers.pop().expect("one answer for one request")),
-            Err(StoreError::Other(error)) if tries == 1 && error.is::<DeletedMeanwhile>() => {}
-            Err(error) => return Err(error),
-        }
-    }
+    let mut answers = append_together(pool, &[request]).await?;
+    Ok(answers.pop().expect("one answer for one request"))
 }
-
-/// A conversation the transaction waited for was erased or purged meanwhile: it is gone
-/// when read.
-#[derive(Debug, thiserror::Error)]
-#[error("a conversation was deleted while an append waited for it")]
-struct DeletedMeanwhile;
 
 /// Writes the appends of `requests` in `tx`; each one's answer, in order.
 async fn write_group(
@@ -66,7 +52,8 @@ async fn write_group(
     if appending.is_empty() {
         return Ok(answers.into_iter().flatten().collect());
     }
-    create_conversations(tx, requests, &appending).await?;
+    let batches: Vec<&IngestBatch> = appending.iter().map(|&i| requests[i].batch).collect();
+    create_conversations(tx, &batches).await?;
     for round in rounds(requests, &appending) {
         let batches: Vec<&IngestBatch> = round.iter().map(|&i| requests[i].batch).collect();
         let plans = plan_round(tx, &batches).await?;
@@ -152,15 +139,11 @@ struct NumberedKeyRow {
 /// wait on the other in a circle.
 async fn create_conversations(
     tx: &mut Transaction<'_, Postgres>,
-    requests: &[Request<'_>],
-    appending: &[usize],
+    batches: &[&IngestBatch],
 ) -> Result<(), StoreError> {
-    let conversations: Vec<(&str, &str)> = appending
+    let conversations: Vec<(&str, &str)> = batches
         .iter()
-        .map(|&i| {
-            let batch = requests[i].batch;
-            (batch.bot_id.as_str(), batch.conversation_id.as_str())
-        })
+        .map(|batch| (batch.bot_id.as_str(), batch.conversation_id.as_str()))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -202,24 +185,33 @@ fn rounds(requests: &[Request<'_>], appending: &[usize]) -> Vec<Vec<usize>> {
     rounds
 }
 
-/// Reads what each append of the round needs (as `postgres::load` does for one), in one
-/// statement that also locks the round's conversations in its (key) order, and plans it.
+/// Reads what each append of the round needs ([`read_round`]), locking the round's
+/// conversations in its (key) order, and plans it.
 async fn plan_round(
     tx: &mut Transaction<'_, Postgres>,
     batches: &[&IngestBatch],
 ) -> Result<Vec<AppendPlan>, StoreError> {
     let mut rows = read_round(tx, batches).await?;
-    // A conversation whose lock this statement waited for was read with its row as the
-    // other transaction left it but the rest as before (PostgreSQL rechecks only the locked
-    // row): read again, now that every lock is held, with a snapshot that sees it all.
-    if rows
+    if rows.len() != batches.len() {
+        // A conversation erased or purged while this waited for its lock is gone (its
+        // creation above does not lock it): create it again, in a statement of its own
+        // that sees the delete, and read the round again.
+        create_conversations(tx, batches).await?;
+        rows = read_round(tx, batches).await?;
+    } else if rows
         .iter()
         .any(|row| row.seen_seq != Some(row.state.summary.last_seq))
     {
+        // A conversation whose lock this statement waited for was read with its row as the
+        // other transaction left it but the rest as before (PostgreSQL rechecks only the
+        // locked row): read again, now that every lock is held, with a snapshot that sees
+        // it all.
         rows = read_round(tx, batches).await?;
     }
     if rows.len() != batches.len() {
-        return Err(anyhow::Error::new(DeletedMeanwhile).into());
+        return Err(
+            anyhow::anyhow!("a conversation was deleted again while an append waited").into(),
+        );
     }
     rows.into_iter()
         .zip(batches)
@@ -238,7 +230,12 @@ struct LockedStateRow {
     state: StateRow,
 }
 
-/// The statement of [`plan_round`], in the order of the round (`ORDER BY w.n`).
+/// The statement of [`plan_round`], in the order of the round (`ORDER BY w.n`): each
+/// conversation's row and the time its append is received, the database's clock but never
+/// before the conversation's last event, so that `receivedAt` follows `seq`. The
+/// participants are looked up from the named identities (`LATERAL … LIMIT 1` keeps that
+/// order), so that no plan — a generic one, or one from stale statistics — reads a large
+/// conversation's rows.
 async fn read_round(
     tx: &mut Transaction<'_, Postgres>,
     batches: &[&IngestBatch],
@@ -380,6 +377,7 @@ pub(super) mod tests {
     use super::*;
     use crate::store::postgres::{MIGRATOR, PgStore};
     use serde_json::{Value, json};
+    use std::time::Duration;
 
     /// A request of `events` for the conversation `c-race`.
     pub(in crate::store::postgres) fn batch(events: Value) -> IngestBatch {
@@ -414,10 +412,7 @@ pub(super) mod tests {
     /// anything happens to the conversation before it is written.
     async fn plan_now(pool: &PgPool, batch: &IngestBatch) -> AppendPlan {
         let mut tx = pool.begin().await.unwrap();
-        let request = Request { batch, key: None };
-        create_conversations(&mut tx, &[request], &[0])
-            .await
-            .unwrap();
+        create_conversations(&mut tx, &[batch]).await.unwrap();
         let plan = plan_round(&mut tx, &[batch]).await.unwrap().remove(0);
         tx.rollback().await.unwrap();
         plan
@@ -578,5 +573,65 @@ pub(super) mod tests {
         .await
         .unwrap();
         assert_eq!(last_seq, 1);
+    }
+
+    /// The conversation an append waits for is erased meanwhile: its lock, once got, finds
+    /// no row. The append creates it again and starts it afresh (without that, it fails).
+    #[sqlx::test(migrator = "MIGRATOR")]
+    async fn an_append_whose_conversation_was_erased_while_it_waited_starts_it_again(pool: PgPool) {
+        let store = PgStore::from_pool(pool.clone());
+        store
+            .append(&batch(json!([transfer("NA", "entry", "a1")])))
+            .await
+            .unwrap();
+        let mut eraser = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM conversations WHERE conversation_id = 'c-race' FOR UPDATE")
+            .execute(&mut *eraser)
+            .await
+            .unwrap();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append(&batch(json!([transfer("NA", "entry", "a2")])))
+                    .await
+            }
+        });
+        wait_until_a_session_waits_for_a_lock(&pool).await;
+
+        crate::store::retention::delete_conversation(&mut eraser, "st-1", "c-race")
+            .await
+            .unwrap();
+        eraser.commit().await.unwrap();
+        let appended = waiting
+            .await
+            .unwrap()
+            .expect("the append starts the conversation again");
+
+        assert_eq!((appended.first_seq, appended.last_seq), (1, 1));
+        assert_eq!(stored(&pool).await, [(1, "a2".into())]);
+    }
+
+    /// Polls `pg_stat_activity` (an event to wait on, not a fixed sleep) until a session
+    /// waits for a lock.
+    pub(in crate::store::postgres) async fn wait_until_a_session_waits_for_a_lock(pool: &PgPool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no session ever waited for a lock"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

@@ -201,7 +201,9 @@ fn without_repeated_keys(jobs: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::postgres::append::tests::{batch, transfer, write_alone};
+    use crate::store::postgres::append::tests::{
+        batch, transfer, wait_until_a_session_waits_for_a_lock, write_alone,
+    };
     use crate::store::postgres::{MIGRATOR, PgStore};
     use serde_json::json;
     use sqlx::PgPool;
@@ -258,28 +260,5 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(stints, [(0, false), (1, true)], "a second stint, open");
-    }
-
-    /// Polls `pg_stat_activity` (an event to wait on, not a fixed sleep) until a session
-    /// waits for a lock.
-    async fn wait_until_a_session_waits_for_a_lock(pool: &PgPool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(pool)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the group never waited for the conversation"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 }

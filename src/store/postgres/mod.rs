@@ -119,7 +119,7 @@ impl PgStore {
         // locked for every other replica: PostgreSQL ends it once it idles as long as a
         // write may take (the client gave up on it then); no transaction here idles for
         // even a moment otherwise. The statements are written to plan well whatever their
-        // arguments (see `load`), so they are planned once per connection, not again at
+        // arguments (see `append::read_round`), so they are planned once per connection, not again at
         // every execution.
         let idle_limit = format!("{}ms", settings.write_timeout_ms.max(1));
         let options = PgConnectOptions::from_str(url)

@@ -277,7 +277,9 @@ pub(super) async fn write_round(
 /// The statement of [`write_round`]: `$1`–`$30` the conversations, `$31`–`$41` the events,
 /// `$42`–`$47` the participants, `$48`–`$52` the stints closed, `$53`–`$60` those opened,
 /// `$61`–`$70` the hops, `$71`–`$75` the hops changed. Closed stints are found from the
-/// plan's rows, as the participants are when the plan is read.
+/// plan's rows, as the participants are when the plan is read. The conversation's row is
+/// only ever updated (`create_conversations` makes it): a stale plan must not write back a
+/// conversation erased meanwhile.
 const WRITE_ROUND: &str = "WITH conversation AS (
     UPDATE conversations AS c SET
         (last_seq, status, experience, language, started_at, ended_at, last_event_at,
