@@ -77,3 +77,18 @@ export function jsonDetails(summary, value, props = {}) {
 export function scroller(label, ...children) {
   return h("div", { class: "scroller", role: "region", "aria-label": label, tabindex: "0" }, ...children);
 }
+
+/** The breadcrumbs of a page of a bot: Bots › the bot (its conversations) › `current`. */
+export function botBreadcrumbs(context, botId, current) {
+  return h(
+    "nav",
+    { class: "breadcrumbs", "aria-label": "Breadcrumbs" },
+    h(
+      "ol",
+      {},
+      h("li", {}, h("a", { href: context.href(["bots"]) }, "Bots")),
+      h("li", {}, h("a", { href: context.href(["bots", botId, "conversations"]) }, botId)),
+      h("li", { "aria-current": "page" }, current),
+    ),
+  );
+}

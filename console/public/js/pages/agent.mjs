@@ -2,9 +2,10 @@
 // axis, a row per conversation, newest first, with the 4.4 time window and paging.
 
 import { apiPath, get, serverNow, withQuery } from "../api.mjs";
-import { h, replace, scroller } from "../dom.mjs";
+import { botBreadcrumbs, h, replace, scroller } from "../dom.mjs";
 import { dateTime, duration, localInputToRfc3339, parseTime, plural, rfc3339ToLocalInput } from "../format.mjs";
 import { coalesce, subscribe } from "../live.mjs";
+import { wirePager } from "../pager.mjs";
 import { stintName, timeline } from "../timeline.mjs";
 
 const PAGE_SIZES = ["50", "100", "200", "500"];
@@ -36,7 +37,7 @@ export async function agentPage(context, { botId, identity }) {
     nextCursor: null,
     stints: [],
   };
-  wirePager(page);
+  wirePager(page, page.view, load);
 
   await load(page);
   if (context.signal.aborted) return;
@@ -107,17 +108,7 @@ function renderFrame(context, botId, identity, form) {
 
   replace(
     context.main,
-    h(
-      "nav",
-      { class: "breadcrumbs", "aria-label": "Breadcrumbs" },
-      h(
-        "ol",
-        {},
-        h("li", {}, h("a", { href: context.href(["bots"]) }, "Bots")),
-        h("li", {}, h("a", { href: context.href(["bots", botId, "conversations"]) }, botId)),
-        h("li", { "aria-current": "page" }, identity),
-      ),
-    ),
+    botBreadcrumbs(context, botId, identity),
     h(
       "section",
       { class: "panel" },
@@ -283,21 +274,6 @@ function stintRow({ context, botId }, stint, now) {
 }
 
 // ---- paging and live updates --------------------------------------------------------------
-
-function wirePager(page) {
-  const { previous, next } = page.view;
-  previous.addEventListener("click", () => {
-    if (page.pageIndex > 0) page.pageIndex -= 1;
-    load(page);
-  });
-  next.addEventListener("click", () => {
-    if (!page.nextCursor) return;
-    page.cursors[page.pageIndex + 1] = page.nextCursor;
-    page.cursors.length = page.pageIndex + 2;
-    page.pageIndex += 1;
-    load(page);
-  });
-}
 
 /**
  * A change to this participant, or to a conversation shown, reloads the page shown; while

@@ -2,7 +2,7 @@
 // payload, the transfer data and the interaction, kept up to date from the change stream.
 
 import { apiPath, get, getJson, nextLink, noteServerTime, serverNow, withQuery } from "../api.mjs";
-import { h, jsonDetails, replace, scroller } from "../dom.mjs";
+import { botBreadcrumbs, h, jsonDetails, replace, scroller } from "../dom.mjs";
 import { anomalyText, clock, dateTime, day, duration, parseTime, participantName, plural } from "../format.mjs";
 import { coalesce, subscribe } from "../live.mjs";
 import { stintName, timeline } from "../timeline.mjs";
@@ -69,17 +69,7 @@ function renderFrame(context, botId, conversationId) {
 
   replace(
     context.main,
-    h(
-      "nav",
-      { class: "breadcrumbs", "aria-label": "Breadcrumbs" },
-      h(
-        "ol",
-        {},
-        h("li", {}, h("a", { href: context.href(["bots"]) }, "Bots")),
-        h("li", {}, h("a", { href: context.href(["bots", botId, "conversations"]) }, botId)),
-        h("li", { "aria-current": "page" }, conversationId),
-      ),
-    ),
+    botBreadcrumbs(context, botId, conversationId),
     h(
       "section",
       { class: "panel" },

@@ -5,6 +5,7 @@ import { apiPath, get, serverNow, withQuery } from "../api.mjs";
 import { h, replace, scroller } from "../dom.mjs";
 import { dateTime, duration, localInputToRfc3339, parseTime, rfc3339ToLocalInput } from "../format.mjs";
 import { coalesce, subscribe } from "../live.mjs";
+import { wirePager } from "../pager.mjs";
 
 const FILTERS = ["status", "participant", "service", "from", "to", "limit"];
 const PAGE_SIZES = ["25", "50", "100", "200"];
@@ -41,7 +42,7 @@ export async function listPage(context, { botId }) {
     previousCounts: new Map(),
   };
   context.focusHeading();
-  wirePager(page);
+  wirePager(page, page.view, load);
 
   await load(page);
   if (context.signal.aborted) return;
@@ -342,26 +343,6 @@ function restoreFocus(results, focusedKey) {
 }
 
 // ---- paging and live updates --------------------------------------------------------------
-
-function wirePager(page) {
-  const { first, previous, next } = page.view;
-  first.addEventListener("click", () => {
-    page.pageIndex = 0;
-    page.cursors.length = 1;
-    load(page);
-  });
-  previous.addEventListener("click", () => {
-    if (page.pageIndex > 0) page.pageIndex -= 1;
-    load(page);
-  });
-  next.addEventListener("click", () => {
-    if (!page.nextCursor) return;
-    page.cursors[page.pageIndex + 1] = page.nextCursor;
-    page.cursors.length = page.pageIndex + 2;
-    page.pageIndex += 1;
-    load(page);
-  });
-}
 
 /**
  * Any change of the bot refreshes the page shown (a conversation with news moves to the

@@ -8,7 +8,7 @@
 
 import { apiPath, get, serverNow, withQuery } from "../api.mjs";
 import { barChart } from "../bars.mjs";
-import { h, replace, scroller } from "../dom.mjs";
+import { botBreadcrumbs, h, replace, scroller } from "../dom.mjs";
 import { ANOMALY_TEXT, count, dateTime, parseTime, percent, plural, shortDuration } from "../format.mjs";
 import { coalesce, subscribe } from "../live.mjs";
 import { sortableTable } from "../sortable.mjs";
@@ -265,17 +265,7 @@ function queryOfState(state, ownZone) {
 function renderFrame(context, botId, zoneNotice, form, nowSectionElement, rangeRoot) {
   replace(
     context.main,
-    h(
-      "nav",
-      { class: "breadcrumbs", "aria-label": "Breadcrumbs" },
-      h(
-        "ol",
-        {},
-        h("li", {}, h("a", { href: context.href(["bots"]) }, "Bots")),
-        h("li", {}, h("a", { href: context.href(["bots", botId, "conversations"]) }, botId)),
-        h("li", { "aria-current": "page" }, "Overview"),
-      ),
-    ),
+    botBreadcrumbs(context, botId, "Overview"),
     h(
       "section",
       { class: "panel" },
