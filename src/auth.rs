@@ -1,7 +1,6 @@
 //! The app registry and JWT verification (SPEC 2): which app is calling, and may it?
 
 use std::collections::HashMap;
-use std::env::VarError;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -362,34 +361,13 @@ fn load_keys(app: &AppConfig) -> anyhow::Result<Vec<DecodingKey>> {
     let id = &app.app_id;
     let mut keys = Vec::new();
 
-    for name in items(app.secret_env.as_ref()) {
-        // Matched by hand: `VarError`'s own message would include the value.
-        let value = match std::env::var(name) {
-            Ok(value) if !value.is_empty() => value,
-            Ok(_) => bail!("app {id}: env var {name} is empty"),
-            Err(VarError::NotPresent) => bail!("app {id}: env var {name} is not set"),
-            Err(VarError::NotUnicode(_)) => bail!("app {id}: env var {name} is not UTF-8"),
-        };
-        keys.push(key(id, value.as_bytes()));
+    for secret in
+        crate::config::read_secrets(&format!("app {id}"), &app.secret_env, &app.secret_file)?
+    {
+        keys.push(key(id, &secret));
     }
 
-    for path in items(app.secret_file.as_ref()) {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("app {id}: cannot read secret file {}", path.display()))?;
-        let end = bytes
-            .iter()
-            .rposition(|byte| !matches!(byte, b'\n' | b'\r'))
-            .map_or(0, |last| last + 1);
-        let secret = &bytes[..end];
-        ensure!(
-            !secret.is_empty(),
-            "app {id}: secret file {} is empty",
-            path.display()
-        );
-        keys.push(key(id, secret));
-    }
-
-    for secret in items(app.secret.as_ref()) {
+    for secret in OneOrMany::items(&app.secret) {
         tracing::warn!(app_id = %id, "literal secret in the config: for local development only");
         let secret = secret.expose_secret();
         ensure!(!secret.is_empty(), "app {id}: a literal secret is empty");
@@ -408,15 +386,6 @@ fn key(app_id: &str, secret: &[u8]) -> DecodingKey {
         tracing::warn!(app_id, "secret shorter than {MIN_SECRET_BYTES} bytes");
     }
     DecodingKey::from_secret(secret)
-}
-
-/// The values of an optional one-or-many setting, without cloning them.
-fn items<T>(setting: Option<&OneOrMany<T>>) -> &[T] {
-    match setting {
-        None => &[],
-        Some(OneOrMany::One(value)) => std::slice::from_ref(value),
-        Some(OneOrMany::Many(values)) => values,
-    }
 }
 
 /// Whether a header the crate could not read is a JSON object with a string `alg`: the

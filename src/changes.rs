@@ -28,6 +28,8 @@ pub struct ChangeHub {
     open: AtomicUsize,
     /// Wakes the stats worker: events were committed, here or elsewhere.
     counting: Notify,
+    /// Counts those wake-ups, for any number of other followers (the webhooks').
+    commits: watch::Sender<u64>,
     settings: ChangesSettings,
 }
 
@@ -41,6 +43,7 @@ impl ChangeHub {
             stopping: watch::Sender::new(false),
             open: AtomicUsize::new(0),
             counting: Notify::new(),
+            commits: watch::Sender::new(0),
             settings: settings.clone(),
         }
     }
@@ -101,9 +104,16 @@ impl ChangeHub {
         self.counting.notify_one();
     }
 
+    /// A receiver that changes whenever events are committed, here or elsewhere.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
     /// Wakes the streams of `bot_id` on this replica.
     pub fn wake(&self, bot_id: &str) {
         self.counting.notify_one();
+        self.commits
+            .send_modify(|count| *count = count.wrapping_add(1));
         let mut bots = self
             .bots
             .lock()

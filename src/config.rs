@@ -31,6 +31,13 @@ pub struct Settings {
     pub stats: StatsSettings,
     #[serde(default)]
     pub apps: Vec<AppConfig>,
+    /// Endpoints the change feed is pushed to (SPEC 12).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    /// Hosts a webhook may reach although they are private, loopback or link-local, or
+    /// over `http` (SPEC 12): a receiver inside the cluster, or a test's.
+    #[serde(default)]
+    pub webhook_allow_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -314,6 +321,8 @@ pub enum Permission {
     Read,
     /// Delete a conversation and everything it holds (SPEC 10); in no app unless configured.
     Erase,
+    /// See how the webhooks are doing (SPEC 12).
+    Admin,
 }
 
 /// One value or a list: a list of secrets rotates keys.
@@ -322,6 +331,61 @@ pub enum Permission {
 pub enum OneOrMany<T> {
     One(T),
     Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// The values, without cloning them.
+    pub fn items(setting: &Option<Self>) -> &[T] {
+        match setting {
+            None => &[],
+            Some(Self::One(value)) => std::slice::from_ref(value),
+            Some(Self::Many(values)) => values,
+        }
+    }
+}
+
+/// The secrets named by env vars, then those in files (without a trailing newline); an
+/// error names `owner` and the var or file, never a value.
+pub fn read_secrets(
+    owner: &str,
+    env: &Option<OneOrMany<String>>,
+    file: &Option<OneOrMany<PathBuf>>,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut secrets = Vec::new();
+    for name in OneOrMany::items(env) {
+        // Matched by hand: `VarError`'s own message would include the value.
+        let value = match std::env::var(name) {
+            Ok(value) if !value.is_empty() => value,
+            Ok(_) => anyhow::bail!("{owner}: env var {name} is empty"),
+            Err(std::env::VarError::NotPresent) => {
+                anyhow::bail!("{owner}: env var {name} is not set")
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                anyhow::bail!("{owner}: env var {name} is not UTF-8")
+            }
+        };
+        secrets.push(value.into_bytes());
+    }
+    for path in OneOrMany::items(file) {
+        let mut bytes = std::fs::read(path).map_err(|error| {
+            anyhow::anyhow!(
+                "{owner}: cannot read secret file {}: {error}",
+                path.display()
+            )
+        })?;
+        let end = bytes
+            .iter()
+            .rposition(|byte| !matches!(byte, b'\n' | b'\r'))
+            .map_or(0, |last| last + 1);
+        bytes.truncate(end);
+        anyhow::ensure!(
+            !bytes.is_empty(),
+            "{owner}: secret file {} is empty",
+            path.display()
+        );
+        secrets.push(bytes);
+    }
+    Ok(secrets)
 }
 
 /// A calling app (the vendor's Client ID) and where its secrets come from.
@@ -341,6 +405,63 @@ pub struct AppConfig {
     /// Bot ids this app may use, or `["*"]`.
     pub bots: Vec<String>,
     pub permissions: Vec<Permission>,
+}
+
+/// A subscriber to the change feed (SPEC 12).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// 1–64 of `[a-z0-9-]`: how the endpoint is named in the CLI, the API and metrics.
+    pub name: String,
+    pub url: String,
+    /// Names of env vars holding secrets (`whsec_` + base64); a list rotates them.
+    #[serde(default)]
+    pub secret_env: Option<OneOrMany<String>>,
+    /// Files holding secrets (trailing newline ignored).
+    #[serde(default)]
+    pub secret_file: Option<OneOrMany<PathBuf>>,
+    /// Bot ids whose feeds are pushed, or `["*"]`.
+    pub bots: Vec<String>,
+    /// Feed item kinds pushed: `event`, `conversation.erased`; all when unset.
+    #[serde(default = "WebhookConfig::all_kinds")]
+    pub kinds: Vec<String>,
+    /// Where a new endpoint starts in the feed: `now` or `oldest`.
+    #[serde(default = "WebhookConfig::default_start")]
+    pub start: String,
+    /// Conversations delivered in parallel.
+    #[serde(default = "WebhookConfig::default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// An attempt not answered within this long failed.
+    #[serde(default = "WebhookConfig::default_timeout")]
+    pub timeout_seconds: f64,
+    /// Waits after each failed attempt (jittered by ±20 %); a failure after the last
+    /// disables the endpoint. Fractions of a second are allowed (tests compress them).
+    #[serde(default = "WebhookConfig::default_retry_schedule")]
+    pub retry_schedule_seconds: Vec<f64>,
+}
+
+impl WebhookConfig {
+    pub const KINDS: [&str; 2] = ["event", "conversation.erased"];
+
+    fn all_kinds() -> Vec<String> {
+        Self::KINDS.map(str::to_owned).to_vec()
+    }
+
+    fn default_start() -> String {
+        "now".to_owned()
+    }
+
+    fn default_max_in_flight() -> usize {
+        16
+    }
+
+    fn default_timeout() -> f64 {
+        15.0
+    }
+
+    fn default_retry_schedule() -> Vec<f64> {
+        vec![5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    }
 }
 
 /// The config file read first, relative to the working directory.

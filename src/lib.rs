@@ -27,3 +27,5 @@ pub mod stats;
 pub mod store;
 /// Logging setup.
 pub mod telemetry;
+/// Webhooks: the change feed pushed to subscribers.
+pub mod webhooks;

@@ -1,9 +1,12 @@
 //! The `agentassist-hooks` command line: serve, migrate, check-config, token, openapi,
-//! healthcheck, purge.
+//! healthcheck, purge, webhooks.
 
 use agentassist_hooks::auth::{AppRegistry, issue_token};
 use agentassist_hooks::config::{DatabaseSettings, Settings};
 use agentassist_hooks::routes::openapi;
+use agentassist_hooks::routes::params::{decode_cursor, encode_cursor};
+use agentassist_hooks::store::FeedPosition;
+use agentassist_hooks::webhooks::Endpoint;
 use agentassist_hooks::{probe, startup, store, telemetry};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -42,6 +45,24 @@ enum Command {
     /// Delete the conversations past `retention.ended_days` now (the service also does it
     /// in the background), or with --dry-run only show what would go.
     Purge(PurgeArgs),
+    /// See and steer the webhook endpoints (SPEC 12); running replicas act within 5 s.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Each configured endpoint: state, position, lag, last error.
+    List,
+    /// Resume a disabled (or retrying) endpoint where it stopped.
+    Enable { name: String },
+    /// Send an endpoint's items after POSITION again (a feed position, as
+    /// `GET /api/v1/webhooks` or the change feed show it).
+    Replay {
+        name: String,
+        #[arg(long = "from", value_name = "POSITION")]
+        from: String,
+    },
 }
 
 #[derive(Args)]
@@ -135,14 +156,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             settings.server.check()?;
             AppRegistry::from_settings(&settings.auth, &settings.apps)?;
+            Endpoint::all(&settings.webhooks, &settings.webhook_allow_hosts)?;
             println!(
-                "configuration OK: {} app(s), listening on {}",
+                "configuration OK: {} app(s), {} webhook(s), listening on {}",
                 settings.apps.len(),
+                settings.webhooks.len(),
                 settings.server.bind
             );
             Ok(())
         }
         Command::Purge(args) => runtime.block_on(purge(&settings, &args)),
+        Command::Webhooks(command) => runtime.block_on(webhooks(&settings, command)),
         Command::Token(_) | Command::Openapi | Command::Healthcheck(_) => {
             unreachable!("handled above")
         }
@@ -172,6 +196,73 @@ async fn purge(settings: &Settings, args: &PurgeArgs) -> anyhow::Result<()> {
                 "deleted {purged} conversation(s) with nobody present and no event since {since} \
                  ({days} days)"
             );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    outcome
+}
+
+async fn webhooks(settings: &Settings, command: WebhooksCommand) -> anyhow::Result<()> {
+    let configured = |name: &str| {
+        settings
+            .webhooks
+            .iter()
+            .find(|webhook| webhook.name == name)
+            .with_context(|| format!("no webhook named {name} in the config"))
+    };
+    let store = store::connect(&settings.database).await?;
+    let outcome = async {
+        match command {
+            WebhooksCommand::List => {
+                let now = time::OffsetDateTime::now_utc();
+                println!("NAME\tSTATE\tLAG_ITEMS\tLAG_SECONDS\tPOSITION\tLAST_ERROR");
+                for webhook in &settings.webhooks {
+                    let every_bot = webhook.bots.iter().any(|bot| bot == "*");
+                    let status = store
+                        .webhook_status(
+                            &webhook.name,
+                            (!every_bot).then_some(webhook.bots.as_slice()),
+                        )
+                        .await?;
+                    let record = status.record.as_ref();
+                    println!(
+                        "{}\t{}\t{}\t{:.0}\t{}\t{}",
+                        webhook.name,
+                        record.map_or("new", |record| record.state.as_str()),
+                        status.lag_items,
+                        status
+                            .oldest_waiting
+                            .map_or(0.0, |at| (now - at).as_seconds_f64().max(0.0)),
+                        status
+                            .position
+                            .as_ref()
+                            .map_or("-".to_owned(), encode_cursor),
+                        record
+                            .and_then(|record| record.last_error.as_deref())
+                            .unwrap_or("-"),
+                    );
+                }
+            }
+            WebhooksCommand::Enable { name } => {
+                configured(&name)?;
+                anyhow::ensure!(
+                    store.webhook_enable(&name).await?,
+                    "webhook {name} has not been delivered yet: nothing to enable"
+                );
+                println!("webhook {name} enabled: delivery resumes where it stopped");
+            }
+            WebhooksCommand::Replay { name, from } => {
+                configured(&name)?;
+                let position: FeedPosition = decode_cursor(&from)
+                    .with_context(|| format!("{from:?} is not a feed position"))?;
+                anyhow::ensure!(
+                    store.webhook_replay(&name, &position).await?,
+                    "webhook {name} has not been delivered yet: nothing to replay"
+                );
+                println!("webhook {name}: the items after {from} will be sent again");
+            }
         }
         anyhow::Ok(())
     }

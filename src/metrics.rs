@@ -57,10 +57,20 @@ pub const CONVERSATIONS_ERASED: &str = "agentassist_hooks_conversations_erased_t
 /// Change feed items the stats worker counted on this instance (SPEC 11).
 pub const STATS_COUNTED: &str = "agentassist_hooks_stats_items_counted_total";
 /// Committed events the stats do not count yet, over every bot, as of the worker's last look.
-pub const STATS_LAG_EVENTS: &str = "agentassist_hooks_stats_lag_events";
+pub const STATS_LAG_EVENTS: &str = "agentassist_hooks_events_after";
 /// How far the most lagging bot's stats are behind: seconds since its worker last had
 /// counted everything committed.
 pub const STATS_LAG_SECONDS: &str = "agentassist_hooks_stats_lag_seconds";
+/// Webhook delivery attempts, by `endpoint` and `outcome` (`delivered`, `refused`,
+/// `redirect`, `timeout`, `unreachable`).
+pub const WEBHOOK_ATTEMPTS: &str = "agentassist_hooks_webhook_attempts_total";
+/// Feed items not yet delivered to each `endpoint`, as of the last look.
+pub const WEBHOOK_LAG_ITEMS: &str = "agentassist_hooks_webhook_lag_items";
+/// How long the oldest item not yet delivered to each `endpoint` has waited.
+pub const WEBHOOK_LAG_SECONDS: &str = "agentassist_hooks_webhook_lag_seconds";
+/// 1 for each `endpoint`'s current `state` (`active`, `retrying`, `disabled`) on the
+/// replica delivering it, 0 for the others.
+pub const WEBHOOK_STATE: &str = "agentassist_hooks_webhook_state";
 
 /// How one database connection pool is used, sampled when `/metrics` is scraped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +212,25 @@ fn describe() {
         STATS_LAG_SECONDS,
         Unit::Seconds,
         "How long the oldest event not counted in the stats yet has waited, over every bot"
+    );
+    describe_counter!(
+        WEBHOOK_ATTEMPTS,
+        Unit::Count,
+        "Webhook delivery attempts, by endpoint and outcome"
+    );
+    describe_gauge!(
+        WEBHOOK_LAG_ITEMS,
+        Unit::Count,
+        "Feed items not yet delivered to each webhook endpoint"
+    );
+    describe_gauge!(
+        WEBHOOK_LAG_SECONDS,
+        Unit::Seconds,
+        "How long the oldest item not yet delivered to each webhook endpoint has waited"
+    );
+    describe_gauge!(
+        WEBHOOK_STATE,
+        "1 for each webhook endpoint's state (active, retrying, disabled) where it is delivered"
     );
     // Series that exist before their first event, so that rate() sees them start at zero.
     counter!(STATS_COUNTED).absolute(0);
@@ -377,4 +406,24 @@ pub fn stats_lag(events: u64, seconds: f64) {
 /// The stats worker's lag after a page.
 pub fn stats_lag_seconds(seconds: f64) {
     gauge!(STATS_LAG_SECONDS).set(seconds);
+}
+
+/// A webhook attempt and how it went.
+pub fn webhook_attempt(endpoint: &str, outcome: &'static str) {
+    counter!(WEBHOOK_ATTEMPTS, "endpoint" => endpoint.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// The state a webhook endpoint is in now.
+pub fn webhook_state(endpoint: &str, state: &str) {
+    for each in ["active", "retrying", "disabled"] {
+        let value = if each == state { 1.0 } else { 0.0 };
+        gauge!(WEBHOOK_STATE, "endpoint" => endpoint.to_owned(), "state" => each).set(value);
+    }
+}
+
+/// How far behind a webhook endpoint is.
+pub fn webhook_lag(endpoint: &str, items: u64, seconds: f64) {
+    gauge!(WEBHOOK_LAG_ITEMS, "endpoint" => endpoint.to_owned()).set(items as f64);
+    gauge!(WEBHOOK_LAG_SECONDS, "endpoint" => endpoint.to_owned()).set(seconds);
 }

@@ -17,6 +17,8 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
     settings.server.check()?;
     let apps = AppRegistry::from_settings(&settings.auth, &settings.apps)
         .context("invalid [[apps]] or [auth] configuration")?;
+    crate::webhooks::Endpoint::all(&settings.webhooks, &settings.webhook_allow_hosts)
+        .context("invalid [[webhooks]] configuration")?;
     let store = store::connect(&settings.database).await?;
     Ok(AppState::new(
         store,
@@ -25,7 +27,8 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         &settings.idempotency,
         &settings.changes,
     )
-    .with_stats(&settings.stats))
+    .with_stats(&settings.stats)
+    .with_webhooks(&settings.webhooks))
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (bounded) and
@@ -44,6 +47,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
 
     let state = build_state(&settings).await?;
+    let endpoints =
+        crate::webhooks::Endpoint::all(&settings.webhooks, &settings.webhook_allow_hosts)?;
     let store = state.store.clone();
     let hub = state.changes.clone();
     let app = router(state, &settings.server);
@@ -79,6 +84,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         () = requested(shutdown.clone()) => Ok(()),
     };
     let mut background = Vec::new();
+    let mut deliveries = None;
     if prepared.is_ok() && !*shutdown.borrow() {
         background = vec![
             tokio::spawn({
@@ -97,6 +103,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             )),
             crate::metrics::spawn_upkeep(),
         ];
+        deliveries = Some(crate::webhooks::spawn(&store, &hub, endpoints));
     } else {
         let _ = give_up.send(());
     }
@@ -114,6 +121,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     for task in background {
         task.abort();
+    }
+    if let Some(deliveries) = deliveries {
+        deliveries.stop(&store).await;
     }
     store.close().await;
     prepared?;

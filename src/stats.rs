@@ -49,7 +49,7 @@ pub async fn count_every_bot(store: &Store) -> Result<(), StoreError> {
         }
         let progress = store.stats_progress(&bot.bot_id).await?;
         lag_events += store
-            .stats_lag_events(&bot.bot_id, progress.position.as_ref())
+            .events_after(&bot.bot_id, progress.position.as_ref())
             .await?;
         lag_seconds = lag_seconds.max(seconds_behind(store, &bot.bot_id).await?);
     }
@@ -60,9 +60,7 @@ pub async fn count_every_bot(store: &Store) -> Result<(), StoreError> {
 /// How long the first event the stats have not counted has waited (0 when none waits).
 async fn seconds_behind(store: &Store, bot_id: &str) -> Result<f64, StoreError> {
     let position = store.stats_progress(bot_id).await?.position;
-    let first = store
-        .stats_first_uncounted_at(bot_id, position.as_ref())
-        .await?;
+    let first = store.first_event_after(bot_id, position.as_ref()).await?;
     Ok(first.map_or(0.0, |at| {
         (OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0)
     }))

@@ -12,6 +12,7 @@ pub mod params;
 pub mod paths;
 pub mod sources;
 pub mod stats;
+pub mod webhooks;
 
 use crate::auth::AppRegistry;
 use crate::changes::ChangeHub;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub changes: Arc<ChangeHub>,
     /// How long a stats answer waits for the worker to count what came before it.
     pub stats_max_lag_seconds: u64,
+    /// The webhook endpoints in the config (SPEC 12).
+    pub webhooks: Arc<Vec<crate::config::WebhookConfig>>,
 }
 
 impl AppState {
@@ -65,12 +68,19 @@ impl AppState {
             key_retention: Duration::from_secs(idempotency.retention_seconds),
             changes: Arc::new(ChangeHub::new(changes)),
             stats_max_lag_seconds: crate::config::StatsSettings::default().max_lag_seconds,
+            webhooks: Arc::default(),
         }
     }
 
     /// With the stats settings of `stats`.
     pub fn with_stats(mut self, stats: &crate::config::StatsSettings) -> Self {
         self.stats_max_lag_seconds = stats.max_lag_seconds;
+        self
+    }
+
+    /// With the webhook endpoints of the config.
+    pub fn with_webhooks(mut self, webhooks: &[crate::config::WebhookConfig]) -> Self {
+        self.webhooks = Arc::new(webhooks.to_vec());
         self
     }
 }
@@ -108,6 +118,7 @@ fn shed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(stats::now))
         .routes(routes!(sources::interaction))
         .routes(routes!(sources::bot_messages))
+        .routes(routes!(webhooks::list))
         .routes(routes!(openapi::serve))
 }
 

@@ -45,6 +45,7 @@ internal network (firewall it, or set `server.metrics = false`).",
         (name = "query", description = "Timelines out, for operations staff (SPEC 4), and the change feed (SPEC 8)"),
         (name = "stats", description = "Operations metrics: per agent, queue and hour, and now (SPEC 11)"),
         (name = "operations", description = "Probes, metrics and this document (SPEC 5)"),
+        (name = "webhooks", description = "The change feed pushed to subscribers: how delivery goes (SPEC 12)"),
     )
 )]
 struct ApiDoc;

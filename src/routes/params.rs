@@ -78,11 +78,11 @@ where
     }
 }
 
-pub(super) fn encode_cursor<K: Serialize>(key: &K) -> String {
+pub fn encode_cursor<K: Serialize>(key: &K) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).unwrap_or_default())
 }
 
-pub(super) fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Option<K> {
+pub fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Option<K> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     // No cursor we issue holds U+0000, and PostgreSQL cannot take it as an argument.
     let key: serde_json::Value = serde_json::from_slice(&bytes).ok()?;

@@ -17,6 +17,8 @@ pub const CHANGES_STREAM: &str = "/api/v1/bots/{botId}/changes/stream";
 /// SPEC 11: operations metrics.
 pub const STATS: &str = "/api/v1/bots/{botId}/stats";
 pub const STATS_NOW: &str = "/api/v1/bots/{botId}/stats/now";
+/// SPEC 12: the webhook endpoints, for `admin`.
+pub const WEBHOOKS: &str = "/api/v1/webhooks";
 /// Bright Pattern's `ON_NEW_INTERACTION` (SPEC 7.1).
 pub const INTERACTIONS: &str = "/api/v1/bots/{botId}/interactions";
 /// The Salesforce bot's escalation and the client's transfer outcome (SPEC 7.2).

@@ -5,7 +5,10 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
 use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef};
-use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
+use sqlx::{
+    AssertSqlSafe, Database, Decode, Encode, Executor, FromRow, IntoArguments, Postgres, Sqlite,
+    Type,
+};
 use std::fmt::Write;
 use time::OffsetDateTime;
 
@@ -87,6 +90,8 @@ pub enum Bind {
     Time(OffsetDateTime),
     /// A text column's NULL.
     NoText,
+    /// An integer column's NULL.
+    NoInt,
     /// Arrays (PostgreSQL only), for `UNNEST`.
     Ints(Vec<i64>),
     Texts(Vec<Option<String>>),
@@ -110,7 +115,7 @@ impl Encode<'_, Postgres> for Bind {
             Self::Text(text) => <String as Encode<Postgres>>::encode_by_ref(text, buf),
             Self::Int(number) => <i64 as Encode<Postgres>>::encode_by_ref(number, buf),
             Self::Time(at) => <DbTime as Encode<Postgres>>::encode_by_ref(&DbTime(*at), buf),
-            Self::NoText => Ok(IsNull::Yes),
+            Self::NoText | Self::NoInt => Ok(IsNull::Yes),
             Self::Ints(numbers) => <Vec<i64> as Encode<Postgres>>::encode_by_ref(numbers, buf),
             Self::Texts(texts) => {
                 <Vec<Option<String>> as Encode<Postgres>>::encode_by_ref(texts, buf)
@@ -121,7 +126,7 @@ impl Encode<'_, Postgres> for Bind {
     fn produces(&self) -> Option<PgTypeInfo> {
         Some(match self {
             Self::Text(_) | Self::NoText => <String as Type<Postgres>>::type_info(),
-            Self::Int(_) => <i64 as Type<Postgres>>::type_info(),
+            Self::Int(_) | Self::NoInt => <i64 as Type<Postgres>>::type_info(),
             Self::Ints(_) => <Vec<i64> as Type<Postgres>>::type_info(),
             Self::Texts(_) => <Vec<Option<String>> as Type<Postgres>>::type_info(),
             Self::Time(_) => <DbTime as Type<Postgres>>::type_info(),
@@ -141,7 +146,7 @@ impl Encode<'_, Sqlite> for Bind {
             Self::Text(text) => <String as Encode<Sqlite>>::encode_by_ref(text, buf),
             Self::Int(number) => <i64 as Encode<Sqlite>>::encode_by_ref(number, buf),
             Self::Time(at) => <DbTime as Encode<Sqlite>>::encode_by_ref(&DbTime(*at), buf),
-            Self::NoText => Ok(IsNull::Yes),
+            Self::NoText | Self::NoInt => Ok(IsNull::Yes),
             Self::Ints(_) | Self::Texts(_) => Err("SQLite has no arrays".into()),
         }
     }
@@ -151,7 +156,7 @@ impl Encode<'_, Sqlite> for Bind {
             Self::Text(_) | Self::NoText | Self::Ints(_) | Self::Texts(_) => {
                 <String as Type<Sqlite>>::type_info()
             }
-            Self::Int(_) | Self::Time(_) => <i64 as Type<Sqlite>>::type_info(),
+            Self::Int(_) | Self::NoInt | Self::Time(_) => <i64 as Type<Sqlite>>::type_info(),
         })
     }
 }
@@ -184,5 +189,57 @@ impl Sql {
 
     pub(super) fn text(value: &str) -> Bind {
         Bind::Text(value.to_owned())
+    }
+}
+
+/// The rows `query` reads from `pool`.
+pub(super) async fn fetch_all<DB, R>(
+    pool: &sqlx::Pool<DB>,
+    query: Sql,
+) -> Result<Vec<R>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    R: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
+    for<'q> Bind: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let mut statement = sqlx::query_as::<DB, R>(AssertSqlSafe(query.text));
+    for bind in query.binds {
+        statement = statement.bind(bind);
+    }
+    statement.fetch_all(pool).await
+}
+
+/// Runs `query` on `pool`; how many rows it changed.
+pub(super) async fn execute<DB>(pool: &sqlx::Pool<DB>, query: Sql) -> Result<u64, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> Bind: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    DB::QueryResult: RowsAffected,
+{
+    let mut statement = sqlx::query::<DB>(AssertSqlSafe(query.text));
+    for bind in query.binds {
+        statement = statement.bind(bind);
+    }
+    Ok(statement.execute(pool).await?.changed())
+}
+
+/// Rows a statement changed, on either database.
+pub(super) trait RowsAffected {
+    fn changed(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn changed(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn changed(&self) -> u64 {
+        self.rows_affected()
     }
 }

@@ -17,6 +17,7 @@ pub(crate) mod retention;
 mod rows;
 mod sqlite;
 mod stats;
+mod webhooks;
 
 pub use codec::DbTime;
 pub use error::StoreError;
@@ -29,6 +30,7 @@ pub use records::{
 pub use retention::{Candidate, Expired};
 pub use sqlite::{DEFAULT_SQLITE_FILE, SqliteStore};
 pub use stats::{Counted, StatsNow, StatsProgress};
+pub use webhooks::{FailedAttempt, WebhookPosition, WebhookRecord, WebhookStatus};
 
 use crate::config::DatabaseSettings;
 use crate::domain::{AppendPlan, IngestBatch, ParticipantTimeline, Stored, plan_append};

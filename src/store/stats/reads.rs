@@ -1,13 +1,13 @@
 //! What a stats query, `stats/now` and the worker's metrics read of the stored stats.
 
 use super::statements::{
-    Dialect, at_micros, bot_and_position, dims_of, fetch_all, key_text, sql, stored_cuboid,
-    stored_grouping, tally_of,
+    Dialect, at_micros, bot_and_position, dims_of, key_text, sql, stored_cuboid, stored_grouping,
+    tally_of,
 };
 use super::{StatsNow, StatsProgress};
 use crate::domain::stats::facts::micros_at;
 use crate::domain::stats::{Cuboid, Dims, Fact, HandledMark, Level, Tally, slot_of};
-use crate::store::codec::{Bind, Sql};
+use crate::store::codec::{Bind, Sql, fetch_all};
 use crate::store::{FeedPosition, Store, StoreError};
 use sqlx::FromRow;
 use time::OffsetDateTime;
@@ -69,8 +69,8 @@ impl Store {
     }
 
     /// When the first of `bot_id`'s events after `position` in its feed was received
-    /// (`None`: every visible event is counted).
-    pub async fn stats_first_uncounted_at(
+    /// (`None`: no event follows it; the stats and the webhooks measure their lag by it).
+    pub async fn first_event_after(
         &self,
         bot_id: &str,
         position: Option<&FeedPosition>,
@@ -134,7 +134,7 @@ impl Store {
     }
 
     /// How many of `bot_id`'s events follow `position` in its feed.
-    pub async fn stats_lag_events(
+    pub async fn events_after(
         &self,
         bot_id: &str,
         position: Option<&FeedPosition>,

@@ -7,7 +7,7 @@ use crate::domain::stats::{ConversationStats, Cuboid, Dims, Fact, Level, Tally, 
 use crate::store::codec::{Bind, Sql};
 use crate::store::{FeedPosition, StoreError};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
+use sqlx::AssertSqlSafe;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
@@ -387,24 +387,6 @@ pub(super) async fn position_sqlite(
         statement = statement.bind(bind);
     }
     statement.fetch_optional(connection).await
-}
-
-pub(super) async fn fetch_all<DB, R>(
-    pool: &sqlx::Pool<DB>,
-    query: Sql,
-) -> Result<Vec<R>, sqlx::Error>
-where
-    DB: Database,
-    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
-    R: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
-    for<'q> Bind: Encode<'q, DB> + Type<DB>,
-    DB::Arguments: IntoArguments<DB>,
-{
-    let mut statement = sqlx::query_as::<DB, R>(AssertSqlSafe(query.text));
-    for bind in query.binds {
-        statement = statement.bind(bind);
-    }
-    statement.fetch_all(pool).await
 }
 
 pub(super) fn position_text(position: &FeedPosition) -> String {
