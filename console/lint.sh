@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Format and lint check of the console's and the agent-desktop adapter's JavaScript for CI:
+# Format and lint check of the console's, the agent-desktop adapter's and the webhook tests'
+# JavaScript for CI:
 # the pinned Biome (console/package.json, config in console/biome.jsonc) in `biome ci` mode,
 # which changes no file and fails on any formatting difference, unsorted import or lint
 # finding (warnings included). Installs the npm packages when they are missing or stale.
 #
 #   bash console/lint.sh
 #
-# To fix what it reports: cd console && node_modules/.bin/biome check --write . ../agent-desktop
+# To fix what it reports: cd console && node_modules/.bin/biome check --write . ../agent-desktop ../tests/webhooks
 set -euo pipefail
 
 die() {
@@ -31,6 +32,6 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$lock_sum" || ! -x node_modules/.bi
 fi
 
 node_modules/.bin/biome --version
-node_modules/.bin/biome ci --colors=off --error-on-warnings --max-diagnostics=none . ../agent-desktop ||
-    die "Biome found formatting or lint problems (fix: cd console && node_modules/.bin/biome check --write . ../agent-desktop)"
-echo "console/lint.sh: Biome found nothing in console/ and agent-desktop/"
+node_modules/.bin/biome ci --colors=off --error-on-warnings --max-diagnostics=none . ../agent-desktop ../tests/webhooks ||
+    die "Biome found formatting or lint problems (fix: cd console && node_modules/.bin/biome check --write . ../agent-desktop ../tests/webhooks)"
+echo "console/lint.sh: Biome found nothing in console/, agent-desktop/ and tests/webhooks/"

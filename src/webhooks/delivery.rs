@@ -29,6 +29,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 const PAGE: i64 = 500;
 /// …and at most this much payload.
 const PAGE_BYTES: i64 = 4 * 1024 * 1024;
+/// How often the lag metrics are read, at most.
+const LAG_EVERY: Duration = Duration::from_secs(5);
 /// How often a caught-up endpoint looks at the feed without a wake-up.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// The most bots a `["*"]` endpoint follows.
@@ -183,6 +185,7 @@ impl Holder {
         }
         let carried = AtomicU32::new(record.attempts);
         let mut commits = self.hub.commits();
+        let mut last_lag = tokio::time::Instant::now() - LAG_EVERY;
         loop {
             commits.mark_unchanged();
             let mut delivered = false;
@@ -206,6 +209,10 @@ impl Holder {
                         }
                     }
                 }
+            }
+            if last_lag.elapsed() >= LAG_EVERY {
+                last_lag = tokio::time::Instant::now();
+                self.report_lag().await;
             }
             if !delivered {
                 tokio::select! {
@@ -286,7 +293,11 @@ impl Holder {
                     return Sent::Disabled;
                 }
                 let at = OffsetDateTime::now_utc();
-                let failure = match self.send(&message, at).await {
+                let sent = tokio::select! {
+                    sent = self.send(&message, at) => sent,
+                    () = stop.wait() => return Sent::Stopped,
+                };
+                let failure = match sent {
                     Ok(()) => {
                         crate::metrics::webhook_attempt(&endpoint.name, "delivered");
                         if failed > 0 {
@@ -392,6 +403,26 @@ impl Holder {
             gone: status == reqwest::StatusCode::GONE,
             retry_after: asked_wait,
         })
+    }
+
+    /// Sets the lag metrics of the endpoint (a failure to read them is only logged).
+    async fn report_lag(&self) {
+        let bots = self.endpoint.bots.as_deref();
+        match self.store.webhook_status(&self.endpoint.name, bots).await {
+            Ok(status) => {
+                let seconds = status.oldest_waiting.map_or(0.0, |at| {
+                    (OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0)
+                });
+                crate::metrics::webhook_lag(
+                    &self.endpoint.name,
+                    u64::try_from(status.lag_items).unwrap_or(0),
+                    seconds,
+                );
+            }
+            Err(error) => {
+                tracing::warn!(endpoint = %self.endpoint.name, %error, "could not read the webhook's lag")
+            }
+        }
     }
 
     fn record(&self, outcome: Result<(), StoreError>) {

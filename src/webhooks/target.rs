@@ -18,7 +18,7 @@ impl AllowedHosts {
 
     pub fn allows(&self, host: &str) -> bool {
         let host = normal(host);
-        self.0.iter().any(|allowed| *allowed == host)
+        self.0.contains(&host)
     }
 }
 

@@ -34,3 +34,4 @@ mod server;
 mod sources;
 mod stats;
 mod upgrade;
+mod webhooks;

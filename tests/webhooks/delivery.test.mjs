@@ -10,9 +10,8 @@ import { execFileSync } from "node:child_process";
 import { test } from "node:test";
 import {
   ADMIN_URL,
-  BOT,
-  Receiver,
   assertDeliveredInOrder,
+  BOT,
   binary,
   cli,
   createDatabase,
@@ -20,12 +19,14 @@ import {
   freePort,
   ingest,
   post,
+  Receiver,
   serviceEnv,
   startService,
+  statusWhen,
   summary,
   tcpProxy,
-  webhookToml,
   webhooksStatus,
+  webhookToml,
   writeConfig,
 } from "./harness.mjs";
 
@@ -69,7 +70,9 @@ test("5,000 events over 200 conversations from 8 writers reach the receiver, eac
     assert.ok(typeof status.position === "string" && status.position.length > 0);
     assert.equal(JSON.stringify(status).includes("whsec_"), false, "no secret in the status");
     // Each body is the feed item, as the change feed lists it.
-    const feed = await fetch(`${service.url}/api/v1/bots/${BOT}/changes?limit=1`, { headers: { token: service.token } });
+    const feed = await fetch(`${service.url}/api/v1/bots/${BOT}/changes?limit=1`, {
+      headers: { token: service.token },
+    });
     const [first] = (await feed.json()).items;
     const delivered = receiver.delivered.find((message) => message.data.position === first.position);
     assert.deepEqual(delivered.data, first);
@@ -113,11 +116,11 @@ test("410 disables the endpoint; enable resumes from the same position with noth
     const service = await start();
     await post(service, "gone-1", summary(1));
     await receiver.until(() => receiver.attempts.length >= 1, 30000, "the first attempt");
-    for (let waited = 0; (await webhooksStatus(service))[0].state !== "disabled"; waited += 50) {
-      assert.ok(waited < 10000, "the endpoint is disabled");
-      await new Promise((wait) => setTimeout(wait, 50));
-    }
-    const ids = ["gone-1", ...(await ingest(service, { conversations: 3, perConversation: 4, writers: 3, prefix: "later" }))];
+    await statusWhen(service, (status) => status.state === "disabled", 10000, "the endpoint is disabled");
+    const ids = [
+      "gone-1",
+      ...(await ingest(service, { conversations: 3, perConversation: 4, writers: 3, prefix: "later" })),
+    ];
     assert.equal(receiver.attempts.length, 1, "nothing is sent while disabled");
     gone = false;
     assert.match(cli(config, "webhooks", "list"), /receiver\tdisabled/);
@@ -139,7 +142,10 @@ test("replay sends the items after a position again", async () => {
     cli(config, "webhooks", "replay", "receiver", "--from", third);
     await receiver.until(() => receiver.attempts.length >= before + 3, 30000, "the 3 items after it again");
     const again = receiver.attempts.slice(before).map((attempt) => attempt.message.data.position);
-    assert.deepEqual(again, receiver.delivered.slice(3).map((message) => message.data.position));
+    assert.deepEqual(
+      again,
+      receiver.delivered.slice(3).map((message) => message.data.position),
+    );
     assertDeliveredInOrder(receiver, counts(ids, 3));
   });
 });
@@ -212,9 +218,18 @@ test("an erasure reaches the receiver as conversation.erased, after that convers
       headers: { token: service.token },
     });
     assert.ok(response.status === 204 || response.status === 200, `erase answered ${response.status}`);
-    await receiver.until(() => receiver.delivered.some((message) => message.type === "conversation.erased"), 30000, "the erasure");
+    await receiver.until(
+      () => receiver.delivered.some((message) => message.type === "conversation.erased"),
+      30000,
+      "the erasure",
+    );
     const kinds = receiver.delivered.map((message) => `${message.type}:${message.data.seq ?? ""}`);
-    assert.deepEqual(kinds, ["conversation.event:1", "conversation.event:2", "conversation.event:3", "conversation.erased:"]);
+    assert.deepEqual(kinds, [
+      "conversation.event:1",
+      "conversation.event:2",
+      "conversation.event:3",
+      "conversation.erased:",
+    ]);
     assert.equal(receiver.delivered[3].data.conversationId, "erased-0");
     assert.equal(receiver.delivered[3].data.kind, "conversation.erased");
   });
@@ -225,11 +240,7 @@ test("a name that resolves to a loopback address is refused at delivery, with a 
   await withSetup({ url: `https://localhost:${port}/hooks`, allowHosts: [] }, async ({ receiver, start }) => {
     const service = await start();
     await post(service, "refused-1", summary(1));
-    let status;
-    for (let waited = 0; !(status = (await webhooksStatus(service))[0]).lastError; waited += 50) {
-      assert.ok(waited < 15000, "the attempt fails");
-      await new Promise((wait) => setTimeout(wait, 50));
-    }
+    const status = await statusWhen(service, (status) => status.lastError, 15000, "the attempt fails");
     assert.equal(status.state, "retrying");
     assert.match(status.lastError, /localhost resolves only to addresses webhooks may not reach/);
     assert.equal(receiver.attempts.length, 0);
@@ -238,7 +249,12 @@ test("a name that resolves to a loopback address is refused at delivery, with a 
 
 test("check-config names an endpoint whose target is refused, unless its host is listed", () => {
   for (const url of ["http://169.254.169.254/", "https://10.0.0.1/", "https://[::1]/"]) {
-    const config = writeConfig({ port: 1, databaseUrl: "postgres://unused/db", webhooks: webhookToml({ url, name: "crm-sync" }), allowHosts: [] });
+    const config = writeConfig({
+      port: 1,
+      databaseUrl: "postgres://unused/db",
+      webhooks: webhookToml({ url, name: "crm-sync" }),
+      allowHosts: [],
+    });
     let failure;
     try {
       execFileSync(binary, ["--config", config.path, "check-config"], { env: serviceEnv(), stdio: "pipe" });

@@ -7,17 +7,23 @@ import { execFileSync, spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
 import { existsSync, mkdtempSync, openSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
-import { createServer as createTcpServer, connect } from "node:net";
+import { connect, createServer as createTcpServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Webhook } from "standardwebhooks";
 
 const repository = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-export const binary = resolve(repository, process.env.AGENTASSIST_HOOKS_BINARY ?? "target/ci-release/agentassist-hooks");
+export const binary = resolve(
+  repository,
+  process.env.AGENTASSIST_HOOKS_BINARY ?? "target/ci-release/agentassist-hooks",
+);
 export const BOT = "st-webhooks";
 /** Two secrets: the service signs with both (a rotation); each verifies alone. */
-export const SECRETS = [`whsec_${Buffer.alloc(32, 1).toString("base64")}`, `whsec_${Buffer.alloc(24, 2).toString("base64")}`];
+export const SECRETS = [
+  `whsec_${Buffer.alloc(32, 1).toString("base64")}`,
+  `whsec_${Buffer.alloc(24, 2).toString("base64")}`,
+];
 const APP_SECRET = "webhook-test-app-secret-0123456789abcdef";
 export const ADMIN_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -39,7 +45,11 @@ export function createDatabase() {
   psql(`CREATE DATABASE ${name}`);
   const url = new URL(ADMIN_URL);
   url.pathname = `/${name}`;
-  return { name, url: url.toString(), query: (sql) => execFileSync("psql", ["-X", "-q", "-tA", url.toString(), "-c", sql]).toString().trim() };
+  return {
+    name,
+    url: url.toString(),
+    query: (sql) => execFileSync("psql", ["-X", "-q", "-tA", url.toString(), "-c", sql]).toString().trim(),
+  };
 }
 
 export function dropDatabase(database) {
@@ -47,7 +57,13 @@ export function dropDatabase(database) {
 }
 
 /** The `[[webhooks]]` table of a receiver. */
-export function webhookToml({ url, name = "receiver", schedule = [0.2, 0.4, 0.8, 1.6, 3.2], start = "oldest", maxInFlight = 16 }) {
+export function webhookToml({
+  url,
+  name = "receiver",
+  schedule = [0.2, 0.4, 0.8, 1.6, 3.2],
+  start = "oldest",
+  maxInFlight = 16,
+}) {
   return (
     `[[webhooks]]\nname = "${name}"\nurl = "${url}"\nsecret_env = ["WEBHOOK_SECRET_A", "WEBHOOK_SECRET_B"]\n` +
     `bots = ["${BOT}"]\nstart = "${start}"\nmax_in_flight = ${maxInFlight}\ntimeout_seconds = 5\n` +
@@ -85,7 +101,11 @@ export async function startService(config, port) {
   assert.ok(existsSync(binary), `the release binary is built: ${binary}`);
   const log = openSync(join(config.work, `service-${Date.now()}.log`), "a");
   const env = { ...serviceEnv(), HOOKS__SERVER__BIND: `127.0.0.1:${port}` };
-  const child = spawn(binary, ["--config", config.path, "serve"], { cwd: config.work, env, stdio: ["ignore", log, log] });
+  const child = spawn(binary, ["--config", config.path, "serve"], {
+    cwd: config.work,
+    env,
+    stdio: ["ignore", log, log],
+  });
   const exited = new Promise((done) => child.once("exit", done));
   const url = `http://127.0.0.1:${port}`;
   for (let waited = 0; ; waited += 100) {
@@ -148,6 +168,16 @@ export async function webhooksStatus(service) {
   const response = await fetch(`${service.url}/api/v1/webhooks`, { headers: { token: service.token } });
   assert.equal(response.status, 200);
   return (await response.json()).items;
+}
+
+/** The endpoint's status once `condition(status)` holds, asked every 50 ms for at most `limitMs`. */
+export async function statusWhen(service, condition, limitMs, what) {
+  for (let waited = 0; ; waited += 50) {
+    const [status] = await webhooksStatus(service);
+    if (condition(status)) return status;
+    assert.ok(waited < limitMs, `not within ${limitMs} ms: ${what} (${JSON.stringify(status)})`);
+    await new Promise((wait) => setTimeout(wait, 50));
+  }
 }
 
 /**
@@ -244,7 +274,11 @@ export function assertDeliveredInOrder(receiver, expected) {
   }
   for (const [conversationId, count] of expected) {
     const seqs = byConversation.get(conversationId) ?? [];
-    assert.deepEqual(seqs, Array.from({ length: count }, (_, index) => index + 1), `conversation ${conversationId}`);
+    assert.deepEqual(
+      seqs,
+      Array.from({ length: count }, (_, index) => index + 1),
+      `conversation ${conversationId}`,
+    );
   }
   assert.equal(byConversation.size, expected.size, "no conversation was delivered that was not posted");
 }
