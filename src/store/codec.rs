@@ -192,6 +192,21 @@ impl Sql {
     }
 }
 
+/// Now, in the microseconds since the Unix epoch that the stats and webhook tables keep.
+pub(super) fn now_micros() -> i64 {
+    micros_at(OffsetDateTime::now_utc())
+}
+
+/// A time as those tables keep it.
+pub(super) fn micros_at(at: OffsetDateTime) -> i64 {
+    DbTime(at).micros()
+}
+
+/// A time those tables kept.
+pub(super) fn at_micros(micros: i64) -> OffsetDateTime {
+    DbTime::from_micros(micros).0
+}
+
 /// The rows `query` reads from `pool`.
 pub(super) async fn fetch_all<DB, R>(
     pool: &sqlx::Pool<DB>,
@@ -241,5 +256,40 @@ impl RowsAffected for sqlx::postgres::PgQueryResult {
 impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
     fn changed(&self) -> u64 {
         self.rows_affected()
+    }
+}
+
+impl super::Store {
+    /// The rows `query` reads, on either database (PostgreSQL within the read deadline).
+    pub(super) async fn fetch_rows<R>(&self, query: Sql) -> Result<Vec<R>, super::StoreError>
+    where
+        R: for<'r> FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        match &self.backend {
+            super::Backend::Postgres(store) => {
+                store
+                    .deadlines()
+                    .read(async { Ok(fetch_all(store.pool(), query).await?) })
+                    .await
+            }
+            super::Backend::Sqlite(store) => Ok(fetch_all(store.reader(), query).await?),
+        }
+    }
+
+    /// Runs `query` on either database (PostgreSQL within the write deadline); how many
+    /// rows it changed.
+    pub(super) async fn execute_sql(&self, query: Sql) -> Result<u64, super::StoreError> {
+        match &self.backend {
+            super::Backend::Postgres(store) => {
+                store
+                    .deadlines()
+                    .write(async { Ok(execute(store.pool(), query).await?) })
+                    .await
+            }
+            super::Backend::Sqlite(store) => Ok(execute(store.writer(), query).await?),
+        }
     }
 }

@@ -7,8 +7,8 @@
 //! replica that moved it on, makes the write fail, and the deliverer reads it again; nothing
 //! is ever marked delivered that was not.
 
-use super::codec::{Bind, Sql, execute, fetch_all};
-use super::{Backend, FeedPosition, Store, StoreError};
+use super::codec::{Bind, Sql, at_micros, micros_at, now_micros};
+use super::{FeedPosition, Store, StoreError};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -88,7 +88,7 @@ impl Store {
         name: &str,
         start: &FeedPosition,
     ) -> Result<(), StoreError> {
-        self.webhook_execute(statement(
+        self.execute_sql(statement(
             "INSERT INTO webhook_endpoints (name, start_position, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO NOTHING",
             [text(name), text(&position_text(start)), now()],
@@ -100,7 +100,7 @@ impl Store {
     /// Endpoint `name`'s state, if it was ever registered.
     pub async fn webhook(&self, name: &str) -> Result<Option<WebhookRecord>, StoreError> {
         let row: Option<EndpointRow> = self
-            .webhook_fetch(statement(
+            .fetch_rows(statement(
                 "SELECT state, start_position, generation, attempts, next_attempt_at,
                         last_attempt_at, last_error
                  FROM webhook_endpoints WHERE name = $1",
@@ -125,7 +125,7 @@ impl Store {
     /// Endpoint `name`'s position in each bot's feed it has started on, by bot.
     pub async fn webhook_positions(&self, name: &str) -> Result<Vec<WebhookPosition>, StoreError> {
         let rows: Vec<PositionRow> = self
-            .webhook_fetch(statement(
+            .fetch_rows(statement(
                 "SELECT bot_id, position, delivered_at FROM webhook_positions
                  WHERE name = $1 ORDER BY bot_id",
                 [text(name)],
@@ -149,7 +149,7 @@ impl Store {
         name: &str,
         bot_id: &str,
     ) -> Result<FeedPosition, StoreError> {
-        self.webhook_execute(statement(
+        self.execute_sql(statement(
             "INSERT INTO webhook_positions (name, bot_id, position)
              SELECT name, $2, start_position FROM webhook_endpoints WHERE name = $1
              ON CONFLICT (name, bot_id) DO NOTHING",
@@ -157,7 +157,7 @@ impl Store {
         ))
         .await?;
         let row: Option<(String,)> = self
-            .webhook_fetch(statement(
+            .fetch_rows(statement(
                 "SELECT position FROM webhook_positions WHERE name = $1 AND bot_id = $2",
                 [text(name), text(bot_id)],
             ))
@@ -177,7 +177,7 @@ impl Store {
         to: &FeedPosition,
     ) -> Result<bool, StoreError> {
         let changed = self
-            .webhook_execute(statement(
+            .execute_sql(statement(
                 "UPDATE webhook_positions SET position = $4, delivered_at = $5
                  WHERE name = $1 AND bot_id = $2 AND position = $3",
                 [
@@ -203,7 +203,7 @@ impl Store {
         let now = micros_at(OffsetDateTime::now_utc());
         let until = now + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
         let changed = self
-            .webhook_execute(statement(
+            .execute_sql(statement(
                 "UPDATE webhook_endpoints SET lease_owner = $2, lease_until = $3
                  WHERE name = $1 AND (lease_owner = $2 OR lease_owner IS NULL OR lease_until < $4)",
                 [text(name), text(owner), Bind::Int(until), Bind::Int(now)],
@@ -214,7 +214,7 @@ impl Store {
 
     /// Lets endpoint `name` go, so that another replica takes it at once (at shutdown).
     pub async fn webhook_release(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        self.webhook_execute(statement(
+        self.execute_sql(statement(
             "UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = 0
              WHERE name = $1 AND lease_owner = $2",
             [text(name), text(owner)],
@@ -225,7 +225,7 @@ impl Store {
 
     /// Records a 2xx: the endpoint is active again, unless disabled meanwhile.
     pub async fn webhook_succeeded(&self, name: &str, generation: i64) -> Result<(), StoreError> {
-        self.webhook_execute(statement(
+        self.execute_sql(statement(
             "UPDATE webhook_endpoints
              SET state = 'active', attempts = 0, next_attempt_at = NULL, last_attempt_at = $3
              WHERE name = $1 AND generation = $2 AND state <> 'disabled'",
@@ -247,7 +247,7 @@ impl Store {
         } else {
             "disabled"
         };
-        self.webhook_execute(statement(
+        self.execute_sql(statement(
             "UPDATE webhook_endpoints
              SET state = CASE WHEN state = 'disabled' THEN state ELSE $3 END,
                  attempts = CASE WHEN attempts > $4 THEN attempts ELSE $4 END,
@@ -272,7 +272,7 @@ impl Store {
     /// Resumes a disabled (or retrying) endpoint where it stopped: false when it is unknown.
     pub async fn webhook_enable(&self, name: &str) -> Result<bool, StoreError> {
         let changed = self
-            .webhook_execute(statement(
+            .execute_sql(statement(
                 "UPDATE webhook_endpoints
                  SET state = 'active', attempts = 0, next_attempt_at = NULL,
                      generation = generation + 1
@@ -310,7 +310,7 @@ impl Store {
             }
         }
         let start = endpoint.start_position.min(from.clone());
-        self.webhook_execute(statement(
+        self.execute_sql(statement(
             "UPDATE webhook_endpoints SET start_position = $2, generation = generation + 1
              WHERE name = $1",
             [text(name), text(&position_text(&start))],
@@ -362,36 +362,6 @@ impl Store {
         }
         Ok(status)
     }
-
-    async fn webhook_execute(&self, query: Sql) -> Result<u64, StoreError> {
-        match &self.backend {
-            Backend::Postgres(store) => {
-                store
-                    .deadlines()
-                    .write(async { Ok(execute(store.pool(), query).await?) })
-                    .await
-            }
-            Backend::Sqlite(store) => Ok(execute(store.writer(), query).await?),
-        }
-    }
-
-    async fn webhook_fetch<R>(&self, query: Sql) -> Result<Vec<R>, StoreError>
-    where
-        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + Send
-            + Unpin,
-    {
-        match &self.backend {
-            Backend::Postgres(store) => {
-                store
-                    .deadlines()
-                    .read(async { Ok(fetch_all(store.pool(), query).await?) })
-                    .await
-            }
-            Backend::Sqlite(store) => Ok(fetch_all(store.reader(), query).await?),
-        }
-    }
 }
 
 fn statement(text: &str, binds: impl IntoIterator<Item = Bind>) -> Sql {
@@ -406,7 +376,7 @@ fn text(value: &str) -> Bind {
 }
 
 fn now() -> Bind {
-    Bind::Int(micros_at(OffsetDateTime::now_utc()))
+    Bind::Int(now_micros())
 }
 
 fn position_text(position: &FeedPosition) -> String {
@@ -416,13 +386,4 @@ fn position_text(position: &FeedPosition) -> String {
 fn parse_position(text: &str) -> Result<FeedPosition, StoreError> {
     Ok(serde_json::from_str(text)
         .map_err(|error| anyhow::anyhow!("unreadable webhook position: {error}"))?)
-}
-
-fn micros_at(at: OffsetDateTime) -> i64 {
-    (at.unix_timestamp_nanos() / 1_000) as i64
-}
-
-fn at_micros(micros: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

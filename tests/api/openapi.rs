@@ -83,9 +83,9 @@ async fn every_documented_operation_is_routed() {
         }
     }
     assert_eq!(
-        operations, 21,
+        operations, 22,
         "3 hooks paths, 3 for Bright Pattern and Salesforce, the bots and 5 queries, the erasure, \
-         the change feed and its stream, the stats and now, 4 operator endpoints"
+         the change feed and its stream, the stats and now, the webhooks, 4 operator endpoints"
     );
 }
 

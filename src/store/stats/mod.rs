@@ -297,7 +297,7 @@ impl Store {
         );
         let mut all = vec![Bind::Text(bot_id.to_owned())];
         all.extend(binds);
-        let rows: Vec<(String, String)> = self.stats_fetch(sql(&text, all)).await?;
+        let rows: Vec<(String, String)> = self.fetch_rows(sql(&text, all)).await?;
         let mut states = BTreeMap::new();
         for (conversation, state) in rows {
             let state: ConversationStats = serde_json::from_str(&state)
@@ -345,7 +345,7 @@ impl Store {
         );
         let mut all = vec![Bind::Text(bot_id.to_owned())];
         all.extend(binds);
-        let rows: Vec<(i64, i64, String, String)> = self.stats_fetch(sql(&text, all)).await?;
+        let rows: Vec<(i64, i64, String, String)> = self.fetch_rows(sql(&text, all)).await?;
         for (cuboid, slot, key, tally) in rows {
             let (level, cuboid) = level_and_cuboid(cuboid)?;
             stored.insert((level, cuboid, slot, dims_of(&key)?), tally_of(&tally)?);

@@ -7,16 +7,15 @@ use super::statements::{
 use super::{StatsNow, StatsProgress};
 use crate::domain::stats::facts::micros_at;
 use crate::domain::stats::{Cuboid, Dims, Fact, HandledMark, Level, Tally, slot_of};
-use crate::store::codec::{Bind, Sql, fetch_all};
+use crate::store::codec::Bind;
 use crate::store::{FeedPosition, Store, StoreError};
-use sqlx::FromRow;
 use time::OffsetDateTime;
 
 impl Store {
     /// How far `bot_id`'s stats go.
     pub async fn stats_progress(&self, bot_id: &str) -> Result<StatsProgress, StoreError> {
         let row: Option<(String, i64, Option<i64>)> = self
-            .stats_fetch(sql(
+            .fetch_rows(sql(
                 "SELECT position, counted, caught_up_at FROM stats_positions WHERE bot_id = $1",
                 [Bind::Text(bot_id.to_owned())],
             ))
@@ -121,7 +120,7 @@ impl Store {
             )
         };
         let found: Vec<(i64,)> = self
-            .stats_fetch(sql(
+            .fetch_rows(sql(
                 &format!(
                     "SELECT CAST(1 AS BIGINT) WHERE EXISTS ({}) OR EXISTS ({})",
                     follows("events"),
@@ -140,7 +139,7 @@ impl Store {
         position: Option<&FeedPosition>,
     ) -> Result<i64, StoreError> {
         let counted: Option<(i64,)> = self
-            .stats_fetch(sql(
+            .fetch_rows(sql(
                 "SELECT count(*) FROM events
                  WHERE bot_id = $1 AND (feed_txn, conversation_id, seq) > ($2, $3, $4)",
                 bot_and_position(bot_id, position),
@@ -173,7 +172,7 @@ impl Store {
             text.push_str(" AND key = $5");
             binds.push(Bind::Text(key_text(&dims)));
         }
-        let rows: Vec<(i64, String, String)> = self.stats_fetch(sql(&text, binds)).await?;
+        let rows: Vec<(i64, String, String)> = self.fetch_rows(sql(&text, binds)).await?;
         rows.into_iter()
             .map(|(slot, key, tally)| Ok((slot, dims_of(&key)?, tally_of(&tally)?)))
             .collect()
@@ -188,7 +187,7 @@ impl Store {
         slots: std::ops::Range<i64>,
     ) -> Result<Vec<(HandledMark, u64)>, StoreError> {
         let rows: Vec<(i64, String, i64, i64)> = self
-            .stats_fetch(sql(
+            .fetch_rows(sql(
                 "SELECT slot, key, previous_slot, count FROM stats_handled
                  WHERE bot_id = $1 AND grouping = $2 AND slot >= $3 AND slot < $4",
                 [
@@ -226,7 +225,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let rows: Vec<(String,)> = self
-            .stats_fetch(sql(
+            .fetch_rows(sql(
                 "SELECT facts FROM stats_facts WHERE bot_id = $1 AND slot >= $2 AND slot <= $3",
                 [
                     Bind::Text(bot_id.to_owned()),
@@ -251,7 +250,7 @@ impl Store {
     pub async fn stats_now(&self, bot_id: &str) -> Result<StatsNow, StoreError> {
         let bot = || [Bind::Text(bot_id.to_owned())];
         let statuses: Vec<(String, i64)> = self
-            .stats_fetch(sql(
+            .fetch_rows(sql(
                 "SELECT status, count(*) FROM stats_open_conversations WHERE bot_id = $1
                  GROUP BY status",
                 bot(),
@@ -264,14 +263,14 @@ impl Store {
                 .map_or(0, |(_, count)| *count)
         };
         let by_queue: Vec<(Option<String>, i64, i64)> = self
-            .stats_fetch(sql(
+            .fetch_rows(sql(
                 "SELECT queue, count(*), count(DISTINCT conversation_id) FROM stats_present
                  WHERE bot_id = $1 GROUP BY queue ORDER BY queue IS NULL, queue",
                 bot(),
             ))
             .await?;
         let longest: Option<(String, String, i64)> = self
-            .stats_fetch(sql(
+            .fetch_rows(sql(
                 "SELECT identity, conversation_id, joined_at FROM stats_present
                  WHERE bot_id = $1 ORDER BY joined_at, conversation_id, identity LIMIT 1",
                 bot(),
@@ -279,7 +278,7 @@ impl Store {
             .await?
             .pop();
         let oldest_idle: Option<(String, i64)> = self
-            .stats_fetch(sql(
+            .fetch_rows(sql(
                 "SELECT conversation_id, since FROM stats_open_conversations
                  WHERE bot_id = $1 AND status = 'idle' ORDER BY since, conversation_id LIMIT 1",
                 bot(),
@@ -301,24 +300,6 @@ impl Store {
         match &self.backend {
             crate::store::Backend::Postgres(_) => Dialect::Postgres,
             crate::store::Backend::Sqlite(_) => Dialect::Sqlite,
-        }
-    }
-
-    pub(super) async fn stats_fetch<R>(&self, query: Sql) -> Result<Vec<R>, StoreError>
-    where
-        R: for<'r> FromRow<'r, sqlx::postgres::PgRow>
-            + for<'r> FromRow<'r, sqlx::sqlite::SqliteRow>
-            + Send
-            + Unpin,
-    {
-        match &self.backend {
-            crate::store::Backend::Postgres(store) => {
-                store
-                    .deadlines()
-                    .read(async { Ok(fetch_all(store.pool(), query).await?) })
-                    .await
-            }
-            crate::store::Backend::Sqlite(store) => Ok(fetch_all(store.reader(), query).await?),
         }
     }
 }

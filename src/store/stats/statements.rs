@@ -9,7 +9,6 @@ use crate::store::{FeedPosition, StoreError};
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 use std::collections::BTreeMap;
-use time::OffsetDateTime;
 
 /// `$1` the bot, `$2`–`$4` a place in its feed (its start when `None`).
 pub(super) fn bot_and_position(bot_id: &str, position: Option<&FeedPosition>) -> [Bind; 4] {
@@ -445,11 +444,4 @@ pub(super) fn level_and_cuboid(id: i64) -> Result<(Level, Cuboid), StoreError> {
         .ok_or_else(|| anyhow::anyhow!("unknown stats cuboid {id}").into())
 }
 
-pub(super) fn now_micros() -> i64 {
-    micros_at(OffsetDateTime::now_utc())
-}
-
-pub(super) fn at_micros(micros: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
+pub(super) use crate::store::codec::{at_micros, now_micros};
