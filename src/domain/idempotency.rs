@@ -31,18 +31,25 @@ impl IdempotencyKey {
 /// dropped — so that a re-serialised retry counts as the same body. A body that is not
 /// JSON is fingerprinted as its bytes.
 pub fn body_fingerprint(body: &[u8]) -> String {
-    let mut hasher = Sha256::new();
     match serde_json::from_slice::<Value>(body) {
         Ok(value) => {
             let mut canonical = String::with_capacity(body.len());
             write_canonical(&value, &mut canonical);
-            hasher.update(b"json:");
-            hasher.update(canonical.as_bytes());
+            json_fingerprint(&canonical)
         }
-        Err(_) => {
-            hasher.update(b"bytes:");
-            hasher.update(body);
-        }
+        Err(_) => hex_sha256(&[b"bytes:", body]),
+    }
+}
+
+/// The fingerprint of a JSON body whose canonical form is `canonical`.
+pub(super) fn json_fingerprint(canonical: &str) -> String {
+    hex_sha256(&[b"json:", canonical.as_bytes()])
+}
+
+fn hex_sha256(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
     }
     hasher
         .finalize()
@@ -53,7 +60,8 @@ pub fn body_fingerprint(body: &[u8]) -> String {
         })
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// `value` with object members sorted by name and no whitespace.
+pub(super) fn write_canonical(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();

@@ -111,7 +111,8 @@ impl Event {
     /// Parses one stored event object again (its `payload`), as ingest did.
     pub fn reparse(payload: &RawValue) -> Result<Self, Vec<FieldError>> {
         let mut problems = Problems::default();
-        parse_event(payload, "", &mut problems).ok_or(problems.0)
+        let value = serde_json::from_str(payload.get()).unwrap_or(Value::Null);
+        parse_event(payload, &value, "", &mut problems).ok_or(problems.0)
     }
 
     /// The queue its participant came from: `customFields.queueName`, else `queueId` (a
@@ -189,22 +190,67 @@ pub struct IngestBatch {
 impl IngestBatch {
     /// Parses a hooks request body posted to `/hooks/{path_bot_id}`.
     pub fn parse(body: &[u8], path_bot_id: &str) -> Result<Self, BodyError> {
-        let root: &RawValue = serde_json::from_slice(body)
-            .map_err(|error| BodyError::Malformed(format!("body is not valid JSON: {error}")))?;
-        let mut problems = Problems::default();
-        let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(root.get()) else {
-            problems.add("", "must be a JSON object");
-            return Err(problems.into_error());
-        };
-        let scanned = scan(root.get());
+        Self::parse_fingerprinted(body, path_bot_id, false).0
+    }
 
-        let conversation_id = match string_field(&fields, "conversationId", "", &mut problems) {
+    /// As [`IngestBatch::parse`], and with `fingerprint` the body's
+    /// [`body_fingerprint`](super::idempotency::body_fingerprint) too, from the same read.
+    ///
+    /// The body is read once: its members and each event's value are built by the visitor
+    /// that also finds what no field rule sees ([`scan`]), each event's exact text is cut
+    /// out on the way (the stored payload), and the canonical form is written from the
+    /// values. Only a body that read cannot take whole (not JSON, or a value serde_json
+    /// cannot hold) is read again, member by member, so that every problem is reported.
+    pub fn parse_fingerprinted(
+        body: &[u8],
+        path_bot_id: &str,
+        fingerprint: bool,
+    ) -> (Result<Self, BodyError>, Option<String>) {
+        match read_once(body) {
+            Some(Ok(read)) => {
+                let fingerprint = fingerprint.then(|| read.fingerprint());
+                (read.validate(path_bot_id), fingerprint)
+            }
+            Some(Err(())) => {
+                let mut problems = Problems::default();
+                problems.add("", "must be a JSON object");
+                (Err(problems.into_error()), None)
+            }
+            None => (read_member_by_member(body, path_bot_id), None),
+        }
+    }
+}
+
+/// What a hooks body holds, as the rules need it.
+struct Read<'a> {
+    /// The top-level members, by name (the last of a repeated name).
+    members: BTreeMap<String, Member<'a>>,
+    /// What no field rule sees ([`scan`]).
+    scanned: Vec<FieldError>,
+}
+
+enum Member<'a> {
+    Value(Value),
+    /// An array of events: each one's exact text and its value.
+    Events(Vec<(&'a RawValue, Value)>),
+    /// Not readable as a value (only when read member by member).
+    Unreadable,
+}
+
+impl Read<'_> {
+    fn validate(self, path_bot_id: &str) -> Result<IngestBatch, BodyError> {
+        let mut problems = Problems::default();
+        let conversation_id = match string_member(
+            self.members.get("conversationId"),
+            "/conversationId",
+            &mut problems,
+        ) {
             Some(text) => ConversationId::parse(&text)
                 .map_err(|message| problems.add("/conversationId", message))
                 .ok(),
             None => None,
         };
-        let bot_id = string_field(&fields, "botId", "", &mut problems);
+        let bot_id = string_member(self.members.get("botId"), "/botId", &mut problems);
         if let Some(bot_id) = &bot_id {
             if bot_id != path_bot_id {
                 problems.add("/botId", "must equal the botId in the request path");
@@ -219,12 +265,12 @@ impl IngestBatch {
                 );
             }
         }
-        let events = parse_events(fields.get("events").copied(), &mut problems);
-        problems.merge_scanned(scanned);
+        let events = parse_events(self.members.get("events"), &mut problems);
+        problems.merge_scanned(self.scanned);
 
         match (conversation_id, bot_id, events) {
             (Some(conversation_id), Some(bot_id), Some(events)) if problems.is_empty() => {
-                Ok(Self {
+                Ok(IngestBatch {
                     bot_id,
                     conversation_id,
                     events,
@@ -233,6 +279,96 @@ impl IngestBatch {
             _ => Err(problems.into_error()),
         }
     }
+
+    /// The body's fingerprint, as `body_fingerprint` computes it from the whole body.
+    fn fingerprint(&self) -> String {
+        let mut canonical = String::from("{");
+        for (index, (name, member)) in self.members.iter().enumerate() {
+            if index > 0 {
+                canonical.push(',');
+            }
+            canonical.push_str(&Value::String(name.clone()).to_string());
+            canonical.push(':');
+            match member {
+                Member::Value(value) => super::idempotency::write_canonical(value, &mut canonical),
+                Member::Events(events) => {
+                    canonical.push('[');
+                    for (index, (_, value)) in events.iter().enumerate() {
+                        if index > 0 {
+                            canonical.push(',');
+                        }
+                        super::idempotency::write_canonical(value, &mut canonical);
+                    }
+                    canonical.push(']');
+                }
+                Member::Unreadable => {}
+            }
+        }
+        canonical.push('}');
+        super::idempotency::json_fingerprint(&canonical)
+    }
+}
+
+/// The one read: `None` when the body is not JSON, or holds a value serde_json cannot
+/// (the slower read then says where); `Some(Err(()))` when it is JSON but not an object.
+fn read_once(body: &[u8]) -> Option<Result<Read<'_>, ()>> {
+    let mut path = String::new();
+    let mut found = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let top = TopLevel {
+        path: &mut path,
+        found: &mut found,
+    }
+    .deserialize(&mut deserializer)
+    .ok()?;
+    deserializer.end().ok()?;
+    Some(top.map(|members| Read {
+        members,
+        scanned: found,
+    }))
+}
+
+/// The same, member by member, for a body the one read could not take whole: every
+/// member that can be read is, so that every problem is reported with its place.
+fn read_member_by_member(body: &[u8], path_bot_id: &str) -> Result<IngestBatch, BodyError> {
+    let root: &RawValue = serde_json::from_slice(body)
+        .map_err(|error| BodyError::Malformed(format!("body is not valid JSON: {error}")))?;
+    let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(root.get()) else {
+        let mut problems = Problems::default();
+        problems.add("", "must be a JSON object");
+        return Err(problems.into_error());
+    };
+    let members = fields
+        .into_iter()
+        .map(|(name, raw)| {
+            let member = if name == "events" {
+                match serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
+                    Ok(items) => Member::Events(
+                        items
+                            .into_iter()
+                            .map(|item| {
+                                (
+                                    item,
+                                    serde_json::from_str(item.get()).unwrap_or(Value::Null),
+                                )
+                            })
+                            .collect(),
+                    ),
+                    Err(_) => {
+                        serde_json::from_str(raw.get()).map_or(Member::Unreadable, Member::Value)
+                    }
+                }
+            } else {
+                serde_json::from_str(raw.get()).map_or(Member::Unreadable, Member::Value)
+            };
+            (name, member)
+        })
+        .collect();
+    Read {
+        members,
+        scanned: scan(root.get()),
+    }
+    .validate(path_bot_id)
 }
 
 #[derive(Default)]
@@ -265,22 +401,13 @@ impl Problems {
 }
 
 /// A required string member of the top-level object.
-fn string_field(
-    fields: &BTreeMap<String, &RawValue>,
-    key: &str,
-    parent: &str,
-    problems: &mut Problems,
-) -> Option<String> {
-    let path = format!("{parent}/{key}");
-    match fields
-        .get(key)
-        .map(|raw| serde_json::from_str::<Value>(raw.get()))
-    {
-        None | Some(Ok(Value::Null)) => {
+fn string_member(member: Option<&Member>, path: &str, problems: &mut Problems) -> Option<String> {
+    match member {
+        None | Some(Member::Value(Value::Null)) => {
             problems.add(path, "is required");
             None
         }
-        Some(Ok(Value::String(text))) => Some(text),
+        Some(Member::Value(Value::String(text))) => Some(text.clone()),
         Some(_) => {
             problems.add(path, "must be a string");
             None
@@ -288,14 +415,17 @@ fn string_field(
     }
 }
 
-fn parse_events(raw: Option<&RawValue>, problems: &mut Problems) -> Option<Vec<Event>> {
-    let Some(raw) = raw.filter(|raw| raw.get() != "null") else {
-        problems.add("/events", "is required");
-        return None;
-    };
-    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
-        problems.add("/events", "must be an array");
-        return None;
+fn parse_events(member: Option<&Member>, problems: &mut Problems) -> Option<Vec<Event>> {
+    let items = match member {
+        None | Some(Member::Value(Value::Null)) => {
+            problems.add("/events", "is required");
+            return None;
+        }
+        Some(Member::Events(items)) => items,
+        Some(_) => {
+            problems.add("/events", "must be an array");
+            return None;
+        }
     };
     if items.is_empty() || items.len() > MAX_EVENTS {
         problems.add("/events", format!("must hold 1 to {MAX_EVENTS} events"));
@@ -303,22 +433,26 @@ fn parse_events(raw: Option<&RawValue>, problems: &mut Problems) -> Option<Vec<E
     }
     let before = problems.0.len();
     let events: Vec<Event> = items
-        .into_iter()
+        .iter()
         .enumerate()
-        .filter_map(|(index, raw)| parse_event(raw, &format!("/events/{index}"), problems))
+        .filter_map(|(index, (raw, value))| {
+            parse_event(raw, value, &format!("/events/{index}"), problems)
+        })
         .collect();
     (problems.0.len() == before).then_some(events)
 }
 
-fn parse_event(raw: &RawValue, path: &str, problems: &mut Problems) -> Option<Event> {
-    let Ok(object) = serde_json::from_str::<Map<String, Value>>(raw.get()) else {
+fn parse_event(
+    raw: &RawValue,
+    value: &Value,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<Event> {
+    let Value::Object(object) = value else {
         problems.add(path, "must be an object");
         return None;
     };
-    let fields = Fields {
-        object: &object,
-        path,
-    };
+    let fields = Fields { object, path };
     let before = problems.0.len();
     let name = match object.get("name") {
         None | Some(Value::Null) => {
@@ -587,11 +721,12 @@ pub(super) fn scan(json: &str) -> Vec<FieldError> {
     let mut path = String::new();
     let mut found = Vec::new();
     let mut deserializer = serde_json::Deserializer::from_str(json);
-    let scanner = Scanner {
+    let reader = Reader {
         path: &mut path,
         found: &mut found,
+        depth: 0,
     };
-    if let Err(error) = scanner.deserialize(&mut deserializer)
+    if let Err(error) = reader.deserialize(&mut deserializer)
         && found.len() < MAX_SCAN_PROBLEMS
     {
         // On error the path was left pointing where reading stopped.
@@ -603,12 +738,20 @@ pub(super) fn scan(json: &str) -> Vec<FieldError> {
     found
 }
 
-struct Scanner<'a> {
+/// Reads a JSON value as serde_json's `Value` does (the last of a repeated member name
+/// wins), noting on the way what [`scan`] reports.
+struct Reader<'a> {
     path: &'a mut String,
     found: &'a mut Vec<FieldError>,
+    /// Arrays and objects open around the value in the whole body: an event is read from
+    /// its own text, and must still fail where serde_json reading the body would.
+    depth: usize,
 }
 
-impl Scanner<'_> {
+/// serde_json's recursion limit: its 128th nested array or object is an error.
+const MAX_DEPTH: usize = 128;
+
+impl Reader<'_> {
     fn report(&mut self, message: &str) {
         if self.found.len() < MAX_SCAN_PROBLEMS {
             self.found.push(FieldError {
@@ -618,84 +761,281 @@ impl Scanner<'_> {
         }
     }
 
-    fn nested(&mut self) -> Scanner<'_> {
-        Scanner {
+    fn nested(&mut self) -> Reader<'_> {
+        Reader {
             path: self.path,
             found: self.found,
+            depth: self.depth,
         }
+    }
+
+    /// A reader of the values inside the array or object it is at.
+    fn inside<E: serde::de::Error>(&mut self) -> Result<Reader<'_>, E> {
+        if self.depth + 1 >= MAX_DEPTH {
+            return Err(E::custom("recursion limit exceeded"));
+        }
+        Ok(Reader {
+            path: self.path,
+            found: self.found,
+            depth: self.depth + 1,
+        })
+    }
+
+    /// The next member's name, with the path moved to it and its own problems noted;
+    /// `None` after the last. The caller truncates the path back to `parent`.
+    fn member_name<'de, A: MapAccess<'de>>(
+        &mut self,
+        members: &mut A,
+        names: &mut HashSet<String>,
+    ) -> Result<Option<String>, A::Error> {
+        let Some(name) = members.next_key::<String>()? else {
+            return Ok(None);
+        };
+        push_pointer_token(self.path, &name);
+        if name.contains('\0') {
+            self.report("member name must not contain U+0000");
+        }
+        if !names.insert(name.clone()) {
+            self.report("duplicate member name");
+        }
+        Ok(Some(name))
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Scanner<'_> {
-    type Value = ();
+impl<'de> DeserializeSeed<'de> for Reader<'_> {
+    type Value = Value;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Scanner<'_> {
-    type Value = ();
+impl<'de> Visitor<'de> for Reader<'_> {
+    type Value = Value;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
+    fn visit_bool<E>(self, flag: bool) -> Result<Value, E> {
+        Ok(Value::Bool(flag))
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
+    fn visit_i64<E>(self, number: i64) -> Result<Value, E> {
+        Ok(Value::from(number))
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
+    fn visit_u64<E>(self, number: u64) -> Result<Value, E> {
+        Ok(Value::from(number))
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
+    fn visit_f64<E>(self, number: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number))
     }
 
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
 
-    fn visit_str<E>(mut self, text: &str) -> Result<(), E> {
+    fn visit_str<E>(mut self, text: &str) -> Result<Value, E> {
         if text.contains('\0') {
             self.report("must not contain U+0000");
         }
-        Ok(())
+        Ok(Value::String(text.to_owned()))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+    fn visit_string<E>(mut self, text: String) -> Result<Value, E> {
+        if text.contains('\0') {
+            self.report("must not contain U+0000");
+        }
+        Ok(Value::String(text))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<Value, A::Error> {
+        let mut values = Vec::new();
+        let mut inside = self.inside()?;
         for index in 0.. {
-            let parent = self.path.len();
-            let _ = write!(self.path, "/{index}");
-            let more = items.next_element_seed(self.nested())?;
-            self.path.truncate(parent);
-            if more.is_none() {
-                break;
+            let parent = inside.path.len();
+            let _ = write!(inside.path, "/{index}");
+            let item = items.next_element_seed(inside.nested())?;
+            inside.path.truncate(parent);
+            match item {
+                Some(item) => values.push(item),
+                None => break,
             }
         }
-        Ok(())
+        Ok(Value::Array(values))
     }
 
-    fn visit_map<A: MapAccess<'de>>(mut self, mut members: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut members: A) -> Result<Value, A::Error> {
         let mut names = HashSet::new();
-        while let Some(name) = members.next_key::<String>()? {
-            let parent = self.path.len();
-            push_pointer_token(self.path, &name);
-            if name.contains('\0') {
-                self.report("member name must not contain U+0000");
-            }
-            if !names.insert(name) {
-                self.report("duplicate member name");
-            }
-            members.next_value_seed(self.nested())?;
-            self.path.truncate(parent);
+        let mut object = Map::new();
+        let mut inside = self.inside()?;
+        loop {
+            let parent = inside.path.len();
+            let Some(name) = inside.member_name(&mut members, &mut names)? else {
+                break;
+            };
+            let value = members.next_value_seed(inside.nested())?;
+            inside.path.truncate(parent);
+            object.insert(name, value);
         }
-        Ok(())
+        Ok(Value::Object(object))
+    }
+}
+
+/// Reads a hooks body's top level: its members, with `events`, when it is an array, kept
+/// as each event's exact text and its value. `Err(())`: the body is not an object.
+struct TopLevel<'a> {
+    path: &'a mut String,
+    found: &'a mut Vec<FieldError>,
+}
+
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = Result<BTreeMap<String, Member<'de>>, ()>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = Result<BTreeMap<String, Member<'de>>, ()>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Self::Value, A::Error> {
+        // Inside the body's object.
+        let mut reader = Reader {
+            path: self.path,
+            found: self.found,
+            depth: 1,
+        };
+        let mut names = HashSet::new();
+        let mut read = BTreeMap::new();
+        loop {
+            let parent = reader.path.len();
+            let Some(name) = reader.member_name(&mut members, &mut names)? else {
+                break;
+            };
+            let member = if name == "events" {
+                members.next_value_seed(Events(reader.nested()))?
+            } else {
+                Member::Value(members.next_value_seed(reader.nested())?)
+            };
+            reader.path.truncate(parent);
+            read.insert(name, member);
+        }
+        Ok(Ok(read))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, items: A) -> Result<Self::Value, A::Error> {
+        Reader {
+            path: self.path,
+            found: self.found,
+            depth: 0,
+        }
+        .visit_seq(items)
+        .map(|_| Err(()))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
+}
+
+/// The `events` member: an array's elements each cut out as its exact text and read from
+/// it; anything else read as a value (the rules then refuse it).
+struct Events<'a>(Reader<'a>);
+
+impl<'de> DeserializeSeed<'de> for Events<'_> {
+    type Value = Member<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Member<'de>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Events<'_> {
+    type Value = Member<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Member<'de>, A::Error> {
+        let Events(mut reader) = self;
+        let mut reader = reader.inside()?;
+        let mut events = Vec::new();
+        for index in 0.. {
+            let Some(raw) = items.next_element::<&'de RawValue>()? else {
+                break;
+            };
+            let parent = reader.path.len();
+            let _ = write!(reader.path, "/{index}");
+            let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+            let value = reader
+                .nested()
+                .deserialize(&mut deserializer)
+                .map_err(serde::de::Error::custom)?;
+            reader.path.truncate(parent);
+            events.push((raw, value));
+        }
+        Ok(Member::Events(events))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, flag: bool) -> Result<Member<'de>, E> {
+        self.0.visit_bool(flag).map(Member::Value)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<Member<'de>, E> {
+        self.0.visit_i64(number).map(Member::Value)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<Member<'de>, E> {
+        self.0.visit_u64(number).map(Member::Value)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, number: f64) -> Result<Member<'de>, E> {
+        self.0.visit_f64(number).map(Member::Value)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Member<'de>, E> {
+        self.0.visit_unit().map(Member::Value)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Member<'de>, E> {
+        self.0.visit_str(text).map(Member::Value)
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Member<'de>, E> {
+        self.0.visit_string(text).map(Member::Value)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<Member<'de>, A::Error> {
+        self.0.visit_map(members).map(Member::Value)
     }
 }
 
@@ -723,6 +1063,7 @@ pub(crate) fn parsed_event(event: Value) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::idempotency::body_fingerprint;
     use proptest::prelude::*;
     use proptest::test_runner::Config;
     use serde_json::json;
@@ -1169,6 +1510,26 @@ mod tests {
             for (event, sent) in batch.events.iter().zip(&texts) {
                 prop_assert_eq!(event.payload.get(), sent.as_str());
             }
+            // The fingerprint comes from the same read, and is the one a stored key has.
+            let (_, fingerprint) = IngestBatch::parse_fingerprinted(text.as_bytes(), BOT, true);
+            prop_assert_eq!(fingerprint, Some(body_fingerprint(text.as_bytes())));
+        }
+
+        #[test]
+        fn the_fingerprint_of_the_one_read_is_the_whole_body_fingerprint(
+            body in valid_body(),
+            pick in any::<prop::sample::Index>(),
+            mutation in mutation(),
+        ) {
+            let (text, _) = mutate(body, pick, &mutation);
+            let (parsed, fingerprint) = IngestBatch::parse_fingerprinted(text.as_bytes(), BOT, true);
+            prop_assert_eq!(
+                format!("{:?}", parsed),
+                format!("{:?}", IngestBatch::parse(text.as_bytes(), BOT))
+            );
+            if let Some(fingerprint) = fingerprint {
+                prop_assert_eq!(fingerprint, body_fingerprint(text.as_bytes()));
+            }
         }
 
         #[test]
@@ -1252,6 +1613,42 @@ mod tests {
                 problems[0].message.starts_with("cannot be read"),
                 "{problems:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_repeated_member_counts_its_last_value_in_the_fingerprint_as_in_body_fingerprint() {
+        let body = one_event_body(&format!(
+            r#"{{{TRANSFER},"transition":"entry","language":"en","language":"fr"}}"#
+        ));
+        let padded = format!(
+            r#"{{"x":1,"x":[1.5e3,-0,18446744073709551615],{}"#,
+            &body[1..]
+        );
+
+        let (refused, fingerprint) = IngestBatch::parse_fingerprinted(padded.as_bytes(), BOT, true);
+
+        assert!(refused.is_err());
+        assert_eq!(fingerprint, Some(body_fingerprint(padded.as_bytes())));
+    }
+
+    #[test]
+    fn an_event_fails_at_the_depth_where_reading_the_whole_body_would() {
+        for depth in [123, 124, 125, 126] {
+            let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let body = one_event_body(&format!(
+                r#"{{{TRANSFER},"transition":"entry","transferData":{{"x":{nested}}}}}"#
+            ));
+            let whole = serde_json::from_str::<Value>(&body).is_ok();
+
+            let (parsed, fingerprint) =
+                IngestBatch::parse_fingerprinted(body.as_bytes(), BOT, true);
+
+            assert_eq!(parsed.is_ok(), whole, "{depth} arrays deep");
+            assert_eq!(fingerprint.is_some(), whole, "{depth} arrays deep");
+            if let Some(fingerprint) = fingerprint {
+                assert_eq!(fingerprint, body_fingerprint(body.as_bytes()));
+            }
         }
     }
 

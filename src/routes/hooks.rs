@@ -100,8 +100,27 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let parse = |body: &[u8], bot_id: &str| IngestBatch::parse(body, bot_id);
+    let parse = |body: &[u8], bot_id: &str, keyed: bool| {
+        let (batch, fingerprint) = IngestBatch::parse_fingerprinted(body, bot_id, keyed);
+        Parsed { batch, fingerprint }
+    };
     append_request(&caller, &state, bot_id, &headers, body, parse).await
+}
+
+/// What a body parser gives: the batch or why not, and the body's fingerprint when it
+/// was asked for one (a keyed request) and computed it on the way.
+pub(super) struct Parsed {
+    batch: Result<IngestBatch, BodyError>,
+    fingerprint: Option<String>,
+}
+
+impl From<Result<IngestBatch, BodyError>> for Parsed {
+    fn from(batch: Result<IngestBatch, BodyError>) -> Self {
+        Self {
+            batch,
+            fingerprint: None,
+        }
+    }
 }
 
 /// Appends what `parse` makes of a request's body to a conversation of `bot_id`, with
@@ -113,7 +132,7 @@ pub(super) async fn append_request(
     bot_id: String,
     headers: &HeaderMap,
     body: Body,
-    parse: impl FnOnce(&[u8], &str) -> Result<IngestBatch, BodyError>,
+    parse: impl FnOnce(&[u8], &str, bool) -> Parsed,
 ) -> Result<Response, ApiError> {
     if !caller.may(&bot_id, Permission::Ingest) {
         return Err(ApiError::Forbidden);
@@ -121,7 +140,8 @@ pub(super) async fn append_request(
     require_json(headers)?;
     let key = idempotency_key(headers)?;
     let body = read_body(body, state.body_limit_bytes).await?;
-    let parsed = parse(&body, &bot_id).map_err(|error| match error {
+    let Parsed { batch, fingerprint } = parse(&body, &bot_id, key.is_some());
+    let parsed = batch.map_err(|error| match error {
         BodyError::Malformed(reason) => ApiError::MalformedJson(reason),
         BodyError::Invalid(problems) => ApiError::Validation(problems),
     });
@@ -137,7 +157,7 @@ pub(super) async fn append_request(
     let key = KeyRecord {
         bot_id,
         key: key.as_str().to_owned(),
-        fingerprint: body_fingerprint(&body),
+        fingerprint: fingerprint.unwrap_or_else(|| body_fingerprint(&body)),
         now,
         expired_before: now - state.key_retention,
     };

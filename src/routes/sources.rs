@@ -47,7 +47,8 @@ pub async fn interaction(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    append_request(&caller, &state, bot_id, &headers, body, parse_interaction).await
+    let parse = |body: &[u8], bot_id: &str, _: bool| parse_interaction(body, bot_id).into();
+    append_request(&caller, &state, bot_id, &headers, body, parse).await
 }
 
 #[utoipa::path(
@@ -82,7 +83,9 @@ pub async fn transfer_data(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let parse = |body: &[u8], bot_id: &str| parse_transfer_data(body, bot_id, &conversation_id);
+    let parse = |body: &[u8], bot_id: &str, _: bool| {
+        parse_transfer_data(body, bot_id, &conversation_id).into()
+    };
     append_request(&caller, &state, bot_id, &headers, body, parse).await
 }
 
@@ -123,7 +126,9 @@ pub async fn bot_messages(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let parse = |body: &[u8], bot_id: &str| parse_bot_messages(body, bot_id, &conversation_id);
+    let parse = |body: &[u8], bot_id: &str, _: bool| {
+        parse_bot_messages(body, bot_id, &conversation_id).into()
+    };
     append_request(&caller, &state, bot_id, &headers, body, parse).await
 }
 
