@@ -261,7 +261,18 @@ async fn webhooks(settings: &Settings, command: WebhooksCommand) -> anyhow::Resu
                     store.webhook_replay(&name, &position).await?,
                     "webhook {name} has not been delivered yet: nothing to replay"
                 );
-                println!("webhook {name}: the items after {from} will be sent again");
+                let disabled = store
+                    .webhook(&name)
+                    .await?
+                    .is_some_and(|record| record.state == "disabled");
+                if disabled {
+                    println!(
+                        "webhook {name}: moved back to {from}; it is disabled, so nothing is \
+                         sent until `webhooks enable {name}`"
+                    );
+                } else {
+                    println!("webhook {name}: the items after {from} will be sent again");
+                }
             }
         }
         anyhow::Ok(())

@@ -311,7 +311,8 @@ impl Store {
         }
         let start = endpoint.start_position.min(from.clone());
         self.execute_sql(statement(
-            "UPDATE webhook_endpoints SET start_position = $2, generation = generation + 1
+            "UPDATE webhook_endpoints
+             SET start_position = $2, generation = generation + 1, next_attempt_at = NULL
              WHERE name = $1",
             [text(name), text(&position_text(&start))],
         ))

@@ -22,6 +22,9 @@ use tokio::sync::watch;
 
 /// How long a lease lasts unrenewed: another replica takes the endpoint after this.
 const LEASE: Duration = Duration::from_secs(20);
+/// The holder stops this long before its lease would end unrenewed (clocks of replicas
+/// agree to well within it, as NTP keeps them).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How often the holder renews its lease and looks for `enable` or `replay` (SPEC 12:
 /// within 5 s).
 const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -31,6 +34,8 @@ const PAGE: i64 = 500;
 const PAGE_BYTES: i64 = 4 * 1024 * 1024;
 /// How often the lag metrics are read, at most.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// After delivering everything it read, how long an endpoint lets new items gather.
+const GATHER: Duration = Duration::from_millis(200);
 /// How often a caught-up endpoint looks at the feed without a wake-up.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// The most bots a `["*"]` endpoint follows.
@@ -57,6 +62,15 @@ pub async fn deliver(store: Store, hub: Arc<ChangeHub>, endpoint: Arc<Endpoint>,
             );
         }
         tokio::time::sleep(CHECK_EVERY).await;
+    }
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -129,16 +143,16 @@ impl Holder {
             .ok_or_else(|| anyhow::anyhow!("webhook {name} is not registered"))?;
         tracing::info!(endpoint = %name, state = %record.state, "delivering webhook");
         let (stop_sender, stop) = watch::channel(false);
-        let keeper = tokio::spawn(keep_lease(
+        // Dropped with this future however it ends (a panic, an abort at shutdown): a
+        // renewer that outlived its delivery would hold the endpoint from every replica.
+        let _keeper = AbortOnDrop(tokio::spawn(keep_lease(
             self.store.clone(),
             name.clone(),
             self.owner.clone(),
             record.generation,
             stop_sender,
-        ));
-        let outcome = self.run(record, Stop(stop)).await;
-        keeper.abort();
-        outcome
+        )));
+        self.run(record, Stop(stop)).await
     }
 
     /// The feed's end over every subscribed bot (for `start = "now"`), or its beginning.
@@ -154,17 +168,30 @@ impl Holder {
         Ok(start)
     }
 
+    /// The bots to deliver: the configured ones, or every bot with conversations and every
+    /// bot the endpoint has delivered before (whose conversations may all be erased since,
+    /// their erasures still to send).
     async fn bots(&self) -> Result<Vec<String>, StoreError> {
-        match &self.endpoint.bots {
-            Some(bots) => Ok(bots.clone()),
-            None => Ok(self
-                .store
-                .bots(MAX_BOTS)
-                .await?
-                .into_iter()
-                .map(|bot| bot.bot_id)
-                .collect()),
+        if let Some(bots) = &self.endpoint.bots {
+            return Ok(bots.clone());
         }
+        let mut bots: std::collections::BTreeSet<String> = self
+            .store
+            .bots(MAX_BOTS)
+            .await?
+            .into_iter()
+            .map(|bot| bot.bot_id)
+            .collect();
+        if bots.len() as i64 >= MAX_BOTS {
+            tracing::warn!(
+                endpoint = %self.endpoint.name,
+                "webhook follows only the first {MAX_BOTS} bots; list its bots instead of \"*\""
+            );
+        }
+        for position in self.store.webhook_positions(&self.endpoint.name).await? {
+            bots.insert(position.bot_id);
+        }
+        Ok(bots.into_iter().collect())
     }
 
     async fn run(
@@ -184,6 +211,8 @@ impl Holder {
             }
         }
         let carried = AtomicU32::new(record.attempts);
+        // The stored state says failures: the first 2xx sets it back to active.
+        let failing = AtomicBool::new(record.state != "active" || record.attempts > 0);
         let mut commits = self.hub.commits();
         let mut last_lag = tokio::time::Instant::now() - LAG_EVERY;
         loop {
@@ -191,7 +220,10 @@ impl Holder {
             let mut delivered = false;
             for bot in self.bots().await? {
                 loop {
-                    match self.page(&bot, record.generation, &carried, &stop).await? {
+                    match self
+                        .page(&bot, record.generation, (&carried, &failing), &stop)
+                        .await?
+                    {
                         Page::Empty => break,
                         Page::Delivered { more } => {
                             delivered = true;
@@ -214,7 +246,13 @@ impl Holder {
                 last_lag = tokio::time::Instant::now();
                 self.report_lag().await;
             }
-            if !delivered {
+            if delivered {
+                // Everything visible went; what commits meanwhile goes in one page rather
+                // than one small page per commit (a feed read each: the ingest's cost).
+                if !stop.sleep(GATHER).await {
+                    return Ok(());
+                }
+            } else {
                 tokio::select! {
                     _ = commits.changed() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
@@ -229,7 +267,7 @@ impl Holder {
         &self,
         bot_id: &str,
         generation: i64,
-        carried: &AtomicU32,
+        failures: (&AtomicU32, &AtomicBool),
         stop: &Stop,
     ) -> Result<Page, StoreError> {
         let name = &self.endpoint.name;
@@ -249,7 +287,7 @@ impl Holder {
                 let stop = stop.clone();
                 let halted = &halted;
                 async move {
-                    self.conversation(bot_id, items, generation, carried, halted, stop)
+                    self.conversation(bot_id, items, generation, failures, halted, stop)
                         .await
                 }
             })
@@ -275,7 +313,7 @@ impl Holder {
         bot_id: &str,
         items: Vec<Change>,
         generation: i64,
-        carried: &AtomicU32,
+        (carried, failing): (&AtomicU32, &AtomicBool),
         halted: &AtomicBool,
         mut stop: Stop,
     ) -> Sent {
@@ -300,12 +338,15 @@ impl Holder {
                 let failure = match sent {
                     Ok(()) => {
                         crate::metrics::webhook_attempt(&endpoint.name, "delivered");
-                        if failed > 0 {
+                        // The count a restart carried over belongs to a failure now past.
+                        carried.store(0, Ordering::Release);
+                        if failed > 0 || failing.swap(false, Ordering::AcqRel) {
                             self.record(
                                 self.store
                                     .webhook_succeeded(&endpoint.name, generation)
                                     .await,
                             );
+                            crate::metrics::webhook_state(&endpoint.name, "active");
                         }
                         break;
                     }
@@ -313,6 +354,7 @@ impl Holder {
                 };
                 // A restart resumes the schedule where the endpoint's state says it was.
                 failed = failed.max(carried.swap(0, Ordering::AcqRel)) + 1;
+                failing.store(true, Ordering::Release);
                 crate::metrics::webhook_attempt(&endpoint.name, failure.outcome);
                 let wait = if failure.gone {
                     None
@@ -332,7 +374,8 @@ impl Holder {
                     retry_in = ?wait,
                     "webhook attempt failed"
                 );
-                let next_attempt_at = wait.map(|wait| at + wait);
+                let next_attempt_at =
+                    wait.and_then(|wait| at.checked_add(time::Duration::try_from(wait).ok()?));
                 self.record(
                     self.store
                         .webhook_failed(
@@ -554,11 +597,21 @@ async fn keep_lease(
     let mut held_until = tokio::time::Instant::now() + LEASE;
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
-        let renewed = store.webhook_lease(&name, &owner, LEASE).await;
-        let record = store.webhook(&name).await;
+        let asked = tokio::time::Instant::now();
+        // Stop short of the lease's end, however slowly the database answers: another
+        // replica may take the endpoint once it is over.
+        let Ok((renewed, record)) = tokio::time::timeout_at(held_until - LEASE_MARGIN, async {
+            let renewed = store.webhook_lease(&name, &owner, LEASE).await;
+            (renewed, store.webhook(&name).await)
+        })
+        .await
+        else {
+            tracing::warn!(endpoint = %name, "webhook lease not renewed in time; stopping");
+            break;
+        };
         match (renewed, record) {
             (Ok(true), Ok(Some(record))) if record.generation == generation => {
-                held_until = tokio::time::Instant::now() + LEASE;
+                held_until = asked + LEASE;
             }
             (Ok(true), Ok(Some(_))) => {
                 tracing::info!(endpoint = %name, "webhook enabled or replayed: reading it again");
@@ -570,7 +623,7 @@ async fn keep_lease(
             }
             (Err(error), _) | (_, Err(error)) => {
                 // Stop before the lease can lapse: another replica may deliver then.
-                if tokio::time::Instant::now() + CHECK_EVERY * 2 >= held_until {
+                if tokio::time::Instant::now() + CHECK_EVERY + LEASE_MARGIN >= held_until {
                     tracing::warn!(endpoint = %name, %error, "webhook lease not renewed; stopping");
                     break;
                 }

@@ -8,6 +8,11 @@ use anyhow::{Context, bail, ensure};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The longest attempt.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest wait between two attempts.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// A webhook endpoint as delivery uses it.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -57,6 +62,10 @@ impl Endpoint {
             !config.bots.is_empty(),
             "{owner}: bots is empty (a bot id, or \"*\")"
         );
+        ensure!(
+            !config.kinds.is_empty(),
+            "{owner}: kinds is empty (leave it out for both kinds)"
+        );
         for kind in &config.kinds {
             ensure!(
                 WebhookConfig::KINDS.contains(&kind.as_str()),
@@ -74,15 +83,17 @@ impl Endpoint {
             "{owner}: max_in_flight is 1 to 1024"
         );
         let timeout = seconds(config.timeout_seconds)
-            .filter(|timeout| !timeout.is_zero())
-            .with_context(|| format!("{owner}: timeout_seconds is a positive number"))?;
+            .filter(|timeout| !timeout.is_zero() && *timeout <= MAX_TIMEOUT)
+            .with_context(|| format!("{owner}: timeout_seconds is more than 0 and at most 3600"))?;
         let retry_schedule = config
             .retry_schedule_seconds
             .iter()
-            .map(|wait| seconds(*wait))
+            .map(|wait| seconds(*wait).filter(|wait| *wait <= MAX_RETRY_WAIT))
             .collect::<Option<Vec<_>>>()
             .with_context(|| {
-                format!("{owner}: retry_schedule_seconds holds numbers of seconds >= 0")
+                format!(
+                    "{owner}: retry_schedule_seconds holds waits of 0 to 604800 seconds (a week)"
+                )
             })?;
         Ok(Self {
             name: name.clone(),

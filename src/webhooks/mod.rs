@@ -49,6 +49,11 @@ impl Deliveries {
         for task in &self.tasks {
             task.abort();
         }
+        // Awaited, so that each delivery (and its lease renewer) is gone before the lease
+        // is let go: a renewer still running would take it back.
+        for task in self.tasks {
+            let _ = task.await;
+        }
         for endpoint in &self.endpoints {
             if let Err(error) = store.webhook_release(&endpoint.name, &self.owner).await {
                 tracing::warn!(endpoint = %endpoint.name, %error, "could not let the webhook go");

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// The longest `Retry-After` honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The wait before the next attempt after `failed` failed attempts of an item, or `None`
 /// when the schedule is spent (the endpoint is then disabled). `unit` is a random number
 /// in [0, 1) that places the jitter.
@@ -15,7 +18,9 @@ pub fn next_wait(
     let index = usize::try_from(failed).ok()?.checked_sub(1)?;
     let planned = *schedule.get(index)?;
     let jittered = planned.mul_f64(0.8 + 0.4 * unit.clamp(0.0, 1.0));
-    Some(retry_after.map_or(jittered, |asked| asked.max(jittered)))
+    // A receiver asking for more than a day is heard as a day.
+    let asked = retry_after.map(|asked| asked.min(MAX_RETRY_AFTER));
+    Some(asked.map_or(jittered, |asked| asked.max(jittered)))
 }
 
 /// A `Retry-After` header's wait: seconds, or an HTTP date.
@@ -65,6 +70,11 @@ mod tests {
     fn a_longer_retry_after_is_honoured_and_a_shorter_one_is_not() {
         let longer = Duration::from_secs(60);
         assert_eq!(next_wait(&schedule(), 1, Some(longer), 0.5), Some(longer));
+        let absurd = Duration::from_secs(99_999_999_999);
+        assert_eq!(
+            next_wait(&schedule(), 1, Some(absurd), 0.5),
+            Some(MAX_RETRY_AFTER)
+        );
         let shorter = Duration::from_secs(1);
         assert_eq!(
             next_wait(&schedule(), 1, Some(shorter), 0.5),

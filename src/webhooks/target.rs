@@ -92,7 +92,9 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         // IETF protocol assignments, 192.0.0.0/24.
         || (a == 192 && b == 0 && c == 0)
         // Benchmarking, 198.18.0.0/15.
-        || (a == 198 && (18..20).contains(&b)))
+        || (a == 198 && (18..20).contains(&b))
+        // The old 6to4 relay anycast, 192.88.99.0/24.
+        || (a == 192 && b == 88 && c == 99))
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
@@ -104,8 +106,11 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (first & 0xfe00) == 0xfc00
         // Link-local, fe80::/10.
         || (first & 0xffc0) == 0xfe80
-        // Documentation, 2001:db8::/32.
-        || (first == 0x2001 && ip.segments()[1] == 0xdb8)
+        // Documentation, 2001:db8::/32, and Teredo, 2001::/32 (it embeds IPv4).
+        || (first == 0x2001 && matches!(ip.segments()[1], 0xdb8 | 0))
+        // 6to4, 2002::/16 (it embeds IPv4), and the deprecated site-local fec0::/10.
+        || first == 0x2002
+        || (first & 0xffc0) == 0xfec0
         // IPv4-compatible and other reserved ::/8 (loopback and unspecified above).
         || (first & 0xff00) == 0)
 }
@@ -177,6 +182,9 @@ mod tests {
             "https://[fd00::1]/",
             "https://100.64.0.1/",
             "https://[::ffff:192.168.1.1]/",
+            "https://[2002:a00:1::1]/",
+            "https://[2001:0:a00:1::1]/",
+            "https://[fec0::1]/",
             "http://crm.example.com/hooks",
             "ftp://crm.example.com/",
             "https://user:pass@crm.example.com/",
