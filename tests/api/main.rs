@@ -19,7 +19,6 @@ mod deployment;
 mod disk_full;
 mod embedded;
 mod erasure;
-mod feed_order;
 mod group_commit;
 mod hostile;
 mod idempotency;

@@ -5,8 +5,13 @@
 //! naive reader that continues "after the largest position it saw" loses the late
 //! writer's events.
 //!
-//! Alone in its binary: the feed waits for the oldest transaction running anywhere in the
-//! cluster, and this test holds one open on purpose.
+//! A test binary of its own (not in `tests/api`): the feed waits for the oldest transaction
+//! running anywhere in the cluster, and this test holds one open on purpose, which would
+//! hold back the feed of every test running beside it.
+
+#[allow(dead_code)]
+#[path = "api/common.rs"]
+mod common;
 
 use crate::common::{
     BOT, Backend, TestApp, batch, hooks_request, ingest_token, read_token, transfer,
