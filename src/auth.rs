@@ -40,12 +40,51 @@ struct RegisteredApp {
     access: Arc<Access>,
 }
 
-/// What an app may do, shared by every [`Caller`] of that app.
+/// Who is calling and what they may do: shared by every [`Caller`] of an app, built per
+/// token for a person.
 #[derive(Debug)]
-struct Access {
-    app_id: String,
-    bots: Vec<String>,
-    permissions: Vec<Permission>,
+pub struct Access {
+    pub actor: Actor,
+    /// A permission holds for a bot when one grant names both: a person's roles each
+    /// grant their own permissions on their own bots, never across.
+    pub grants: Vec<Grant>,
+}
+
+/// Who a caller is, as the audit log and the log lines name them (SPEC 13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    App {
+        id: String,
+    },
+    Person {
+        subject: String,
+        name: Option<String>,
+        email: Option<String>,
+    },
+}
+
+impl Actor {
+    /// `app:<appId>` or `user:<sub>`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::App { id } => format!("app:{id}"),
+            Self::Person { subject, .. } => format!("user:{subject}"),
+        }
+    }
+}
+
+/// Permissions on bots (`"*"` for every bot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub bots: Vec<String>,
+    pub permissions: Vec<Permission>,
+}
+
+impl Grant {
+    fn allows(&self, bot_id: &str, permission: Permission) -> bool {
+        self.permissions.contains(&permission)
+            && self.bots.iter().any(|bot| bot == "*" || bot == bot_id)
+    }
 }
 
 impl AppRegistry {
@@ -84,9 +123,11 @@ impl AppRegistry {
                 "app {id} has no permissions: list \"ingest\", \"read\" and/or \"erase\""
             );
             let access = Access {
-                app_id: id.clone(),
-                bots: app.bots.clone(),
-                permissions: app.permissions.clone(),
+                actor: Actor::App { id: id.clone() },
+                grants: vec![Grant {
+                    bots: app.bots.clone(),
+                    permissions: app.permissions.clone(),
+                }],
             };
             let app = RegisteredApp {
                 keys: load_keys(app)?,
@@ -147,10 +188,10 @@ impl AppRegistry {
         }
 
         let exp = self.check_dates(&claims, now as f64)?;
-        Ok(Caller {
-            access: Arc::clone(&app.access),
-            valid_until: exp.map(|exp| exp + self.leeway),
-        })
+        Ok(Caller::new(
+            Arc::clone(&app.access),
+            exp.map(|exp| exp + self.leeway),
+        ))
     }
 
     fn app_named_by(&self, claims: &Map<String, Value>) -> Result<&RegisteredApp, AuthFailure> {
@@ -193,7 +234,7 @@ impl AppRegistry {
     }
 }
 
-/// An authenticated app. Cheap to clone (holds an Arc).
+/// An authenticated app or person. Cheap to clone (holds an Arc).
 #[derive(Clone, Debug)]
 pub struct Caller {
     access: Arc<Access>,
@@ -203,6 +244,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// A caller with `access` whose token is accepted until `valid_until` (unix seconds).
+    pub fn new(access: Arc<Access>, valid_until: Option<f64>) -> Self {
+        Self {
+            access,
+            valid_until,
+        }
+    }
+
     /// How much longer the token is accepted; `None` for a token without `exp`.
     pub fn remaining(&self) -> Option<std::time::Duration> {
         let now = std::time::SystemTime::now()
@@ -213,27 +262,38 @@ impl Caller {
             .map(|until| std::time::Duration::try_from_secs_f64(until - now).unwrap_or_default())
     }
 
-    /// The app's id, as configured (the vendor's Client ID).
-    pub fn app_id(&self) -> &str {
-        &self.access.app_id
+    pub fn actor(&self) -> &Actor {
+        &self.access.actor
     }
 
-    /// True when the app has `permission` and its bots include `bot_id` (or are `"*"`).
+    /// True when one grant gives `permission` on `bot_id` (or on `"*"`).
     pub fn may(&self, bot_id: &str, permission: Permission) -> bool {
-        self.has(permission) && self.serves(bot_id)
-    }
-
-    /// True when the app has `permission` for some bot.
-    pub fn has(&self, permission: Permission) -> bool {
-        self.access.permissions.contains(&permission)
-    }
-
-    /// True when the app's bots include `bot_id` (or are `"*"`).
-    pub fn serves(&self, bot_id: &str) -> bool {
         self.access
-            .bots
+            .grants
             .iter()
-            .any(|bot| bot == "*" || bot == bot_id)
+            .any(|grant| grant.allows(bot_id, permission))
+    }
+
+    /// The bots the caller has `permission` on; `None` for every bot (`"*"`).
+    pub fn bots_with(&self, permission: Permission) -> Option<Vec<&str>> {
+        let mut bots = Vec::new();
+        for grant in &self.access.grants {
+            if grant.permissions.contains(&permission) {
+                if grant.bots.iter().any(|bot| bot == "*") {
+                    return None;
+                }
+                bots.extend(grant.bots.iter().map(String::as_str));
+            }
+        }
+        Some(bots)
+    }
+
+    /// True when the caller has `permission` for some bot.
+    pub fn has(&self, permission: Permission) -> bool {
+        self.access
+            .grants
+            .iter()
+            .any(|grant| grant.permissions.contains(&permission))
     }
 }
 
@@ -277,6 +337,18 @@ pub enum AuthFailure {
     /// Older than `max_token_age_seconds`, or without the `iat` that would show its age.
     #[error("token too old")]
     TooOld,
+    /// A person's token names its own key (`jwk`, `jku`, `x5u`, `x5c`).
+    #[error("token carries its own key")]
+    EmbeddedKey,
+    /// A person's token names a key the identity provider does not have.
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// A person's token from another issuer (checked after the signature).
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// A person's token for another audience.
+    #[error("wrong audience")]
+    WrongAudience,
 }
 
 impl AuthFailure {
@@ -295,6 +367,10 @@ impl AuthFailure {
             Self::InvalidClaim => "invalid_claim",
             Self::MissingExp => "missing_exp",
             Self::TooOld => "too_old",
+            Self::EmbeddedKey => "embedded_key",
+            Self::UnknownKey => "unknown_key",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
         }
     }
 }
@@ -503,7 +579,7 @@ mod tests {
 
         let caller = registry().verify_at(&token, NOW).expect("accepted");
 
-        assert_eq!(caller.app_id(), APP);
+        assert_eq!(caller.actor().label(), format!("app:{APP}"));
     }
 
     #[test]
@@ -512,7 +588,7 @@ mod tests {
 
         let caller = registry().verify_at(&token, NOW).expect("accepted");
 
-        assert_eq!(caller.app_id(), APP);
+        assert_eq!(caller.actor().label(), format!("app:{APP}"));
     }
 
     #[test]
@@ -521,7 +597,7 @@ mod tests {
 
         let caller = registry().verify_at(&token, NOW).expect("accepted");
 
-        assert_eq!(caller.app_id(), APP);
+        assert_eq!(caller.actor().label(), format!("app:{APP}"));
     }
 
     #[test]
@@ -571,7 +647,10 @@ mod tests {
 
         let token = issue_token(APP, SECRET.as_bytes(), Some(300)).expect("issued");
 
-        assert_eq!(registry.verify(&token).expect("accepted").app_id(), APP);
+        assert_eq!(
+            registry.verify(&token).expect("accepted").actor().label(),
+            format!("app:{APP}")
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Settings {
     #[serde(default)]
     pub stats: StatsSettings,
     #[serde(default)]
+    pub audit: AuditSettings,
+    #[serde(default)]
     pub apps: Vec<AppConfig>,
     /// Endpoints the change feed is pushed to (SPEC 12).
     #[serde(default)]
@@ -184,6 +186,51 @@ pub struct AuthSettings {
     pub leeway_seconds: u64,
     pub require_exp: bool,
     pub max_token_age_seconds: Option<u64>,
+    /// People signing in through the organisation's identity provider (SPEC 13).
+    pub oidc: Option<OidcSettings>,
+}
+
+/// The OpenID Connect provider people sign in with, and what their roles grant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// `https://…`, or `http://` on a loopback address for local development.
+    pub issuer: String,
+    /// What an access token's `aud` must hold.
+    pub audience: String,
+    /// The console's client (public: no secret).
+    pub client_id: String,
+    /// Shown on the console's button: "Sign in with {name}"; the issuer's host when unset.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "OidcSettings::default_scopes")]
+    pub scopes: Vec<String>,
+    /// The claim holding a person's roles or groups; a dotted path reaches into objects
+    /// (`realm_access.roles` for Keycloak's realm roles).
+    #[serde(default = "OidcSettings::default_roles_claim")]
+    pub roles_claim: String,
+    #[serde(default)]
+    pub roles: Vec<RoleMapping>,
+}
+
+impl OidcSettings {
+    fn default_scopes() -> Vec<String> {
+        ["openid", "profile", "email"].map(str::to_owned).to_vec()
+    }
+
+    fn default_roles_claim() -> String {
+        "groups".to_owned()
+    }
+}
+
+/// What one value of the roles claim grants.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMapping {
+    pub value: String,
+    /// Bot ids, or `["*"]`.
+    pub bots: Vec<String>,
+    pub permissions: Vec<Permission>,
 }
 
 impl Default for AuthSettings {
@@ -193,6 +240,7 @@ impl Default for AuthSettings {
             leeway_seconds: 60,
             require_exp: false,
             max_token_age_seconds: None,
+            oidc: None,
         }
     }
 }
@@ -313,6 +361,25 @@ impl Default for RetentionSettings {
     }
 }
 
+/// The audit log of reads (SPEC 13).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Record every read of conversation data.
+    pub enabled: bool,
+    /// Records older than this are deleted.
+    pub retention_days: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 365,
+        }
+    }
+}
+
 /// What an app may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -323,6 +390,8 @@ pub enum Permission {
     Erase,
     /// See how the webhooks are doing (SPEC 12).
     Admin,
+    /// Read the audit log of who read what (SPEC 13).
+    Audit,
 }
 
 /// One value or a list: a list of secrets rotates keys.

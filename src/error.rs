@@ -256,6 +256,27 @@ pub enum AdminRefusals {
     Unavailable(Problem),
 }
 
+/// The refusals of the audit log's reads (`audit`), described once for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only described: handlers answer with `ApiError`.
+pub enum AuditRefusals {
+    #[response(
+        status = 401,
+        description = "Missing or invalid token.",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    #[response(
+        status = 403,
+        description = "The caller lacks the `audit` permission.",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem),
+    #[response(status = 503, description = "The database is unavailable, or the service is overloaded.", content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))]
+    Unavailable(Problem),
+}
+
 /// The refusals every ingest can meet, described once for the OpenAPI document.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // Only described: handlers answer with `ApiError`.

@@ -1,6 +1,8 @@
 //! agentassist-hooks: ingests Kore.ai Agent AI internal-transfer hooks and keeps
 //! per-conversation participant timelines for operations staff.
 
+/// Who read which conversation: the audit log's records, written off the request path.
+pub mod audit;
 /// App registry, JWT verification and the authenticated-caller extractor.
 pub mod auth;
 /// Wake-ups of the live change streams, on this replica and across replicas.
@@ -13,6 +15,10 @@ pub mod domain;
 pub mod error;
 /// Prometheus metrics: names, descriptions and recording.
 pub mod metrics;
+/// People's tokens from the organisation's OpenID Connect provider.
+pub mod oidc;
+/// The TLS the service's own HTTP clients share.
+pub mod outbound;
 /// The `healthcheck` command's HTTP probe (the container image has no curl).
 pub mod probe;
 /// Routes and the router with its middleware.

@@ -71,6 +71,12 @@ pub const WEBHOOK_LAG_SECONDS: &str = "agentassist_hooks_webhook_lag_seconds";
 /// 1 for each `endpoint`'s current `state` (`active`, `retrying`, `disabled`) on the
 /// replica delivering it, 0 for the others.
 pub const WEBHOOK_STATE: &str = "agentassist_hooks_webhook_state";
+/// Fetches of the identity provider's keys, by `outcome` (`ok`, `error`).
+pub const OIDC_KEY_FETCHES: &str = "agentassist_hooks_oidc_key_fetches_total";
+/// Audit records written to the store.
+pub const AUDIT_RECORDS: &str = "agentassist_hooks_audit_records_written_total";
+/// Audit records waiting to be written.
+pub const AUDIT_PENDING: &str = "agentassist_hooks_audit_records_pending";
 
 /// How one database connection pool is used, sampled when `/metrics` is scraped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +238,18 @@ fn describe() {
         WEBHOOK_STATE,
         "1 for each webhook endpoint's state (active, retrying, disabled) where it is delivered"
     );
+    describe_counter!(
+        OIDC_KEY_FETCHES,
+        Unit::Count,
+        "Fetches of the identity provider's keys, by outcome"
+    );
+    describe_counter!(AUDIT_RECORDS, Unit::Count, "Audit records written");
+    describe_gauge!(
+        AUDIT_PENDING,
+        Unit::Count,
+        "Audit records waiting to be written"
+    );
+    counter!(AUDIT_RECORDS).absolute(0);
     // Series that exist before their first event, so that rate() sees them start at zero.
     counter!(STATS_COUNTED).absolute(0);
     gauge!(CHANGE_STREAMS_OPEN).set(0);
@@ -335,6 +353,17 @@ pub fn stored(batch: &IngestBatch, anomalies: &[Anomaly]) {
 /// A refused token, by [`crate::auth::AuthFailure::reason`].
 pub fn auth_failure(reason: &'static str) {
     counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+/// A fetch of the identity provider's keys: `ok` or `error`.
+pub fn oidc_key_fetch(outcome: &'static str) {
+    counter!(OIDC_KEY_FETCHES, "outcome" => outcome).increment(1);
+}
+
+/// Audit records written, and how many wait after them.
+pub fn audit_written(written: usize, pending: usize) {
+    counter!(AUDIT_RECORDS).increment(written as u64);
+    gauge!(AUDIT_PENDING).set(pending as f64);
 }
 
 /// An ingest request answered from its `Idempotency-Key`.

@@ -184,6 +184,16 @@ async fn serve_connection(
     }
     // Responses are written whole; waiting for more to send would only add latency.
     let _ = stream.set_nodelay(true);
+    // The peer's address, for the audit log's `clientAddress`.
+    let peer = stream.peer_addr().ok();
+    let app = tower::ServiceExt::map_request(app, move |mut request: axum::extract::Request<_>| {
+        if let Some(peer) = peer {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
+        request
+    });
     let io = TokioIo::new(StallLimit::new(stream, limits.write_stall_timeout));
     let connection = http.serve_connection(io, TowerToHyperService::new(app));
     tokio::pin!(connection);

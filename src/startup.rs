@@ -1,7 +1,8 @@
 //! Builds the application from settings and serves it until a shutdown signal.
 
 use crate::auth::AppRegistry;
-use crate::config::{DatabaseSettings, RetentionSettings, Settings};
+use crate::config::{AuditSettings, DatabaseSettings, RetentionSettings, Settings};
+use crate::oidc::People;
 use crate::routes::{AppState, router};
 use crate::server;
 use crate::store::{self, Store, StoreError};
@@ -19,6 +20,13 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         .context("invalid [[apps]] or [auth] configuration")?;
     crate::webhooks::Endpoint::all(&settings.webhooks, &settings.webhook_allow_hosts)
         .context("invalid [[webhooks]] configuration")?;
+    let people = settings
+        .auth
+        .oidc
+        .as_ref()
+        .map(|oidc| People::new(oidc, settings.auth.leeway_seconds).map(Arc::new))
+        .transpose()
+        .context("invalid [auth.oidc] configuration")?;
     let store = store::connect(&settings.database).await?;
     Ok(AppState::new(
         store,
@@ -28,7 +36,8 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         &settings.changes,
     )
     .with_stats(&settings.stats)
-    .with_webhooks(&settings.webhooks))
+    .with_webhooks(&settings.webhooks)
+    .with_people(people))
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (bounded) and
@@ -46,7 +55,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let _ = shutdown.wait_for(|stopping| *stopping).await;
     };
 
-    let state = build_state(&settings).await?;
+    let mut state = build_state(&settings).await?;
+    if let Some(people) = state.people.clone() {
+        tokio::spawn(async move { people.warm_up().await });
+    }
+    let mut audit_writer = None;
+    if settings.audit.enabled {
+        let (recorder, writer) = crate::audit::spawn(state.store.clone());
+        state = state.with_audit(recorder);
+        audit_writer = Some(writer);
+    }
     let endpoints =
         crate::webhooks::Endpoint::all(&settings.webhooks, &settings.webhook_allow_hosts)?;
     let store = state.store.clone();
@@ -95,7 +113,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 store.clone(),
                 Duration::from_secs(settings.idempotency.retention_seconds),
             )),
-            tokio::spawn(enforce_retention(store.clone(), settings.retention.clone())),
+            tokio::spawn(enforce_retention(
+                store.clone(),
+                settings.retention.clone(),
+                settings.audit.clone(),
+            )),
             tokio::spawn(crate::stats::count(
                 store.clone(),
                 hub.clone(),
@@ -124,6 +146,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     if let Some(deliveries) = deliveries {
         deliveries.stop(&store).await;
+    }
+    // After the requests: every read they made is queued by now.
+    if let Some(writer) = audit_writer {
+        writer.finish(AUDIT_FLUSH_LIMIT).await;
     }
     store.close().await;
     prepared?;
@@ -179,6 +205,9 @@ pub async fn prepare_database(store: &Store, settings: &DatabaseSettings) -> any
     }
 }
 
+/// How long shutdown waits for the audit records still queued to be written.
+const AUDIT_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
 /// The longest pause between two tries of an unready database at start.
 const MAX_START_PAUSE: Duration = Duration::from_secs(5);
 
@@ -204,9 +233,10 @@ async fn purge_expired_keys(store: Store, retention: Duration) {
 }
 
 /// Deletes conversations past `retention.ended_days`, and erasure tombstones past
-/// `retention.tombstone_days`, every `retention.purge_interval_seconds`. Every replica runs
-/// it; they never delete a conversation twice, nor wait on each other.
-async fn enforce_retention(store: Store, retention: RetentionSettings) {
+/// `retention.tombstone_days`, and audit records past `audit.retention_days`, every
+/// `retention.purge_interval_seconds`. Every replica runs it; they never delete a
+/// conversation twice, nor wait on each other.
+async fn enforce_retention(store: Store, retention: RetentionSettings, audit: AuditSettings) {
     let mut every =
         tokio::time::interval(Duration::from_secs(retention.purge_interval_seconds.max(1)));
     loop {
@@ -232,6 +262,12 @@ async fn enforce_retention(store: Store, retention: RetentionSettings) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "forgot old erasure tombstones"),
             Err(error) => tracing::warn!(error = %error, "could not purge erasure tombstones"),
+        }
+        let audit_before = now - time::Duration::days(audit.retention_days.into());
+        match store.audit_purge(audit_before).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted audit records past retention"),
+            Err(error) => tracing::warn!(error = %error, "could not purge audit records"),
         }
     }
 }

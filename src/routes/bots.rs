@@ -3,6 +3,7 @@
 use super::extract::authorize_read_any;
 use super::{AppState, paths};
 use crate::auth::Caller;
+use crate::config::Permission;
 use crate::domain::timestamp;
 use crate::error::{ApiError, ReadRefusals};
 use crate::store::BotRecord;
@@ -55,7 +56,7 @@ pub async fn list(
     let bots = state.store.bots(MAX_BOTS * 10).await?;
     let items = bots
         .into_iter()
-        .filter(|bot| caller.serves(&bot.bot_id))
+        .filter(|bot| caller.may(&bot.bot_id, Permission::Read))
         .take(MAX_BOTS as usize)
         .map(
             |BotRecord {

@@ -237,13 +237,19 @@ pub async fn erase(
     if !caller.has(Permission::Erase) {
         return Err(ApiError::Forbidden);
     }
-    if !caller.serves(&bot_id) || !state.store.erase(&bot_id, &conversation_id).await? {
+    if !caller.may(&bot_id, Permission::Erase)
+        || !state.store.erase(&bot_id, &conversation_id).await?
+    {
         return Err(ApiError::NotFound);
     }
     crate::metrics::conversation_erased();
     state.changes.committed(&bot_id);
     // Without the conversation's id: the log is not a place it may stay.
-    tracing::info!(app_id = caller.app_id(), bot_id, "erased a conversation");
+    tracing::info!(
+        actor = caller.actor().label(),
+        bot_id,
+        "erased a conversation"
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

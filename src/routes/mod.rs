@@ -1,5 +1,6 @@
 //! HTTP routes, one file per resource, and the router that mounts them.
 
+pub mod audit;
 pub mod bots;
 pub mod changes;
 pub mod console;
@@ -51,6 +52,10 @@ pub struct AppState {
     pub stats_max_lag_seconds: u64,
     /// The webhook endpoints in the config (SPEC 12).
     pub webhooks: Arc<Vec<crate::config::WebhookConfig>>,
+    /// The identity provider people sign in with, when there is one (SPEC 13).
+    pub people: Option<Arc<crate::oidc::People>>,
+    /// Where the audited reads are recorded (off until [`AppState::with_audit`]).
+    pub audit: crate::audit::Recorder,
 }
 
 impl AppState {
@@ -69,7 +74,21 @@ impl AppState {
             changes: Arc::new(ChangeHub::new(changes)),
             stats_max_lag_seconds: crate::config::StatsSettings::default().max_lag_seconds,
             webhooks: Arc::default(),
+            people: None,
+            audit: crate::audit::Recorder::default(),
         }
+    }
+
+    /// Accepting people's tokens from `people`'s provider too.
+    pub fn with_people(mut self, people: Option<Arc<crate::oidc::People>>) -> Self {
+        self.people = people;
+        self
+    }
+
+    /// Recording the audited reads with `recorder`.
+    pub fn with_audit(mut self, recorder: crate::audit::Recorder) -> Self {
+        self.audit = recorder;
+        self
     }
 
     /// With the stats settings of `stats`.
@@ -91,22 +110,27 @@ impl FromRef<AppState> for Arc<AppRegistry> {
     }
 }
 
+impl FromRef<AppState> for crate::audit::Recorder {
+    fn from_ref(state: &AppState) -> Self {
+        state.audit.clone()
+    }
+}
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Every documented route, as the OpenAPI document lists them (with `/metrics`, which a
 /// config may leave unmounted).
 pub fn documented() -> OpenApiRouter<AppState> {
-    shed_routes().merge(probe_routes(true))
+    audited_routes()
+        .merge(other_routes())
+        .merge(probe_routes(true))
 }
 
-/// The API, each route mounted with its description; behind load shedding.
-fn shed_routes() -> OpenApiRouter<AppState> {
+/// The reads of conversation data SPEC 13 has recorded in the audit log.
+fn audited_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(hooks::ingest))
-        .routes(routes!(bots::list))
         .routes(routes!(conversations::conversation, conversations::erase))
         .routes(routes!(conversations::events))
-        .routes(routes!(conversations::list))
         .routes(routes!(conversations::participant_stints))
         .routes(routes!(
             conversations::transfer_data,
@@ -116,9 +140,18 @@ fn shed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(changes::stream))
         .routes(routes!(stats::stats))
         .routes(routes!(stats::now))
+}
+
+/// The rest of the API, each route mounted with its description.
+fn other_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(hooks::ingest))
+        .routes(routes!(bots::list))
+        .routes(routes!(conversations::list))
         .routes(routes!(sources::interaction))
         .routes(routes!(sources::bot_messages))
         .routes(routes!(webhooks::list))
+        .routes(routes!(audit::list))
         .routes(routes!(openapi::serve))
 }
 
@@ -155,7 +188,13 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         header::COOKIE,
     ]);
 
-    let (shed, _) = shed_routes().split_for_parts();
+    let (audited, _) = audited_routes().split_for_parts();
+    let audited = audited.route_layer(middleware::from_fn_with_state(
+        state.audit.clone(),
+        crate::audit::record,
+    ));
+    let (others, _) = other_routes().split_for_parts();
+    let shed = audited.merge(others);
     let (probes, _) = probe_routes(server.metrics).split_for_parts();
     let mut app = shed
         .route(paths::HOOKS_ALIASES[0], post(hooks::ingest))
@@ -288,6 +327,7 @@ fn request_span(request: &Request) -> tracing::Span {
         network.protocol.version = ?request.version(),
         request_id,
         trace_id = tracing::field::Empty,
+        actor = tracing::field::Empty,
     );
     crate::telemetry::continue_trace(&span, request.headers());
     span

@@ -46,6 +46,7 @@ internal network (firewall it, or set `server.metrics = false`).",
         (name = "stats", description = "Operations metrics: per agent, queue and hour, and now (SPEC 11)"),
         (name = "operations", description = "Probes, metrics and this document (SPEC 5)"),
         (name = "webhooks", description = "The change feed pushed to subscribers: how delivery goes (SPEC 12)"),
+        (name = "audit", description = "Who read which conversation (SPEC 13)"),
     )
 )]
 struct ApiDoc;

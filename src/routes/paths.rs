@@ -19,6 +19,8 @@ pub const STATS: &str = "/api/v1/bots/{botId}/stats";
 pub const STATS_NOW: &str = "/api/v1/bots/{botId}/stats/now";
 /// SPEC 12: the webhook endpoints, for `admin`.
 pub const WEBHOOKS: &str = "/api/v1/webhooks";
+/// SPEC 13: who read which conversation, for `audit`.
+pub const AUDIT: &str = "/api/v1/audit";
 /// Bright Pattern's `ON_NEW_INTERACTION` (SPEC 7.1).
 pub const INTERACTIONS: &str = "/api/v1/bots/{botId}/interactions";
 /// The Salesforce bot's escalation and the client's transfer outcome (SPEC 7.2).

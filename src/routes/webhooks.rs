@@ -68,7 +68,11 @@ pub async fn list(
     let now = OffsetDateTime::now_utc();
     let mut items = Vec::new();
     for webhook in state.webhooks.iter() {
-        if !webhook.bots.iter().all(|bot| caller.serves(bot)) {
+        if !webhook
+            .bots
+            .iter()
+            .all(|bot| caller.may(bot, Permission::Admin))
+        {
             continue;
         }
         let every_bot = webhook.bots.iter().any(|bot| bot == "*");

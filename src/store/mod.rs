@@ -4,6 +4,7 @@
 //! what it says. The reads are shared (`reads.rs`, `queries.rs`); only SQL that differs by
 //! dialect is written per backend.
 
+mod audit;
 mod codec;
 mod connection;
 mod error;
@@ -19,6 +20,7 @@ mod sqlite;
 mod stats;
 mod webhooks;
 
+pub use audit::{AuditEntry, AuditFilter, AuditRecord};
 pub use codec::DbTime;
 pub use error::StoreError;
 pub use postgres::PgStore;

@@ -147,16 +147,7 @@ fn seconds(value: f64) -> Option<Duration> {
 /// No proxy (it would connect where the resolver did not check), no redirects, the
 /// attempt's timeout, rustls with the public CA roots built in.
 fn client(allowed: &AllowedHosts, timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS setup")?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = crate::outbound::tls()?;
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())

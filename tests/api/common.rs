@@ -201,6 +201,9 @@ pub struct TestApp {
     pub store: Store,
     pub changes: Arc<ChangeHub>,
     db: Db,
+    /// What the router was built from, for [`TestApp::rebuilt`].
+    state: AppState,
+    server: ServerSettings,
 }
 
 /// The relay of an app's live streams between replicas; stops when dropped.
@@ -287,10 +290,19 @@ impl TestApp {
         );
         Self {
             changes: state.changes.clone(),
-            router: router(state, &server),
+            router: router(state.clone(), &server),
             store,
             db,
+            state,
+            server,
         }
+    }
+
+    /// The same app with its state changed by `change` (people signing in, the audit log).
+    pub fn rebuilt(mut self, change: impl FnOnce(AppState) -> AppState) -> Self {
+        self.state = change(self.state);
+        self.router = router(self.state.clone(), &self.server);
+        self
     }
 
     /// Starts counting new events into the stats, as `serve` does (looking every 20 ms).

@@ -26,6 +26,7 @@ mod ingest;
 mod ingest_validation;
 mod materialised;
 mod openapi;
+mod people;
 mod queries;
 mod resilience;
 mod retention;

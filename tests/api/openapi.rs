@@ -83,9 +83,10 @@ async fn every_documented_operation_is_routed() {
         }
     }
     assert_eq!(
-        operations, 22,
+        operations, 23,
         "3 hooks paths, 3 for Bright Pattern and Salesforce, the bots and 5 queries, the erasure, \
-         the change feed and its stream, the stats and now, the webhooks, 4 operator endpoints"
+         the change feed and its stream, the stats and now, the webhooks, the audit log, 4 operator \
+         endpoints"
     );
 }
 
