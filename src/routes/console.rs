@@ -1,48 +1,93 @@
 //! The ops console (SPEC 9): static files built into the binary from `console/public/`,
-//! served under `/console/` with a strict Content-Security-Policy. The page signs in with a
-//! read token the user pastes and calls the query API itself; nothing here needs a token.
+//! served under `/console/` with a strict Content-Security-Policy. The page signs people in
+//! through the identity provider (SPEC 13), or with a read token pasted, and calls the query
+//! API itself; nothing here needs a token.
 
+use super::AppState;
 use crate::error::ApiError;
-use axum::extract::Path;
+use axum::Json;
+use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use serde::Serialize;
 
 /// Every file of `console/public/`, by its path under `/console/` (written by `build.rs`).
 const ASSETS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 
-/// Scripts, styles and connections from this origin only; no inline script or style, no
-/// plugins, no framing, no forms posting elsewhere.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-    style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
-    manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// Scripts, styles and connections from this origin only (and the identity provider's, for
+/// its discovery document and token endpoint); no inline script or style, no plugins, no
+/// framing, no forms posting elsewhere.
+pub fn content_security_policy(provider_origin: Option<&str>) -> String {
+    let connect = match provider_origin {
+        Some(origin) => format!("'self' {origin}"),
+        None => "'self'".to_owned(),
+    };
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src {connect}; font-src 'self'; manifest-src 'self'; base-uri 'none'; \
+         form-action 'none'; frame-ancestors 'none'"
+    )
+}
+
+/// What the console's "Sign in with …" needs to know of the identity provider.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignInSettings {
+    issuer: String,
+    client_id: String,
+    scopes: Vec<String>,
+    /// "Sign in with {name}".
+    name: String,
+}
+
+/// `GET /console/sign-in.json`: the provider people sign in with; 404 when there is none.
+pub async fn sign_in(State(state): State<AppState>) -> Result<Json<SignInSettings>, ApiError> {
+    let settings = state.people.as_ref().ok_or(ApiError::NotFound)?.settings();
+    let name = settings.name.clone().unwrap_or_else(|| {
+        url::Url::parse(&settings.issuer)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| settings.issuer.clone())
+    });
+    Ok(Json(SignInSettings {
+        issuer: settings.issuer.clone(),
+        client_id: settings.client_id.clone(),
+        scopes: settings.scopes.clone(),
+        name,
+    }))
+}
 
 /// `/console` → `/console/`, so that the page's relative URLs resolve under it.
 pub async fn root() -> Redirect {
     Redirect::permanent("/console/")
 }
 
-pub async fn index() -> Response {
-    asset("index.html")
+pub async fn index(State(state): State<AppState>) -> Response {
+    asset(&state, "index.html")
 }
 
-pub async fn file(Path(path): Path<String>) -> Response {
-    asset(&path)
+pub async fn file(State(state): State<AppState>, Path(path): Path<String>) -> Response {
+    asset(&state, &path)
 }
 
-fn asset(path: &str) -> Response {
+fn asset(state: &AppState, path: &str) -> Response {
     let Some((_, bytes)) = ASSETS.iter().find(|(name, _)| *name == path) else {
         return ApiError::NotFound.into_response();
     };
+    let provider_origin = state.people.as_ref().and_then(|people| {
+        url::Url::parse(&people.settings().issuer)
+            .ok()
+            .map(|url| url.origin().ascii_serialization())
+    });
+    let policy = HeaderValue::from_str(&content_security_policy(provider_origin.as_deref()))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
     (
         [
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(content_type(path)),
             ),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-            ),
+            (header::CONTENT_SECURITY_POLICY, policy),
             (
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),

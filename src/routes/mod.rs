@@ -201,6 +201,7 @@ pub fn router(state: AppState, server: &ServerSettings) -> Router {
         .route(paths::HOOKS_ALIASES[1], post(hooks::ingest))
         .route(paths::CONSOLE, get(console::root))
         .route(paths::CONSOLE_INDEX, get(console::index))
+        .route(paths::CONSOLE_SIGN_IN, get(console::sign_in))
         .route(paths::CONSOLE_FILES, get(console::file))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -33,3 +33,5 @@ pub const OPENAPI: &str = "/openapi.json";
 pub const CONSOLE: &str = "/console";
 pub const CONSOLE_INDEX: &str = "/console/";
 pub const CONSOLE_FILES: &str = "/console/{*path}";
+/// SPEC 13: the identity provider the console signs people in with.
+pub const CONSOLE_SIGN_IN: &str = "/console/sign-in.json";

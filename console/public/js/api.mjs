@@ -1,7 +1,9 @@
 // The query API of this origin, with the token in header `token`. A 401 signs out (the
-// sign-in form says why); every other error becomes an ApiError with the problem's text.
+// sign-in form says why), or sends a person whose token ran out back through sign-in;
+// every other error becomes an ApiError with the problem's text.
 
-import { signOut, token } from "./session.mjs";
+import { renewSignIn } from "./oidc.mjs";
+import { person, signOut, token } from "./session.mjs";
 
 export class ApiError extends Error {
   constructor(status, problem, retryAfter = null) {
@@ -16,7 +18,7 @@ export class ApiError extends Error {
   describe() {
     const problem = this.problem;
     if (this.status === 0) return "The service could not be reached. Check that it is running.";
-    if (this.status === 403) return "This token's app may not read this (it lacks the read permission).";
+    if (this.status === 403) return forbidden();
     if (this.status === 404 && !problem?.detail) return "Not found.";
     const parts = [];
     if (problem?.title) parts.push(problem.title);
@@ -28,6 +30,21 @@ export class ApiError extends Error {
 }
 
 const UNAUTHORIZED_MESSAGE = "The service refused the token (it is invalid or has expired). Paste a new read token.";
+const PERSON_REFUSED_MESSAGE =
+  "The service refused your sign-in. Sign in again; if it keeps happening, the service and the identity provider disagree (ask an administrator).";
+
+function forbidden() {
+  const signedIn = person();
+  if (!signedIn) return "This token's app may not read this (it lacks the read permission).";
+  return `You are signed in as ${signedIn.name}, but none of your groups may read this. Ask an administrator to map one of your groups to this bot ([auth.oidc.roles] in the service's configuration).`;
+}
+
+/** After a 401: a person whose token ran out signs in again (back to this page); others are signed out. */
+function refused() {
+  const signedIn = person();
+  if (signedIn && Date.now() >= signedIn.expiresAt - 5000) renewSignIn();
+  else signOut(signedIn ? PERSON_REFUSED_MESSAGE : UNAUTHORIZED_MESSAGE);
+}
 
 /** `/api/v1/bots/a%2Fb/conversations` from ["bots", "a/b", "conversations"]. */
 export function apiPath(...segments) {
@@ -103,7 +120,7 @@ export async function getJson(url, { signal } = {}) {
   }
   noteDateHeader(response);
   if (response.status === 401) {
-    signOut(UNAUTHORIZED_MESSAGE);
+    refused();
     throw new ApiError(401, await problemOf(response));
   }
   if (!response.ok) {
@@ -138,7 +155,7 @@ export async function openStream(url, { signal, lastEventId }) {
     credentials: "omit",
   });
   if (response.status === 401) {
-    signOut(UNAUTHORIZED_MESSAGE);
+    refused();
     throw new ApiError(401, null);
   }
   if (!response.ok) throw new ApiError(response.status, await problemOf(response), response.headers.get("retry-after"));

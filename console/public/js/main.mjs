@@ -3,19 +3,21 @@
 
 import { h, replace } from "./dom.mjs";
 import { onLiveState, stop as stopLive } from "./live.mjs";
+import { endSession, finishSignIn, renewSignIn } from "./oidc.mjs";
 import { agentPage } from "./pages/agent.mjs";
 import { botsPage } from "./pages/bots.mjs";
 import { conversationPage } from "./pages/conversation.mjs";
 import { listPage } from "./pages/list.mjs";
 import { overviewPage } from "./pages/overview.mjs";
 import { signInPage } from "./pages/signin.mjs";
-import { onChange, signOut, token } from "./session.mjs";
+import { onChange, person, token } from "./session.mjs";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("site-nav");
 const navList = document.getElementById("nav-list");
 const session = document.getElementById("session");
 const liveStatus = document.getElementById("live-status");
+const who = document.getElementById("who");
 
 /** `#/bots/a%2Fb/conversations/c-1?status=active` → ["bots", "a/b", …] and the query. */
 function parseHash() {
@@ -221,6 +223,7 @@ async function route() {
   }
   nav.hidden = false;
   session.hidden = false;
+  showWho();
 
   const { segments, query } = parseHash();
   const match = resolve(segments);
@@ -229,8 +232,21 @@ async function route() {
   else showNotFound(context);
 }
 
+let expiry = null;
+
+/** The signed-in person's name in the header, and their sign-in renewed when it runs out. */
+function showWho() {
+  const signedIn = person();
+  who.hidden = !signedIn;
+  who.textContent = signedIn ? signedIn.name : "";
+  who.title = signedIn?.email ?? "";
+  clearTimeout(expiry);
+  if (signedIn) expiry = setTimeout(renewSignIn, Math.max(0, signedIn.expiresAt - Date.now()));
+}
+
 onChange(({ signedIn, reason }) => {
   if (!signedIn) {
+    clearTimeout(expiry);
     stopLive();
     signInReason = reason ?? null;
   }
@@ -239,7 +255,7 @@ onChange(({ signedIn, reason }) => {
 
 document
   .getElementById("sign-out")
-  .addEventListener("click", () => signOut("You are signed out. The token was removed from this tab."));
+  .addEventListener("click", () => endSession("You are signed out. The token was removed from this tab."));
 
 // The skip link must not change the route.
 document.getElementById("skip-link").addEventListener("click", (event) => {
@@ -252,4 +268,9 @@ window.addEventListener("hashchange", () => {
   route();
 });
 
-route();
+finishSignIn()
+  .catch((error) => {
+    console.error(error);
+    signInReason = `Signing in did not complete: ${error.message ?? error}`;
+  })
+  .finally(route);

@@ -1,8 +1,25 @@
-// The read token: pasted by the user, kept in this tab's sessionStorage only, sent only in
-// the `token` header to this origin. Never put in a URL, never logged.
+// The read token: pasted by the user, or a person's access token from the identity
+// provider (SPEC 13); kept in this tab's sessionStorage only, sent only in the `token`
+// header to this origin. Never put in a URL, never logged.
 
 const KEY = "agentassist-hooks.console.token";
+const PERSON = "agentassist-hooks.console.person";
 const listeners = new Set();
+
+/** The signed-in person (`{name, email, idToken, expiresAt}`), or null for an app token. */
+export function person() {
+  try {
+    return JSON.parse(sessionStorage.getItem(PERSON) ?? "null");
+  } catch {
+    return null;
+  }
+}
+
+/** Signs a person in with the access token the provider issued. */
+export function signInPerson(accessToken, details) {
+  sessionStorage.setItem(PERSON, JSON.stringify(details));
+  signIn(accessToken);
+}
 
 export function token() {
   try {
@@ -26,6 +43,7 @@ export function signIn(value) {
 export function signOut(reason = null) {
   try {
     sessionStorage.removeItem(KEY);
+    sessionStorage.removeItem(PERSON);
   } catch {}
   for (const listener of listeners) listener({ signedIn: false, reason });
 }

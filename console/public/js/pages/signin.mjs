@@ -1,8 +1,10 @@
-// Sign-in: paste a read token. It is kept in this tab's sessionStorage only, checked against
-// the service at once, and never put in a URL.
+// Sign-in: through the organisation's identity provider when the service has one (SPEC 13),
+// or by pasting an app's read token. A token is kept in this tab's sessionStorage only,
+// checked against the service at once, and never put in a URL.
 
 import { ApiError, get } from "../api.mjs";
 import { h, replace } from "../dom.mjs";
+import { provider, startSignIn } from "../oidc.mjs";
 import { cleanToken, looksLikeJwt, setToken, signIn, signOut } from "../session.mjs";
 
 export async function signInPage(context, { reason }) {
@@ -12,18 +14,43 @@ export async function signInPage(context, { reason }) {
     event.preventDefault();
     submit(view);
   });
+  const settings = await provider();
+  if (context.signal.aborted) return;
+  const providerButton = settings ? signInWithProvider(settings, view.error) : null;
   replace(
     context.main,
     h(
       "section",
       { class: "panel panel--narrow" },
       h("h1", { id: "sign-in-title", tabindex: "-1" }, "Sign in"),
-      h("p", {}, "Who handled a conversation, when, for how long, and what went wrong: paste a read token to look."),
+      h("p", {}, "Who handled a conversation, when, for how long, and what went wrong: sign in to look."),
       view.error,
+      providerButton,
+      providerButton ? h("p", {}, "Or paste an app's read token:") : null,
       view.form,
     ),
   );
-  view.input.focus();
+  (providerButton?.querySelector("button") ?? view.input).focus();
+}
+
+/** "Sign in with {name}": off to the provider, back to the page this one stands in for. */
+function signInWithProvider(settings, error) {
+  const button = h(
+    "button",
+    { type: "button", class: "button", id: "sign-in-provider" },
+    `Sign in with ${settings.name}`,
+  );
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await startSignIn(settings, location.hash);
+    } catch (failure) {
+      button.disabled = false;
+      error.textContent = `The identity provider could not be reached: ${failure.message ?? failure}`;
+      error.hidden = false;
+    }
+  });
+  return h("div", { class: "sign-in-provider" }, button);
 }
 
 /** The form and its parts; `reason` (why the user was signed out) is shown in its message. */
