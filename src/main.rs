@@ -157,10 +157,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             settings.server.check()?;
             AppRegistry::from_settings(&settings.auth, &settings.apps)?;
             Endpoint::all(&settings.webhooks, &settings.webhook_allow_hosts)?;
+            if let Some(oidc) = &settings.auth.oidc {
+                agentassist_hooks::oidc::People::new(oidc, settings.auth.leeway_seconds)
+                    .context("invalid [auth.oidc] configuration")?;
+            }
             println!(
-                "configuration OK: {} app(s), {} webhook(s), listening on {}",
+                "configuration OK: {} app(s), {} webhook(s), {}, listening on {}",
                 settings.apps.len(),
                 settings.webhooks.len(),
+                match &settings.auth.oidc {
+                    Some(oidc) => format!("people sign in at {}", oidc.issuer),
+                    None => "no identity provider".to_owned(),
+                },
                 settings.server.bind
             );
             Ok(())

@@ -264,7 +264,8 @@ test("a person signs in through the provider, lands on the page they asked for a
   assert.equal(new URL(page.url()).hash, `#/bots/${BOT}/conversations`, "back on the page asked for");
   assert.equal(new URL(page.url()).search, "", "the code left the address bar");
   assert.equal(await page.textContent("#who"), "Dana Scully");
-  assert.ok(await page.isVisible(`text=c-${BOT}`));
+  await page.click(`text=c-${BOT}`);
+  await ready(page, "conversation");
 
   await page.goto(`${serviceUrl}/console/#/bots`);
   await ready(page, "bots");
@@ -286,6 +287,24 @@ test("a person signs in through the provider, lands on the page they asked for a
   const mine = audit.items.filter((item) => item.actor === "user:dana");
   assert.ok(mine.length > 0, `the person's reads are in the audit log: ${JSON.stringify(audit)}`);
   assert.equal(mine[0].actorName, "Dana Scully");
+
+  // The audit page, for a person with `audit`: the reads of a conversation, by whom.
+  await page.click("text=Audit log");
+  await ready(page, "audit");
+  await page.fill("#audit-conversation", `c-${BOT}`);
+  await page.click("text=Apply filters");
+  await page.waitForURL(`${serviceUrl}/console/#/audit?conversationId=c-${BOT}`);
+  await ready(page, "audit");
+  await page.waitForSelector('[data-testid="audit-row"]');
+  const rows = await page.locator('[data-testid="audit-row"]').allTextContents();
+  assert.ok(
+    rows.every((row) => row.includes("Dana Scully (user:dana)") && row.includes(`c-${BOT}`)),
+    `each read of c-${BOT} is the person's: ${rows}`,
+  );
+  await page.screenshot({ path: join(screenshots, "audit-1280.png"), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: join(screenshots, "audit-390.png"), fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 800 });
 
   // A token that runs out sends the person back through sign-in, to the same page (the
   // provider remembers them, so no form this time).
@@ -322,6 +341,7 @@ test("a person without a mapped group sees why they may not read", async () => {
   await page.waitForSelector("main [role=alert]");
   const message = await page.textContent("main [role=alert]");
   assert.match(message, /signed in as Fox Mulder, but none of your groups may read this/);
+  assert.equal(await page.locator("text=Audit log").count(), 0, "no audit page without audit");
   await page.screenshot({ path: join(screenshots, "signed-in-no-group-1280.png"), fullPage: true });
   await page.context().close();
 });

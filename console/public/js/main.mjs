@@ -1,10 +1,12 @@
 // The console's shell: hash routes (ids may be in the hash, the token never is), the
 // header's navigation, sign-in state and the live-update indicator.
 
+import { get } from "./api.mjs";
 import { h, replace } from "./dom.mjs";
 import { onLiveState, stop as stopLive } from "./live.mjs";
 import { endSession, finishSignIn, renewSignIn } from "./oidc.mjs";
 import { agentPage } from "./pages/agent.mjs";
+import { auditPage } from "./pages/audit.mjs";
 import { botsPage } from "./pages/bots.mjs";
 import { conversationPage } from "./pages/conversation.mjs";
 import { listPage } from "./pages/list.mjs";
@@ -57,9 +59,11 @@ listPage.pageName = "list";
 conversationPage.pageName = "conversation";
 agentPage.pageName = "agent";
 overviewPage.pageName = "overview";
+auditPage.pageName = "audit";
 
 function resolve(segments) {
   if (!segments || segments.length === 0) return { page: botsPage, params: {} };
+  if (segments.length === 1 && segments[0] === "audit") return { page: auditPage, params: {} };
   if (segments[0] !== "bots") return null;
   if (segments.length === 1) return { page: botsPage, params: {} };
   const botId = segments[1];
@@ -78,12 +82,30 @@ function resolve(segments) {
   return null;
 }
 
-function renderNav(botId, current) {
+let auditProbe = { token: null, allowed: Promise.resolve(false) };
+
+/** Whether the signed-in caller may read the audit log (asked once per token). */
+function mayAudit() {
+  const current = token();
+  if (auditProbe.token !== current) {
+    auditProbe = {
+      token: current,
+      allowed: get("/api/v1/audit?limit=1").then(
+        () => true,
+        () => false,
+      ),
+    };
+  }
+  return auditProbe.allowed;
+}
+
+function renderNav(botId, current, auditAllowed) {
   const items = [["Bots", href(["bots"]), current === "bots"]];
   if (botId !== undefined) {
     items.push([`Conversations of ${botId}`, href(["bots", botId, "conversations"]), current === "list"]);
     items.push([`Overview of ${botId}`, href(["bots", botId, "overview"]), current === "overview"]);
   }
+  if (auditAllowed) items.push(["Audit log", href(["audit"]), current === "audit"]);
   replace(
     navList,
     items.map(([text, link, isCurrent]) =>
@@ -175,7 +197,7 @@ async function showSignIn(context) {
 }
 
 function showNotFound(context) {
-  renderNav(undefined, null);
+  renderNav(undefined, null, false);
   context.setTitle("Not found");
   replace(
     main,
@@ -187,7 +209,13 @@ function showNotFound(context) {
 
 async function showPage(context, { page, params }) {
   if (params.botId === undefined) stopLive();
-  renderNav(params.botId, ["bots", "list", "overview"].includes(page.pageName) ? page.pageName : null);
+  const auditAllowed = await mayAudit();
+  if (context.signal.aborted) return;
+  renderNav(
+    params.botId,
+    ["bots", "list", "overview", "audit"].includes(page.pageName) ? page.pageName : null,
+    auditAllowed,
+  );
   try {
     await page(context, params);
     done(context, page.pageName);
