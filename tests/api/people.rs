@@ -638,6 +638,16 @@ async fn audit_records_survive_sigterm_right_after_the_reads(pool: PgPool) {
     service.terminate();
     let exit = service.exit_within(PATIENCE).await.expect("it stops");
     assert!(exit.success(), "{}", service.output());
+    // Each read's log line names who made it.
+    let actor = format!("\"actor\":\"app:{WILDCARD_APP}\"");
+    assert!(
+        service
+            .output()
+            .lines()
+            .any(|line| line.contains("finished processing request") && line.contains(&actor)),
+        "{}",
+        service.output()
+    );
 
     let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT actor, route, client_address FROM audit_log WHERE conversation_id = 'c-sigterm'",
