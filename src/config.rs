@@ -65,6 +65,9 @@ pub struct ServerSettings {
     /// Origins whose browser pages may call the API (the agent desktop's CRM integration);
     /// none by default.
     pub cors_origins: Vec<String>,
+    /// Proxies in front of the service (addresses or networks, `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` names the client in the audit log; none by default.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl ServerSettings {
@@ -107,6 +110,7 @@ impl Default for ServerSettings {
             write_timeout_seconds: 30,
             metrics: true,
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -369,6 +373,19 @@ pub struct AuditSettings {
     pub enabled: bool,
     /// Records older than this are deleted.
     pub retention_days: u32,
+}
+
+impl AuditSettings {
+    /// Refuses a retention that would delete every record at once, or reach past the
+    /// calendar (100 years is the most).
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=36_500).contains(&self.retention_days),
+            "audit.retention_days must be from 1 to 36500, not {}",
+            self.retention_days
+        );
+        Ok(())
+    }
 }
 
 impl Default for AuditSettings {

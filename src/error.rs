@@ -214,67 +214,80 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The refusals every read can meet, described once for the OpenAPI document.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)] // Only described: handlers answer with `ApiError`.
-pub enum ReadRefusals {
-    #[response(
-        status = 401,
-        description = "Missing or invalid token.",
-        content_type = "application/problem+json"
-    )]
-    Unauthorized(Problem),
-    #[response(
-        status = 403,
-        description = "The app lacks the `read` permission.",
-        content_type = "application/problem+json"
-    )]
-    Forbidden(Problem),
-    #[response(status = 503, description = "The database is unavailable, or the service is overloaded.", content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))]
-    Unavailable(Problem),
+/// The refusals an operation needing permission `P` can meet (401, 403, 503), described
+/// once for the OpenAPI document: handlers answer them with `ApiError`.
+pub struct Refusals<P>(std::marker::PhantomData<P>);
+
+/// A permission an operation needs, as the 403's description names it.
+pub trait Needs {
+    const PERMISSION: &'static str;
 }
 
-/// The refusals of the operators' reads (`admin`), described once for the OpenAPI document.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)] // Only described: handlers answer with `ApiError`.
-pub enum AdminRefusals {
-    #[response(
-        status = 401,
-        description = "Missing or invalid token.",
-        content_type = "application/problem+json"
-    )]
-    Unauthorized(Problem),
-    #[response(
-        status = 403,
-        description = "The app lacks the `admin` permission.",
-        content_type = "application/problem+json"
-    )]
-    Forbidden(Problem),
-    #[response(status = 503, description = "The database is unavailable, or the service is overloaded.", content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))]
-    Unavailable(Problem),
+pub enum Read {}
+pub enum Admin {}
+pub enum Audit {}
+
+impl Needs for Read {
+    const PERMISSION: &'static str = "read";
+}
+impl Needs for Admin {
+    const PERMISSION: &'static str = "admin";
+}
+impl Needs for Audit {
+    const PERMISSION: &'static str = "audit";
 }
 
-/// The refusals of the audit log's reads (`audit`), described once for the OpenAPI document.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)] // Only described: handlers answer with `ApiError`.
-pub enum AuditRefusals {
-    #[response(
-        status = 401,
-        description = "Missing or invalid token.",
-        content_type = "application/problem+json"
-    )]
-    Unauthorized(Problem),
-    #[response(
-        status = 403,
-        description = "The caller lacks the `audit` permission.",
-        content_type = "application/problem+json"
-    )]
-    Forbidden(Problem),
-    #[response(status = 503, description = "The database is unavailable, or the service is overloaded.", content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))]
-    Unavailable(Problem),
+pub type ReadRefusals = Refusals<Read>;
+pub type AdminRefusals = Refusals<Admin>;
+pub type AuditRefusals = Refusals<Audit>;
+
+impl<P: Needs> utoipa::IntoResponses for Refusals<P> {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+        let problem = |description: &str| {
+            ResponseBuilder::new().description(description).content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+        };
+        let retry_after = HeaderBuilder::new()
+            .schema(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                        utoipa::openapi::KnownFormat::Int64,
+                    )))
+                    .minimum(Some(0)),
+            )
+            .description(Some("Seconds to wait before retrying."))
+            .build();
+        [
+            ("401", problem("Missing or invalid token.").build()),
+            (
+                "403",
+                problem(&format!(
+                    "The caller lacks the `{}` permission.",
+                    P::PERMISSION
+                ))
+                .build(),
+            ),
+            (
+                "503",
+                problem("The database is unavailable, or the service is overloaded.")
+                    .header("Retry-After", retry_after)
+                    .build(),
+            ),
+        ]
+        .into_iter()
+        .map(|(status, response)| (status.to_owned(), response.into()))
+        .collect()
+    }
 }
 
 /// The refusals every ingest can meet, described once for the OpenAPI document.

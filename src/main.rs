@@ -155,6 +155,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig => {
             settings.server.check()?;
+            settings.audit.check()?;
+            agentassist_hooks::audit::Recorder::default()
+                .trusting(&settings.server.trusted_proxies)?;
             AppRegistry::from_settings(&settings.auth, &settings.apps)?;
             Endpoint::all(&settings.webhooks, &settings.webhook_allow_hosts)?;
             if let Some(oidc) = &settings.auth.oidc {

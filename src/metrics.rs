@@ -75,6 +75,8 @@ pub const WEBHOOK_STATE: &str = "agentassist_hooks_webhook_state";
 pub const OIDC_KEY_FETCHES: &str = "agentassist_hooks_oidc_key_fetches_total";
 /// Audit records written to the store.
 pub const AUDIT_RECORDS: &str = "agentassist_hooks_audit_records_written_total";
+/// Audit records lost (after shutdown closed the log, or refused by the database).
+pub const AUDIT_LOST: &str = "agentassist_hooks_audit_records_lost_total";
 /// Audit records waiting to be written.
 pub const AUDIT_PENDING: &str = "agentassist_hooks_audit_records_pending";
 
@@ -249,7 +251,13 @@ fn describe() {
         Unit::Count,
         "Audit records waiting to be written"
     );
+    describe_counter!(
+        AUDIT_LOST,
+        Unit::Count,
+        "Audit records lost: after shutdown closed the log, or refused by the database"
+    );
     counter!(AUDIT_RECORDS).absolute(0);
+    counter!(AUDIT_LOST).absolute(0);
     // Series that exist before their first event, so that rate() sees them start at zero.
     counter!(STATS_COUNTED).absolute(0);
     gauge!(CHANGE_STREAMS_OPEN).set(0);
@@ -358,6 +366,11 @@ pub fn auth_failure(reason: &'static str) {
 /// A fetch of the identity provider's keys: `ok` or `error`.
 pub fn oidc_key_fetch(outcome: &'static str) {
     counter!(OIDC_KEY_FETCHES, "outcome" => outcome).increment(1);
+}
+
+/// Audit records lost: after the log closed at shutdown, or refused by the database.
+pub fn audit_lost(records: usize) {
+    counter!(AUDIT_LOST).increment(records as u64);
 }
 
 /// Audit records written, and how many wait after them.

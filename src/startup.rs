@@ -16,6 +16,7 @@ use tokio::time::Instant;
 /// (see [`prepare_database`]).
 pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
     settings.server.check()?;
+    settings.audit.check()?;
     let apps = AppRegistry::from_settings(&settings.auth, &settings.apps)
         .context("invalid [[apps]] or [auth] configuration")?;
     crate::webhooks::Endpoint::all(&settings.webhooks, &settings.webhook_allow_hosts)
@@ -62,7 +63,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut audit_writer = None;
     if settings.audit.enabled {
         let (recorder, writer) = crate::audit::spawn(state.store.clone());
-        state = state.with_audit(recorder);
+        state = state.with_audit(recorder.trusting(&settings.server.trusted_proxies)?);
         audit_writer = Some(writer);
     }
     let endpoints =
@@ -263,7 +264,10 @@ async fn enforce_retention(store: Store, retention: RetentionSettings, audit: Au
             Ok(purged) => tracing::info!(purged, "forgot old erasure tombstones"),
             Err(error) => tracing::warn!(error = %error, "could not purge erasure tombstones"),
         }
-        let audit_before = now - time::Duration::days(audit.retention_days.into());
+        let Some(audit_before) = now.checked_sub(time::Duration::days(audit.retention_days.into()))
+        else {
+            continue;
+        };
         match store.audit_purge(audit_before).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "deleted audit records past retention"),

@@ -17,11 +17,11 @@ const ASSETS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/console_ass
 /// Scripts, styles and connections from this origin only (and the identity provider's, for
 /// its discovery document and token endpoint); no inline script or style, no plugins, no
 /// framing, no forms posting elsewhere.
-pub fn content_security_policy(provider_origin: Option<&str>) -> String {
-    let connect = match provider_origin {
-        Some(origin) => format!("'self' {origin}"),
-        None => "'self'".to_owned(),
-    };
+pub fn content_security_policy(provider_origins: &[String]) -> String {
+    let connect = std::iter::once("'self'")
+        .chain(provider_origins.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
          connect-src {connect}; font-src 'self'; manifest-src 'self'; base-uri 'none'; \
@@ -74,12 +74,12 @@ fn asset(state: &AppState, path: &str) -> Response {
     let Some((_, bytes)) = ASSETS.iter().find(|(name, _)| *name == path) else {
         return ApiError::NotFound.into_response();
     };
-    let provider_origin = state.people.as_ref().and_then(|people| {
-        url::Url::parse(&people.settings().issuer)
-            .ok()
-            .map(|url| url.origin().ascii_serialization())
-    });
-    let policy = HeaderValue::from_str(&content_security_policy(provider_origin.as_deref()))
+    let provider_origins = state
+        .people
+        .as_ref()
+        .map(|people| people.console_origins())
+        .unwrap_or_default();
+    let policy = HeaderValue::from_str(&content_security_policy(&provider_origins))
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
     (
         [

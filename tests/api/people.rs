@@ -2,11 +2,13 @@
 //!
 //! The provider here is a small HTTP server of the test's own (discovery and a key set it
 //! can rotate, counting the key-set fetches), signing with RSA, P-256 and Ed25519 keys
-//! made by aws-lc-rs; `tests/oidc/` runs the same service against the real `oidc-provider`.
+//! made by aws-lc-rs. `console/test/signin.test.mjs` signs people in through the real
+//! `oidc-provider` in a browser.
 
 use crate::common::*;
 use crate::process::{PATIENCE, Service};
 use agentassist_hooks::audit;
+use agentassist_hooks::auth::AuthFailure;
 use agentassist_hooks::config::{
     AuthSettings, OidcSettings, Permission, RoleMapping, ServerSettings,
 };
@@ -291,6 +293,15 @@ async fn a_persons_token_is_accepted_when_signed_with_rs256_es256_or_eddsa() {
 }
 
 #[tokio::test]
+async fn the_apis_audience_must_not_be_the_consoles_client() {
+    let provider = Provider::start(&[]).await;
+    let mut settings = provider.settings();
+    settings.audience = settings.client_id.clone();
+    let refused = People::new(&settings, 60).err().expect("refused");
+    assert!(refused.to_string().contains("audience"), "{refused}");
+}
+
+#[tokio::test]
 async fn a_person_without_a_mapped_group_is_forbidden() {
     let key = SigningKey::p256("ec-1");
     let provider = Provider::start(&[&key]).await;
@@ -372,6 +383,32 @@ async fn tokens_the_provider_did_not_issue_for_us_are_refused() {
         assert_eq!(response.status, 401, "{what}: {}", response.body);
         assert_eq!(response.body["detail"], "invalid token", "{what}");
     }
+    // Each check on its own, where routing by `iss` or a failed signature would hide it:
+    // the provider's own key, with only the one thing wrong.
+    let people = provider.people().await;
+    let reason = |token: String| {
+        let people = people.clone();
+        async move { people.verify(&token).await.map(|_| ()).unwrap_err() }
+    };
+    let mut carrying = Header::new(Algorithm::RS256);
+    carrying.kid = Some(key.kid.clone());
+    carrying.jwk = Some(key.jwk());
+    assert_eq!(
+        reason(key.sign_with(carrying, &claims)).await,
+        AuthFailure::EmbeddedKey
+    );
+    assert_eq!(
+        reason(key.sign(&with("iss", json!("https://evil.example.com")))).await,
+        AuthFailure::WrongIssuer
+    );
+    assert_eq!(
+        reason(key.sign(&with("aud", json!("another-api")))).await,
+        AuthFailure::WrongAudience
+    );
+    assert_eq!(reason(key.sign(&no_exp)).await, AuthFailure::MissingExp);
+    // A provider that leaves `kid` out of its tokens: its keys are tried.
+    let no_kid = Header::new(Algorithm::RS256);
+    assert!(people.verify(&key.sign_with(no_kid, &claims)).await.is_ok());
     // The one token that should pass does.
     assert_eq!(
         get_bearer(&app, &path, &key.sign(&claims)).await.status,
@@ -501,6 +538,12 @@ async fn reads_are_audited_with_their_actors(backend: Backend) {
     assert_eq!(app.get(&events, "not-a-token").await.status, 401);
     // Not a read of conversation data: not recorded.
     assert_eq!(get_bearer(&app, "/api/v1/bots", &person).await.status, 200);
+    // HEAD runs the same query: recorded, as itself.
+    let head = Request::head(conversation_path("c-other"))
+        .header("token", read_token())
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(head).await.status, 200);
 
     // Shutdown writes what is queued.
     writer.finish(Duration::from_secs(10)).await;
@@ -583,6 +626,23 @@ async fn reads_are_audited_with_their_actors(backend: Backend) {
     );
     assert_eq!(second[0]["participant"], "agentId1");
     assert_eq!(second[0]["conversationId"], Value::Null);
+
+    let other = get_bearer(&app, "/api/v1/audit?conversationId=c-other", &auditor).await;
+    let methods: Vec<(&str, &str)> = other.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["actor"].as_str().unwrap(),
+                item["method"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        [(app_actor.as_str(), "HEAD"), (person_actor.as_str(), "GET")]
+    );
 
     // Reading the audit log needs `audit`.
     get_bearer(&app, "/api/v1/audit", &person)

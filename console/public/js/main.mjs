@@ -12,7 +12,7 @@ import { conversationPage } from "./pages/conversation.mjs";
 import { listPage } from "./pages/list.mjs";
 import { overviewPage } from "./pages/overview.mjs";
 import { signInPage } from "./pages/signin.mjs";
-import { onChange, person, token } from "./session.mjs";
+import { onChange, person, signOut, token } from "./session.mjs";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("site-nav");
@@ -269,7 +269,8 @@ function showWho() {
   who.textContent = signedIn ? signedIn.name : "";
   who.title = signedIn?.email ?? "";
   clearTimeout(expiry);
-  if (signedIn) expiry = setTimeout(renewSignIn, Math.max(0, signedIn.expiresAt - Date.now()));
+  // setTimeout takes at most 2^31 - 1 ms (24.8 days); a longer token is renewed early.
+  if (signedIn) expiry = setTimeout(renewSignIn, Math.min(Math.max(0, signedIn.expiresAt - Date.now()), 2 ** 31 - 1));
 }
 
 onChange(({ signedIn, reason }) => {
@@ -296,9 +297,8 @@ window.addEventListener("hashchange", () => {
   route();
 });
 
-finishSignIn()
-  .catch((error) => {
-    console.error(error);
-    signInReason = `Signing in did not complete: ${error.message ?? error}`;
-  })
-  .finally(route);
+finishSignIn().then(route, (error) => {
+  console.error(error);
+  // Whatever was kept before (an expired token) goes: the sign-in page says why.
+  signOut(`Signing in did not complete: ${error.message ?? error}`);
+});

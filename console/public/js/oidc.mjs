@@ -7,13 +7,25 @@ import { person, signInPerson, signOut } from "./session.mjs";
 import * as oauth from "./vendor/oauth4webapi.mjs";
 
 const PENDING = "agentassist-hooks.console.sign-in";
+const RENEWED = "agentassist-hooks.console.renewed-at";
+/** A renewal within this long of the last one signs out instead: no loop with the provider. */
+const RENEWAL_PAUSE_MS = 30000;
 let settingsRequest = null;
 
 /** The provider people sign in with (`{issuer, clientId, scopes, name}`), or null when none. */
 export function provider() {
-  settingsRequest ??= fetch("sign-in.json", { cache: "no-store", credentials: "omit" })
-    .then((response) => (response.ok ? response.json() : null))
-    .catch(() => null);
+  settingsRequest ??= fetch("sign-in.json", { cache: "no-store", credentials: "omit" }).then(
+    (response) => {
+      if (response.ok) return response.json();
+      // Only "there is none" is kept; a failure (shed, unreachable) is asked again next time.
+      if (response.status !== 404) settingsRequest = null;
+      return null;
+    },
+    () => {
+      settingsRequest = null;
+      return null;
+    },
+  );
   return settingsRequest;
 }
 
@@ -111,9 +123,21 @@ export async function endSession(reason) {
   location.assign(url.href);
 }
 
-/** A person whose token has run out goes back through sign-in, to the same page. */
+/**
+ * A person whose token has run out goes back through sign-in, to the same page; once in
+ * 30 s at most (a renewal that fails would otherwise go round and round), else signed out.
+ */
 export async function renewSignIn() {
+  const last = Number(sessionStorage.getItem(RENEWED) ?? 0);
   const settings = await provider();
-  if (settings) await startSignIn(settings, location.hash);
-  else signOut("Your sign-in has expired. Sign in again.");
+  if (!settings || Date.now() - last < RENEWAL_PAUSE_MS) {
+    signOut("Your sign-in has expired. Sign in again.");
+    return;
+  }
+  sessionStorage.setItem(RENEWED, String(Date.now()));
+  try {
+    await startSignIn(settings, location.hash);
+  } catch (error) {
+    signOut(`Your sign-in has expired, and the identity provider could not be reached: ${error.message ?? error}`);
+  }
 }
