@@ -13,6 +13,7 @@ use agentassist_hooks::config::{
     AuthSettings, OidcSettings, Permission, RoleMapping, ServerSettings,
 };
 use agentassist_hooks::oidc::People;
+use agentassist_hooks::store::{AuditFilter, AuditRecord};
 use axum::body::Body;
 use axum::http::Request;
 use base64::Engine;
@@ -721,4 +722,56 @@ async fn audit_records_survive_sigterm_right_after_the_reads(pool: PgPool) {
         assert_eq!(route, "/api/v1/bots/{botId}/conversations/{conversationId}");
         assert_eq!(address.as_deref(), Some("127.0.0.1"));
     }
+}
+
+async fn audit_records_outlive_an_erasure_and_go_with_retention(backend: Backend) {
+    let app = backend.app().await;
+    let (recorder, writer) = audit::spawn(app.store.clone());
+    let app = app.rebuilt(|state| state.with_audit(recorder));
+    seed(&app, "c-erased").await;
+    let path = conversation_path("c-erased");
+    assert_eq!(app.get(&path, &erase_token()).await.status, 200);
+    let erase = Request::delete(&path)
+        .header("token", erase_token())
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(erase).await.status, 204);
+    writer.finish(Duration::from_secs(10)).await;
+
+    let of_conversation = AuditFilter {
+        conversation_id: Some("c-erased".to_owned()),
+        ..AuditFilter::default()
+    };
+    let kept = app.store.audit_page(&of_conversation, 10).await.unwrap();
+    assert_eq!(kept.len(), 1, "the read's record stays after the erasure");
+    assert_eq!(kept[0].record.actor, format!("app:{ERASE_APP}"));
+
+    // A record past retention goes; the recent one stays.
+    let now = time::OffsetDateTime::now_utc();
+    let old = AuditRecord {
+        at: now - time::Duration::days(400),
+        ..kept[0].record.clone()
+    };
+    app.store.audit_append(&[old]).await.unwrap();
+    assert_eq!(
+        app.store
+            .audit_page(&of_conversation, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let purged = app
+        .store
+        .audit_purge(now - time::Duration::days(365))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    let left = app.store.audit_page(&of_conversation, 10).await.unwrap();
+    assert_eq!(left, kept);
+}
+
+mod retention {
+    use super::*;
+    on_both_backends!(audit_records_outlive_an_erasure_and_go_with_retention);
 }

@@ -1020,8 +1020,14 @@ async fn get_stats_over_http(
 /// waiting out `stats.max_lag_seconds` to report the last time nothing followed.
 #[sqlx::test(migrations = "migrations/postgres")]
 async fn an_answer_is_as_of_the_request_once_the_visible_feed_is_counted(pool: sqlx::PgPool) {
-    // Arrange
-    let app = TestApp::new(pool.clone());
+    // Arrange: a lag allowance no test would wait out, so that waiting for the held-back
+    // event (instead of answering as of the visible end) shows as a hang the guard below
+    // reports.
+    let patient = agentassist_hooks::config::StatsSettings {
+        max_lag_seconds: 3600,
+        ..Default::default()
+    };
+    let app = TestApp::new(pool.clone()).rebuilt(|state| state.with_stats(&patient));
     let _counting = app.count_stats();
     post(&app, "c-visible", vec![transfer("NA", "entry", "agent-1")]).await;
     wait_until_counted(&app.store).await;
@@ -1030,6 +1036,7 @@ async fn an_answer_is_as_of_the_request_once_the_visible_feed_is_counted(pool: s
         .execute(&mut *holding)
         .await
         .unwrap();
+    let before_held_back = OffsetDateTime::now_utc();
     post(
         &app,
         "c-held-back",
@@ -1048,15 +1055,22 @@ async fn an_answer_is_as_of_the_request_once_the_visible_feed_is_counted(pool: s
     );
 
     // Act
-    let answer = app.get(&path, &read_token()).await;
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        app.get(&path, &read_token()),
+    )
+    .await
+    .expect("answered without waiting for the held-back event");
 
     // Assert
     assert_eq!(answer.status, 200, "{}", answer.body);
     let as_of = OffsetDateTime::parse(answer.body["asOf"].as_str().unwrap(), &Rfc3339).unwrap();
+    // As of the request, or of a moment the worker found nothing visible after its page
+    // (it may look between the held-back commit and the request): never a moment from
+    // before the held-back event, which waiting out max_lag would have reported.
     assert!(
-        as_of >= posted,
-        "asOf {as_of} is the request's time, not the last moment nothing followed the page \
-         (before {posted})"
+        as_of >= before_held_back,
+        "asOf {as_of} is from before the held-back event was sent ({before_held_back})"
     );
     assert_eq!(
         answer.body["results"][0]["buckets"][0]["conversations"]["started"], 1,
