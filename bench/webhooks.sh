@@ -5,7 +5,9 @@
 # alternating ROUNDS times so that both see the same machine. Prints per run: events/s
 # acknowledged, the endpoint's largest lag in seconds while the load ran (sampled every
 # second from GET /api/v1/webhooks), and how long it took to deliver the rest after the
-# load stopped; then the means and the ingest loss with the webhook.
+# load stopped; the CPU each process spent per event acknowledged (the service, PostgreSQL,
+# the receiver), so that the receiver's share of the 2 cores shows; then the means and the
+# ingest loss with the webhook.
 #
 #   bench/webhooks.sh                                # 64 connections, 3 rounds of 20 s
 #   BINARY=target/release/agentassist-hooks DURATION=30 ROUNDS=3 bench/webhooks.sh
@@ -109,13 +111,32 @@ lag() {
         python3 -c 'import json, sys; i = json.load(sys.stdin)["items"][0]; print(i["lagItems"], i["lagSeconds"])'
 }
 
+# CPU ticks (1/100 s) so far of process $1; of every postgres process (exited backends
+# through their parent's cutime/cstime).
+ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+postgres_ticks() {
+    local total=0 stat f
+    for stat in /proc/[0-9]*/stat; do
+        { read -r -a f <"$stat"; } 2>/dev/null || continue
+        [[ ${f[1]} == "(postgres)" ]] && total=$((total + f[13] + f[14] + f[15] + f[16]))
+    done
+    echo "$total"
+}
+cpu_sample() { echo "$(ticks_of "$service_pid") $(postgres_ticks) $(ticks_of "$receiver_pid")"; }
+# Between two samples, ms per event ($3): "service postgres receiver".
+cpu_per_event() {
+    awk -v n="$3" -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        printf "%.3f %.3f %.3f", (y[1] - x[1]) * 10 / n, (y[2] - x[2]) * 10 / n, (y[3] - x[3]) * 10 / n }'
+}
+
 drive() {
     wrk -t2 -c"$CONNECTIONS" -d"$1"s --timeout 10s -s bench/ingest.lua \
         "$base/agentassist/api/v1/hooks/st-bench" -- "$2" "$token" "$work/acks-$2" >"$work/wrk-$2.txt"
     sed -n 's/^RESULT ok=\([0-9]*\) .*duration_us=\([0-9]*\).*/\1 \2/p' "$work/wrk-$2.txt"
 }
 
-declare -a off_eps on_eps on_lag on_drain
+declare -a off_eps on_eps on_lag on_drain off_cpu on_cpu
 for round in $(seq "$ROUNDS"); do
     for mode in off on; do
         start_service "$mode"
@@ -125,19 +146,22 @@ for round in $(seq "$ROUNDS"); do
             (while true; do lag; sleep 1; done) >"$work/lag-$round.txt" 2>/dev/null &
             sampler=$!
         fi
+        before=$(cpu_sample)
         read -r ok micros < <(drive "$DURATION" "$mode-$round")
+        after=$(cpu_sample)
         eps=$(python3 -c "print(round($ok / ($micros / 1e6)))")
+        cpu=$(cpu_per_event "$before" "$after" "$ok")
         if [[ $mode == on ]]; then
             kill "$sampler"; wait "$sampler" 2>/dev/null || true
             max_lag=$(awk 'BEGIN {m = 0} $2 > m {m = $2} END {print m}' "$work/lag-$round.txt")
             started=$SECONDS
             until [[ $(lag | cut -d' ' -f1) == 0 ]]; do sleep 0.2; done
             drain=$((SECONDS - started))
-            on_eps+=("$eps"); on_lag+=("$max_lag"); on_drain+=("$drain")
-            echo "round $round with webhook: $eps events/s, largest lag ${max_lag} s, rest delivered ${drain} s after the load"
+            on_eps+=("$eps"); on_lag+=("$max_lag"); on_drain+=("$drain"); on_cpu+=("$cpu")
+            echo "round $round with webhook: $eps events/s, largest lag ${max_lag} s, rest delivered ${drain} s after the load; CPU ms/event service postgres receiver: $cpu"
         else
-            off_eps+=("$eps")
-            echo "round $round without webhook: $eps events/s"
+            off_eps+=("$eps"); off_cpu+=("$cpu")
+            echo "round $round without webhook: $eps events/s; CPU ms/event service postgres receiver: $cpu"
         fi
         stop_service
     done
@@ -148,4 +172,8 @@ off=$(mean "${off_eps[@]}")
 on=$(mean "${on_eps[@]}")
 echo "== $CONNECTIONS connections, $ROUNDS rounds of $DURATION s, max_in_flight $MAX_IN_FLIGHT"
 echo "ingest without webhook: $off events/s; with: $on events/s; change $(python3 -c "print(round(100 * ($on - $off) / $off, 1))") %"
+# Mean CPU ms per event of column $1 (1 service, 2 postgres, 3 receiver) over the samples.
+mean_cpu() { local column=$1; shift; printf '%s\n' "$@" | awk -v c="$column" '{s += $c} END {printf "%.3f", s / NR}'; }
+echo "CPU ms per event without webhook: service $(mean_cpu 1 "${off_cpu[@]}"), postgres $(mean_cpu 2 "${off_cpu[@]}")"
+echo "CPU ms per event with webhook:    service $(mean_cpu 1 "${on_cpu[@]}"), postgres $(mean_cpu 2 "${on_cpu[@]}"), receiver $(mean_cpu 3 "${on_cpu[@]}")"
 echo "largest lag while loaded: $(printf '%s\n' "${on_lag[@]}" | sort -g | tail -1) s; longest drain after: $(printf '%s\n' "${on_drain[@]}" | sort -g | tail -1) s"
